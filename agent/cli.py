@@ -1,0 +1,137 @@
+"""`autogit-agent`: run | demo | detect | plan | check-config | status | config-docs | version.
+
+Exit codes (docs/cli/autogit-agent.md): 0 success; 64 usage error; 65 bad scenario input;
+66 input file missing; 69 agent or service unavailable; 78 bad configuration (systemd's
+RestartPreventExitStatus=78 stops a restart loop on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 65, 66, 69, 78
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's default is exit 2; sysexits says 64
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _err(message: str) -> None:
+    print(f"autogit-agent: {message}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        load_config(args.path)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EX_CONFIG
+    print(f"{args.path or 'config'}: ok")
+    return EX_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .inventory.host import DetectReport, observe_host
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EX_CONFIG
+    report: DetectReport = observe_host(config, root=args.root)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(report.human())
+    return EX_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from datetime import timezone
+
+    from .planner import plan
+    from .render import plan_text
+    from .scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except FileNotFoundError:
+        _err(f"{args.scenario}: no such file")
+        return EX_NOINPUT
+    except ScenarioError as exc:
+        _err(str(exc))
+        return EX_DATAERR
+    result = plan(scenario.host, scenario.planner_runners(), scenario.jobs, scenario.policy, scenario.now.astimezone(timezone.utc))
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(plan_text(scenario, result))
+    return EX_OK
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from .configdocs import render_config_docs
+
+    print(render_config_docs(), end="")
+    return EX_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"autogit-agent {__version__}")
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="autogit-agent", description="AutoGit host agent: GitLab runners on the right hardware.")
+    parser.add_argument("--version", action="version", version=f"autogit-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("check-config", help="validate a config file (exit 78 on errors)")
+    p.add_argument("path", nargs="?", type=Path, help="default: /etc/autogit/agent.yaml or $AUTOGIT_CONFIG")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("detect", help="show this host's hardware and the runner tags it yields")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("plan", help="run the planner on a scenario file (no I/O)")
+    p.add_argument("scenario", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("config-docs", help="print the configuration reference (Markdown)")
+    p.set_defaults(func=cmd_config_docs)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

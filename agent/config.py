@@ -1,0 +1,248 @@
+"""The agent's configuration: /etc/autogit/agent.yaml, validated by pydantic models.
+
+Unknown keys are errors, so a typo never silently falls back to a default. Secrets never come
+from the YAML: the GitLab token and the webhook secret come from the environment
+(AUTOGIT_GITLAB_TOKEN, AUTOGIT_WEBHOOK_SECRET) or from systemd credentials
+($CREDENTIALS_DIRECTORY/gitlab-token, .../webhook-secret). docs/configuration/ is generated
+from these models (`autogit-agent config-docs`), so it cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from .model import Frozen, Policy
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AgentConfig",
+    "ApiConfig",
+    "ConfigError",
+    "GitLabConfig",
+    "GitLabScope",
+    "GpuConfig",
+    "RunnerConfig",
+    "RunnerMode",
+    "Secrets",
+    "WebhookConfig",
+    "load_config",
+    "load_secrets",
+    "parse_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/autogit/agent.yaml")
+# gitlab-runner's official image, pinned: a moving tag would change runners under the agent.
+DEFAULT_RUNNER_IMAGE = "gitlab/gitlab-runner:alpine-v17.11.3"
+
+
+class ConfigError(ValueError):
+    """An unusable config. `lines` holds one `field.path: message` per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class GitLabScope(Frozen):
+    """Where the agent looks for pending jobs and registers its runners."""
+
+    kind: Literal["instance", "groups", "projects"] = Field(
+        "instance",
+        description="instance: every project (needs an admin token; GraphQL); groups: the "
+        "projects of these groups; projects: these projects.",
+    )
+    groups: list[PositiveInt] = Field(default_factory=list, description="Group ids (kind=groups).")
+    projects: list[PositiveInt] = Field(default_factory=list, description="Project ids (kind=projects).")
+
+    @model_validator(mode="after")
+    def _ids_match_kind(self) -> GitLabScope:
+        if self.kind == "groups" and not self.groups:
+            raise ValueError("kind 'groups' needs at least one id in groups")
+        if self.kind == "projects" and not self.projects:
+            raise ValueError("kind 'projects' needs at least one id in projects")
+        return self
+
+
+class GitLabConfig(Frozen):
+    url: AnyHttpUrl | None = Field(
+        None, description="GitLab base URL, e.g. https://gitlab.example.com. Unset: detect-only mode."
+    )
+    scope: GitLabScope = Field(default_factory=GitLabScope)
+    poll_interval: PositiveFloat = Field(10.0, description="Seconds between queue polls (the safety net for webhooks).")
+    request_timeout: PositiveFloat = Field(10.0, description="Seconds before one GitLab API call gives up.")
+    max_retries: int = Field(3, ge=0, le=10, description="Retries of a call that got 429 or 5xx, with backoff.")
+    runner_type: Literal["instance_type", "group_type", "project_type"] | None = Field(
+        None, description="Type of the runners the agent registers; default follows scope.kind."
+    )
+    verify_tls: bool = Field(True, description="Verify GitLab's TLS certificate.")
+    ca_file: Path | None = Field(None, description="CA bundle for a private GitLab CA.")
+
+
+class WebhookConfig(Frozen):
+    enabled: bool = Field(False, description="Listen for GitLab 'Job Hook' events to scale up at once.")
+    listen: str = Field("127.0.0.1:9181", description="host:port of the webhook listener.")
+    path: str = Field("/hooks/gitlab", description="URL path GitLab posts to.")
+    max_body_bytes: PositiveInt = Field(1 << 20, description="Largest accepted webhook body.")
+
+
+class RunnerMode(StrEnum):
+    REUSABLE = "reusable"
+    ONE_JOB = "one-job"
+
+
+class RunnerConfig(Frozen):
+    """How runner containers are made (ADR-002)."""
+
+    image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
+    mode: RunnerMode = Field(
+        RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."
+    )
+    job_image: str = Field("debian:bookworm-slim", description="Default image of job containers (docker executor).")
+    docker_host: str = Field("unix:///var/run/docker.sock", description="Docker engine the agent drives.")
+    config_dir: Path = Field(
+        Path("/var/lib/autogit/runners"), description="Where each runner's 0600 config.toml is written."
+    )
+    shutdown_timeout: PositiveFloat = Field(
+        3600, description="Seconds a stopping runner may take to finish its job before it is killed."
+    )
+    network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
+    check_interval: PositiveInt = Field(3, description="gitlab-runner's check_interval (seconds between job requests).")
+    privileged_jobs: bool = Field(False, description="Run job containers privileged (needed for docker-in-docker).")
+
+
+class GpuConfig(Frozen):
+    vendors: list[Literal["nvidia", "amd", "intel"]] = Field(
+        default_factory=lambda: ["nvidia", "amd", "intel"], description="GPU vendors to detect and schedule."
+    )
+    cdi: Literal["auto", "always", "never"] = Field(
+        "auto", description="Hand NVIDIA GPUs to jobs as CDI devices: auto uses CDI when dockerd has CDI specs."
+    )
+    health_interval: PositiveFloat = Field(5.0, description="Seconds one NVML event wait blocks before it loops.")
+    ignore: list[str] = Field(default_factory=list, description="GPU ids (UUID or PCI bus id) never to schedule.")
+
+
+class ApiConfig(Frozen):
+    socket: Path = Field(Path("/run/autogit/agent.sock"), description="The agent's unix socket (HTTP/JSON).")
+    group: str = Field("autogit", description="Members may read the socket.")
+    admin_group: str = Field("autogit-admin", description="Members (and root) may act through the socket.")
+    metrics_listen: str | None = Field(None, description="host:port of an optional TCP listener serving /metrics only.")
+    max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest accepted request body.")
+    max_connections: PositiveInt = Field(256, description="Most concurrent socket connections.")
+    event_history: PositiveInt = Field(1000, description="Events kept for ?since= replay.")
+
+
+class AgentConfig(Frozen):
+    gitlab: GitLabConfig = Field(default_factory=GitLabConfig)
+    scaling: Policy = Field(default_factory=Policy)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    hostname: str | None = Field(None, description="Name used in runner descriptions; default: the host's name.")
+    stop_timeout: NonNegativeFloat = Field(
+        30, description="Seconds the agent spends draining on SIGTERM before it exits (runners keep running)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Secrets(Frozen):
+    gitlab_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+
+_SECRET_KEYS = {"token", "private_token", "gitlab_token", "webhook_secret", "secret", "password"}
+
+
+def _format_errors(exc: ValidationError, source: str) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration/)"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def _find_secret_keys(node: object, path: str = "") -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).lower() in _SECRET_KEYS:
+                found.append(f"{where}: secrets are not read from the config file; use AUTOGIT_GITLAB_TOKEN / AUTOGIT_WEBHOOK_SECRET or a systemd credential")
+            found.extend(_find_secret_keys(value, where))
+    return found
+
+
+def parse_config(text: str, source: str = "config") -> AgentConfig:
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(root)"
+        raise ConfigError([f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(root): must be a mapping of sections (gitlab, scaling, runner, ...)"])
+    secret_lines = _find_secret_keys(raw)
+    try:
+        config = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = _format_errors(exc, source)
+        # A secret key is also an unknown key: say the more useful thing once.
+        secret_paths = {line.split(":", 1)[0] for line in secret_lines}
+        lines = [line for line in lines if line.split(":", 1)[0] not in secret_paths]
+        raise ConfigError(secret_lines + lines) from None
+    return config
+
+
+def load_config(path: Path | None = None) -> AgentConfig:
+    """Read and validate the config; a missing default file means all defaults."""
+    path = path or Path(os.environ.get("AUTOGIT_CONFIG", DEFAULT_CONFIG_PATH))
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if path == DEFAULT_CONFIG_PATH:
+            return AgentConfig()
+        raise ConfigError([f"(file): {path} does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from None
+    return parse_config(text, str(path))
+
+
+def _credential(name: str) -> str | None:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    try:
+        return (Path(directory) / name).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
+    """Secrets from the environment first, then systemd credentials (LoadCredential=)."""
+    env = os.environ if environ is None else environ
+    token = env.get("AUTOGIT_GITLAB_TOKEN") or _credential("gitlab-token")
+    secret = env.get("AUTOGIT_WEBHOOK_SECRET") or _credential("webhook-secret")
+    return Secrets(
+        gitlab_token=SecretStr(token) if token else None,
+        webhook_secret=SecretStr(secret) if secret else None,
+    )

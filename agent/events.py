@@ -1,0 +1,133 @@
+"""The agent's one event bus: inventory changes, queue changes, plan decisions, runtime actions
+and faults are events with a sequence number, a time, a type and a message. The socket's
+event stream, the logs, the metrics and the TUI all read from it.
+
+Publishing never blocks and never waits on a subscriber: each subscriber has a bounded queue,
+and one that falls behind is dropped (it gets a final `stream.dropped` notice and must
+reconnect with `?since=` to replay what it missed from the bounded history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import Field
+
+from .model import Frozen
+
+__all__ = ["Event", "EventBus", "Subscription"]
+
+
+class Event(Frozen):
+    seq: int = Field(description="Monotonic sequence number, from 1; use it with ?since=.")
+    time: datetime
+    type: str = Field(description="Dotted kind, e.g. 'runner.started', 'gpu.removed'.")
+    message: str = Field(description="One human line.")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Subscription:
+    """One consumer's bounded queue. Iterate it; it ends when the bus drops or closes it."""
+
+    _END = object()
+
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.dropped = False
+
+    def _offer(self, event: Event) -> bool:
+        try:
+            self._queue.put_nowait(event)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    def _end(self, notice: Event | None) -> None:
+        # Make room for the notice and the end marker whatever the queue holds.
+        while self._queue.qsize() > max(0, self._queue.maxsize - 2):
+            self._queue.get_nowait()
+        if notice is not None:
+            self._queue.put_nowait(notice)
+        self._queue.put_nowait(self._END)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            self._bus._forget(self)
+
+    def close(self) -> None:
+        self._bus._forget(self)
+
+
+class EventBus:
+    def __init__(self, history: int = 1000, queue_size: int = 1000, clock: Callable[[], datetime] | None = None):
+        self._history: deque[Event] = deque(maxlen=history)
+        self._subscribers: set[Subscription] = set()
+        self._seq = itertools.count(1)
+        self._queue_size = max(4, queue_size)
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._listeners: list[Callable[[Event], None]] = []
+        self.last_seq = 0
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """A synchronous observer (logs, metrics); must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def publish(self, type: str, message: str, **data: Any) -> Event:
+        event = Event.model_construct(seq=next(self._seq), time=self._clock(), type=type, message=message, data=data)
+        self.last_seq = event.seq
+        self._history.append(event)
+        for listener in self._listeners:
+            listener(event)
+        for sub in list(self._subscribers):
+            if not sub._offer(event):
+                self._drop(sub)
+        return event
+
+    def _drop(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        sub.dropped = True
+        notice = Event.model_construct(
+            seq=self.last_seq,
+            time=self._clock(),
+            type="stream.dropped",
+            message="this consumer fell behind and was dropped; reconnect with ?since=",
+            data={"since": self.last_seq},
+        )
+        sub._end(notice)
+
+    def history(self, since: int = 0) -> list[Event]:
+        return [e for e in self._history if e.seq > since]
+
+    def subscribe(self, since: int | None = None) -> Subscription:
+        """Subscribe; with `since`, first replay the kept history after that sequence number."""
+        sub = Subscription(self, self._queue_size)
+        if since is not None:
+            for event in self.history(since):
+                if not sub._offer(event):
+                    break
+        self._subscribers.add(sub)
+        return sub
+
+    def _forget(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def close(self) -> None:
+        for sub in list(self._subscribers):
+            self._subscribers.discard(sub)
+            sub._end(None)

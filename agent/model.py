@@ -1,0 +1,219 @@
+"""The shared vocabulary: hosts, GPUs, jobs, runners, policy and plans.
+
+Every boundary (scenario files, the config, the socket API, the TUI) speaks these pydantic
+models. The planner reads them and never mutates them: they are frozen.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+
+__all__ = [
+    "Frozen",
+    "GpuVendor",
+    "Gpu",
+    "Host",
+    "Job",
+    "Runner",
+    "RunnerKind",
+    "Policy",
+    "StartRunner",
+    "StopRunner",
+    "DrainRunner",
+    "JobWait",
+    "JobServed",
+    "WaitReason",
+    "Plan",
+    "Tag",
+    "TagSet",
+    "UtcDatetime",
+]
+
+
+def _check_tag(tag: str) -> str:
+    # GitLab splits tag lists on commas and strips blanks; such a tag could never match.
+    if not tag or tag != tag.strip() or "," in tag:
+        raise ValueError(f"invalid tag {tag!r}: tags are non-empty, unpadded and comma-free")
+    return tag
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # GitLab sends UTC offsets; a naive time in a scenario means UTC. Mixing naive and aware
+    # datetimes would make comparisons raise, so every boundary time becomes aware.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Tag = Annotated[str, AfterValidator(_check_tag)]
+# Tags are a set in GitLab's matching rule; keep them sorted so output is deterministic.
+TagSet = Annotated[list[Tag], AfterValidator(lambda tags: sorted(set(tags)))]
+
+
+class Frozen(BaseModel):
+    """Base of every boundary model: immutable, and unknown fields are errors (a typo is loud)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """Build from values the caller already knows are valid and complete, skipping
+        validation. The planner makes ~10^4 of these per pass, and pydantic's model_construct
+        costs about 3x this (it also fills defaults and handles aliases, which we never need)."""
+        obj = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(obj, "__dict__", values)
+        _set(obj, "__pydantic_fields_set__", set(values))
+        _set(obj, "__pydantic_extra__", None)
+        _set(obj, "__pydantic_private__", None)
+        return obj
+
+
+class GpuVendor(StrEnum):
+    NVIDIA = "nvidia"
+    AMD = "amd"
+    INTEL = "intel"
+
+
+class Gpu(Frozen):
+    """One whole GPU as the planner sees it; the inventory adds the live readings."""
+
+    id: str = Field(description="Stable id: the NVIDIA UUID, else the PCI bus id.")
+    vendor: GpuVendor
+    model: str = Field(description="Marketing name, e.g. 'NVIDIA H100 80GB HBM3'.")
+    memory_mb: NonNegativeInt = Field(description="Total device memory in MiB.")
+    healthy: bool = True
+    drained: bool = Field(False, description="Set by an operator or on loss: never scheduled.")
+    pci_bus_id: str | None = Field(None, description="Normalised sysfs form, e.g. '0000:01:00.0'.")
+    render_node: str | None = Field(None, description="e.g. '/dev/dri/renderD128' (AMD, Intel).")
+    driver_version: str | None = None
+    integrated: bool = Field(False, description="Intel integrated graphics (shares host memory).")
+    tags: TagSet = Field(default_factory=list, description="Extra tags beyond the derived ones.")
+
+
+class Host(Frozen):
+    hostname: str = "localhost"
+    arch: str = Field(description="Docker platform architecture: amd64, arm64, riscv64, arm/v7.")
+    emulated: list[str] = Field(
+        default_factory=list,
+        description="Foreign architectures runnable here through QEMU binfmt_misc with the F flag.",
+    )
+    cpus: PositiveInt
+    memory_mb: PositiveInt
+    gpus: list[Gpu] = Field(default_factory=list)
+
+
+class Job(Frozen):
+    """A pending GitLab CI job, with GitLab's own field meanings."""
+
+    id: int
+    project_id: int
+    tags: TagSet = Field(default_factory=list, description="GitLab's tag_list.")
+    created_at: UtcDatetime
+    name: str | None = None
+
+
+class RunnerKind(StrEnum):
+    NATIVE = "native"  # ordinary jobs of this host's own architecture; takes untagged jobs
+    EMULATED = "emulated"  # a foreign architecture through QEMU; only jobs that ask for it
+    GPU = "gpu"  # holds one GPU exclusively; only jobs that ask for a GPU
+
+
+class Runner(Frozen):
+    """A runner this host has (starting, idle or busy), as observed."""
+
+    id: str
+    tags: TagSet = Field(default_factory=list)
+    run_untagged: bool = False
+    kind: RunnerKind = RunnerKind.NATIVE
+    platform: str | None = Field(None, description="Platform its jobs run on, e.g. 'linux/arm64'.")
+    gpu: str | None = Field(None, description="Id of the GPU it holds exclusively.")
+    busy: bool = False
+    idle_since: UtcDatetime | None = Field(None, description="When it last became idle; None: unknown.")
+    draining: bool = Field(False, description="Takes no new job; removed once idle.")
+    cpus: NonNegativeFloat | None = Field(None, description="Reserved CPUs; None: the policy's.")
+    memory_mb: NonNegativeInt | None = Field(None, description="Reserved MiB; None: the policy's.")
+
+
+class Policy(Frozen):
+    """The scaling policy: the config's `scaling` section, and a scenario's `policy`."""
+
+    max_runners: NonNegativeInt = Field(8, description="Most runners on this host at once.")
+    max_per_arch: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="Most runners per job architecture, e.g. {arm64: 2}; absent: no extra cap.",
+    )
+    idle_timeout: NonNegativeFloat = Field(
+        600, description="Seconds an idle runner is kept before it is reaped."
+    )
+    warm_pool: NonNegativeInt = Field(
+        0, description="Idle native runners kept ready beyond the demand (never reaped)."
+    )
+    emulation: bool = Field(True, description="Serve foreign-architecture jobs through QEMU.")
+    runner_cpus: NonNegativeFloat = Field(1.0, description="CPUs reserved per runner.")
+    runner_memory_mb: NonNegativeInt = Field(2048, description="Memory (MiB) reserved per runner.")
+    reserved_cpus: NonNegativeFloat = Field(0.5, description="CPUs kept back for the host itself.")
+    reserved_memory_mb: NonNegativeInt = Field(
+        1024, description="Memory (MiB) kept back for the host itself."
+    )
+    extra_tags: TagSet = Field(
+        default_factory=list, description="Tags every runner of this host also carries."
+    )
+    gpus: bool = Field(True, description="Serve GPU jobs with exclusive GPU runners.")
+    paused: bool = Field(False, description="Operator pause: start nothing, reap as usual.")
+
+
+class StartRunner(Frozen):
+    kind: RunnerKind
+    tags: TagSet
+    run_untagged: bool
+    platform: str
+    gpu: str | None = None
+    for_jobs: list[int] = Field(default_factory=list, description="Jobs it is started for.")
+    cpus: NonNegativeFloat
+    memory_mb: NonNegativeInt
+
+
+class StopRunner(Frozen):
+    runner: str
+    reason: str
+
+
+class DrainRunner(Frozen):
+    runner: str
+    reason: str
+
+
+class WaitReason(StrEnum):
+    NO_MATCHING_HARDWARE = "no-matching-hardware"
+    EMULATION_DISABLED = "emulation-disabled"
+    GPU_UNAVAILABLE = "gpu-unavailable"
+    WAITING_FOR_CAPACITY = "waiting-for-capacity"
+    SCALING_PAUSED = "scaling-paused"
+
+
+class JobWait(Frozen):
+    job: int
+    reason: WaitReason
+    detail: str = ""
+    missing_tags: list[str] = Field(
+        default_factory=list, description="Tags no runner of this host could ever carry."
+    )
+
+
+class JobServed(Frozen):
+    job: int
+    runner: str = Field(description="An idle runner's id, or 'start:N' for the N-th start.")
+
+
+class Plan(Frozen):
+    """The planner's decisions for one observation."""
+
+    start: list[StartRunner] = Field(default_factory=list)
+    stop: list[StopRunner] = Field(default_factory=list)
+    drain: list[DrainRunner] = Field(default_factory=list)
+    served: list[JobServed] = Field(default_factory=list)
+    waiting: list[JobWait] = Field(default_factory=list)

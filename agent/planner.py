@@ -1,0 +1,346 @@
+"""The planner: (host, runners, jobs, policy, now) → Plan. Pure: no I/O, no clock, no randomness.
+
+How it decides (ADR-001 explains why):
+
+1. Each distinct job tag set is classified once against the host's profiles (tags.py):
+   native (⊆ the native profile), emulated (⊆ a usable foreign-architecture profile) or GPU
+   (⊆ some GPU's profile); otherwise the job waits with a reason that says what is missing.
+2. Jobs are visited in fair order: round-robin over projects, each round oldest first, so a
+   project with a thousand queued jobs cannot starve one with a single job.
+3. A job is served by an idle runner that GitLab would give it to (job tags ⊆ runner tags;
+   untagged jobs only on run_untagged runners), else by a new runner if every cap allows:
+   total, per architecture, CPU and memory budget, and for GPU jobs one free healthy GPU
+   (the smallest that fits, so big GPUs stay free for the jobs that need them).
+4. Idle runners that serve nothing are stopped to make room for waiting jobs, reaped after
+   the idle timeout (beyond the warm pool), or stopped when their GPU is gone. Busy runners
+   are never stopped: when they must go they are drained instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .model import (
+    _as_utc,
+    DrainRunner,
+    Gpu,
+    Host,
+    Job,
+    JobServed,
+    JobWait,
+    Plan,
+    Policy,
+    Runner,
+    RunnerKind,
+    StartRunner,
+    StopRunner,
+    WaitReason,
+)
+from .tags import Profile, arch_of_tag, host_profiles, platform_for_arch
+
+__all__ = ["plan", "fair_order"]
+
+# Stop reasons (documented in docs/runners/scaling.md).
+REASON_IDLE = "idle-timeout"
+REASON_MAKE_ROOM = "make-room"
+REASON_DRAINED = "drained"
+REASON_GPU_GONE = "gpu-gone"
+REASON_GPU_UNHEALTHY = "gpu-unhealthy"
+REASON_GPU_DRAINED = "gpu-drained"
+
+
+@dataclass(frozen=True, slots=True)
+class _Demand:
+    """What serving one job tag set takes: the kind of runner, its tags and its candidates."""
+
+    kind: RunnerKind
+    arch: str
+    runner_tags: tuple[str, ...]
+    run_untagged: bool
+    gpus: tuple[Gpu, ...] = ()  # usable candidate GPUs, smallest first
+
+
+@dataclass(slots=True)
+class _Capacity:
+    """Running totals of what the host's runners take, checked before every start."""
+
+    policy: Policy
+    cpu_budget: float
+    memory_budget: int
+    total: int = 0
+    cpus: float = 0.0
+    memory_mb: int = 0
+    per_arch: Counter[str] = field(default_factory=Counter)
+    held_gpus: set[str] = field(default_factory=set)
+
+    def add(self, arch: str, cpus: float, memory_mb: int, gpu: str | None) -> None:
+        self.total += 1
+        self.per_arch[arch] += 1
+        self.cpus += cpus
+        self.memory_mb += memory_mb
+        if gpu is not None:
+            self.held_gpus.add(gpu)
+
+    def blocker(self, arch: str) -> str | None:
+        """Which cap a new runner for `arch` would break, or None if it fits."""
+        policy = self.policy
+        if self.total >= policy.max_runners:
+            return f"max_runners ({policy.max_runners}) reached"
+        arch_cap = policy.max_per_arch.get(arch)
+        if arch_cap is not None and self.per_arch[arch] >= arch_cap:
+            return f"max_per_arch[{arch}] ({arch_cap}) reached"
+        if policy.runner_cpus and self.cpus + policy.runner_cpus > self.cpu_budget + 1e-9:
+            return f"CPU budget ({self.cpu_budget:g} CPUs) reached"
+        if policy.runner_memory_mb and self.memory_mb + policy.runner_memory_mb > self.memory_budget:
+            return f"memory budget ({self.memory_budget} MiB) reached"
+        return None
+
+
+def fair_order(jobs: Sequence[Job]) -> list[Job]:
+    """Round-robin over projects; within a round, oldest first (ties by job id)."""
+    by_project: dict[int, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_project[job.project_id].append(job)
+    keyed: list[tuple[int, datetime, int, Job]] = []
+    for project_jobs in by_project.values():
+        project_jobs.sort(key=lambda j: (j.created_at, j.id))
+        keyed.extend((rank, j.created_at, j.id, j) for rank, j in enumerate(project_jobs))
+    keyed.sort(key=lambda k: k[:3])
+    return [k[3] for k in keyed]
+
+
+def _runner_arch(runner: Runner, host: Host) -> str:
+    if runner.platform and "/" in runner.platform:
+        return runner.platform.split("/", 1)[1]
+    return host.arch
+
+
+def _gpu_problem(runner: Runner, gpus: dict[str, Gpu]) -> str | None:
+    if runner.gpu is None:
+        return None
+    gpu = gpus.get(runner.gpu)
+    if gpu is None:
+        return REASON_GPU_GONE
+    if not gpu.healthy:
+        return REASON_GPU_UNHEALTHY
+    if gpu.drained:
+        return REASON_GPU_DRAINED
+    return None
+
+
+class _Classifier:
+    """Maps a job tag set to a _Demand, or to the JobWait that explains why it cannot run."""
+
+    def __init__(self, host: Host, policy: Policy) -> None:
+        self.policy = policy
+        self.profiles = host_profiles(host, policy)
+        self.native = self.profiles[0]
+        self.gpus = {g.id: g for g in host.gpus}
+        self.cache: dict[frozenset[str], _Demand | JobWait] = {}
+
+    def classify(self, tags: frozenset[str]) -> _Demand | JobWait:
+        found = self.cache.get(tags)
+        if found is None:
+            found = self.cache[tags] = self._classify(tags)
+        return found
+
+    def _classify(self, tags: frozenset[str]) -> _Demand | JobWait:
+        native = self.native
+        if tags <= native.tags:
+            return _Demand(RunnerKind.NATIVE, native.arch, tuple(sorted(native.tags)), True)
+        fits = [p for p in self.profiles[1:] if tags <= p.tags]
+        emulated = [p for p in fits if p.kind is RunnerKind.EMULATED]
+        if emulated:
+            if not self.policy.emulation:
+                return self._wait(WaitReason.EMULATION_DISABLED, f"emulation of {emulated[0].arch} is off in the policy")
+            return _Demand(RunnerKind.EMULATED, emulated[0].arch, tuple(sorted(tags)), False)
+        gpu_fits = [self.gpus[p.gpu] for p in fits if p.gpu is not None]
+        if gpu_fits:
+            if not self.policy.gpus:
+                return self._wait(WaitReason.GPU_UNAVAILABLE, "GPU scheduling is off in the policy")
+            usable = sorted((g for g in gpu_fits if g.healthy and not g.drained), key=lambda g: (g.memory_mb, g.id))
+            if not usable:
+                names = ", ".join(sorted(g.id for g in gpu_fits))
+                return self._wait(WaitReason.GPU_UNAVAILABLE, f"every matching GPU is unhealthy or drained: {names}")
+            return _Demand(RunnerKind.GPU, native.arch, tuple(sorted(tags)), False, tuple(usable))
+        return self._no_hardware(tags)
+
+    def _no_hardware(self, tags: frozenset[str]) -> JobWait:
+        best: Profile = min(self.profiles, key=lambda p: len(tags - p.tags))
+        missing = sorted(tags - best.tags)
+        # If every tag exists somewhere but never together, say so rather than list nothing.
+        anywhere = frozenset().union(*(p.tags for p in self.profiles))
+        never = sorted(tags - anywhere)
+        foreign = sorted(a for t in tags if (a := arch_of_tag(t)) and a != self.native.arch)
+        if never:
+            detail = f"no runner here could carry tags {never}"
+            if foreign:
+                detail += f" (no QEMU binfmt handler with the F flag for {', '.join(foreign)})"
+            return JobWait(job=0, reason=WaitReason.NO_MATCHING_HARDWARE, detail=detail, missing_tags=never)
+        detail = f"no single runner here carries all of {sorted(tags)}"
+        return JobWait(job=0, reason=WaitReason.NO_MATCHING_HARDWARE, detail=detail, missing_tags=missing)
+
+    @staticmethod
+    def _wait(reason: WaitReason, detail: str) -> JobWait:
+        return JobWait(job=0, reason=reason, detail=detail)
+
+
+def _matches(tags: frozenset[str], runner: Runner, runner_tags: frozenset[str]) -> bool:
+    # GitLab's rule: every job tag on the runner; untagged jobs only where run_untagged.
+    return tags <= runner_tags and (bool(tags) or runner.run_untagged)
+
+
+def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Policy, now: datetime) -> Plan:
+    """Decide which runners to start, drain and stop, and why each unserved job waits."""
+    now = _as_utc(now)
+    classifier = _Classifier(host, policy)
+    gpus = classifier.gpus
+    capacity = _Capacity(
+        policy,
+        cpu_budget=max(0.0, host.cpus - policy.reserved_cpus),
+        memory_budget=max(0, host.memory_mb - policy.reserved_memory_mb),
+    )
+    stops: list[StopRunner] = []
+    drains: list[DrainRunner] = []
+    idle: list[tuple[Runner, frozenset[str]]] = []
+
+    for runner in sorted(runners, key=lambda r: r.id):
+        cpus = policy.runner_cpus if runner.cpus is None else runner.cpus
+        memory = policy.runner_memory_mb if runner.memory_mb is None else runner.memory_mb
+        capacity.add(_runner_arch(runner, host), cpus, memory, runner.gpu)
+        problem = _gpu_problem(runner, gpus)
+        if runner.busy:
+            if problem is not None and not runner.draining:
+                drains.append(DrainRunner.trusted(runner=runner.id, reason=problem))
+        elif problem is not None:
+            stops.append(StopRunner.trusted(runner=runner.id, reason=problem))
+        elif runner.draining:
+            stops.append(StopRunner.trusted(runner=runner.id, reason=REASON_DRAINED))
+        else:
+            idle.append((runner, frozenset(runner.tags)))
+
+    claimed: set[str] = set()
+    idle_by_tags: dict[frozenset[str], list[Runner]] = {}
+    cursor: dict[frozenset[str], int] = {}
+    starts: list[StartRunner] = []
+    served: list[JobServed] = []
+    waiting: list[JobWait] = []
+    capacity_waits: list[tuple[Job, _Demand]] = []
+
+    def idle_runner_for(tags: frozenset[str]) -> Runner | None:
+        candidates = idle_by_tags.get(tags)
+        if candidates is None:
+            # Most specific runner first: keep versatile runners for jobs only they can take.
+            candidates = sorted((r for r, rt in idle if _matches(tags, r, rt)), key=lambda r: (len(r.tags), r.id))
+            idle_by_tags[tags] = candidates
+        i = cursor.get(tags, 0)
+        while i < len(candidates) and candidates[i].id in claimed:
+            i += 1
+        cursor[tags] = i
+        return candidates[i] if i < len(candidates) else None
+
+    def wait(job: Job, template: JobWait, reason: WaitReason | None = None, detail: str | None = None) -> None:
+        waiting.append(
+            JobWait.trusted(
+                job=job.id,
+                reason=reason or template.reason,
+                detail=template.detail if detail is None else detail,
+                missing_tags=template.missing_tags,
+            )
+        )
+
+    no_capacity = JobWait(job=0, reason=WaitReason.WAITING_FOR_CAPACITY)
+    for job in fair_order(jobs):
+        tags = frozenset(job.tags)
+        demand = classifier.classify(tags)
+        if isinstance(demand, JobWait):
+            wait(job, demand)
+            continue
+        runner = idle_runner_for(tags)
+        if runner is not None:
+            claimed.add(runner.id)
+            served.append(JobServed.trusted(job=job.id, runner=runner.id))
+            continue
+        if policy.paused:
+            wait(job, no_capacity, WaitReason.SCALING_PAUSED, "scaling is paused by an operator")
+            continue
+        blocker = capacity.blocker(demand.arch)
+        gpu: Gpu | None = None
+        if blocker is None and demand.kind is RunnerKind.GPU:
+            gpu = next((g for g in demand.gpus if g.id not in capacity.held_gpus), None)
+            if gpu is None:
+                blocker = "every matching GPU is held by a runner"
+        if blocker is not None:
+            wait(job, no_capacity, detail=blocker)
+            capacity_waits.append((job, demand))
+            continue
+        capacity.add(demand.arch, policy.runner_cpus, policy.runner_memory_mb, gpu.id if gpu else None)
+        served.append(JobServed.trusted(job=job.id, runner=f"start:{len(starts)}"))
+        starts.append(_start(demand, gpu, [job.id], policy))
+
+    spare = [r for r, _ in idle if r.id not in claimed]
+    spare_ids = {r.id for r in spare}
+
+    # Idle runners that serve nothing make room for jobs that wait for capacity (stop now,
+    # start on the next pass once they are gone: caps hold at every instant).
+    for job, demand in capacity_waits:
+        if not spare_ids:
+            break
+        victim = _room_maker(demand, spare, spare_ids, capacity, host)
+        if victim is not None:
+            spare_ids.discard(victim.id)
+            stops.append(StopRunner.trusted(runner=victim.id, reason=REASON_MAKE_ROOM))
+
+    # Reap idle runners past the timeout, keeping the warm pool (most recently active first).
+    kept_warm = 0
+    spare = [r for r in spare if r.id in spare_ids]
+    spare.sort(key=lambda r: (r.idle_since is None, r.idle_since or now, r.id), reverse=True)
+    for runner in spare:
+        if runner.kind is RunnerKind.NATIVE and kept_warm < policy.warm_pool:
+            kept_warm += 1
+            continue
+        if runner.idle_since is not None and (now - runner.idle_since).total_seconds() >= policy.idle_timeout:
+            stops.append(StopRunner.trusted(runner=runner.id, reason=REASON_IDLE))
+
+    # Fill the warm pool, but never ahead of jobs that already wait for capacity.
+    if not policy.paused and not capacity_waits:
+        native = classifier.classify(frozenset())
+        assert not isinstance(native, JobWait)
+        while kept_warm < policy.warm_pool and capacity.blocker(native.arch) is None:
+            capacity.add(native.arch, policy.runner_cpus, policy.runner_memory_mb, None)
+            starts.append(_start(native, None, [], policy))
+            kept_warm += 1
+
+    stops.sort(key=lambda s: s.runner)
+    return Plan.trusted(start=starts, stop=stops, drain=drains, served=served, waiting=waiting)
+
+
+def _start(demand: _Demand, gpu: Gpu | None, for_jobs: list[int], policy: Policy) -> StartRunner:
+    return StartRunner.trusted(
+        kind=demand.kind,
+        tags=list(demand.runner_tags),
+        run_untagged=demand.run_untagged,
+        platform=platform_for_arch(demand.arch),
+        gpu=gpu.id if gpu else None,
+        for_jobs=for_jobs,
+        cpus=policy.runner_cpus,
+        memory_mb=policy.runner_memory_mb,
+    )
+
+
+def _room_maker(
+    demand: _Demand, spare: list[Runner], spare_ids: set[str], capacity: _Capacity, host: Host
+) -> Runner | None:
+    """An idle, unneeded runner whose removal lifts what blocks `demand`, or None."""
+    candidates = [r for r in spare if r.id in spare_ids]
+    if demand.kind is RunnerKind.GPU and capacity.blocker(demand.arch) is None:
+        wanted = {g.id for g in demand.gpus}
+        candidates = [r for r in candidates if r.gpu in wanted]
+    elif capacity.policy.max_per_arch.get(demand.arch) is not None and capacity.total < capacity.policy.max_runners:
+        candidates = [r for r in candidates if _runner_arch(r, host) == demand.arch]
+    # Longest idle goes first.
+    candidates.sort(key=lambda r: (r.idle_since is None, r.idle_since or datetime.max.replace(tzinfo=None), r.id))
+    return candidates[0] if candidates else None

@@ -1,0 +1,140 @@
+"""The agent's shared state: what the reconciler last observed and decided, the operator's
+intents, and the event bus. The reconciler writes observations here; the socket API reads them
+and records operator intents (drain a GPU, pause scaling, ...), which the next reconcile pass
+reads. Nothing here does I/O, so the API and the reconciler never call each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from pydantic import Field
+
+from .events import EventBus
+from .model import Frozen, Gpu, Host, Job, Plan, Runner
+
+__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "GpuReading", "RunnerView", "Intents"]
+
+
+class AgentPhase(StrEnum):
+    STARTING = "starting"  # before the first full observation
+    DETECT_ONLY = "detect-only"  # no GitLab configured: hardware and socket only
+    RUNNING = "running"
+    DEGRADED = "degraded"  # GitLab or Docker failing: keeps what runs, starts nothing new
+    STOPPING = "stopping"
+
+
+class ComponentHealth(Frozen):
+    ok: bool | None = Field(None, description="None: not checked yet or not configured.")
+    error: str | None = None
+    since: datetime | None = Field(None, description="When it last changed between ok and failing.")
+    errors_total: int = 0
+
+
+class GpuReading(Frozen):
+    """Live readings of one GPU; None where the backend cannot tell ('unknown' is not zero)."""
+
+    utilization_pct: float | None = None
+    memory_used_mb: int | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+class RunnerView(Frozen):
+    """A runner as the agent sees it: the planner's Runner plus its container's facts."""
+
+    runner: Runner
+    container: str | None = Field(None, description="Container name.")
+    gitlab_id: int | None = Field(None, description="GitLab's runner id.")
+    state: str = Field("starting", description="starting | idle | busy | draining | stopping")
+    job: int | None = Field(None, description="The job it is running.")
+    started_at: datetime | None = None
+
+
+class Intents(Frozen):
+    """What operators asked for through the socket; read by every reconcile pass."""
+
+    paused: bool = False
+    drained_gpus: frozenset[str] = frozenset()
+    drained_runners: frozenset[str] = frozenset()
+
+
+class AgentState:
+    def __init__(self, bus: EventBus | None = None, clock: Callable[[], datetime] | None = None) -> None:
+        self.bus = bus or EventBus()
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self.phase = AgentPhase.STARTING
+        self.started_at = self._clock()
+        self.host: Host | None = None
+        self.gpu_readings: dict[str, GpuReading] = {}
+        self.runners: list[RunnerView] = []
+        self.jobs: list[Job] = []
+        self.plan: Plan | None = None
+        self.plan_time: datetime | None = None
+        self.gitlab = ComponentHealth()
+        self.docker = ComponentHealth()
+        self.intents = Intents()
+        self.reconcile_count = 0
+        # Set whenever something happened that deserves a pass now (webhook, hotplug, action).
+        self.wake = asyncio.Event()
+        # Called for "re-read the config"; returns None on success or a one-line error.
+        self.reload_handler: Callable[[], str | None] | None = None
+
+    # --- written by the reconciler -------------------------------------------------------
+    def set_phase(self, phase: AgentPhase, why: str = "") -> None:
+        if phase is not self.phase:
+            old, self.phase = self.phase, phase
+            self.bus.publish("agent.phase", f"agent {old.value} → {phase.value}" + (f": {why}" if why else ""), phase=phase.value, previous=old.value)
+
+    def set_health(self, component: str, ok: bool, error: str | None = None) -> None:
+        current: ComponentHealth = getattr(self, component)
+        errors = current.errors_total + (0 if ok else 1)
+        changed = current.ok is not ok
+        since = self._clock() if changed else current.since
+        setattr(self, component, ComponentHealth(ok=ok, error=None if ok else error, since=since, errors_total=errors))
+        if changed:
+            kind = f"{component}.{'ok' if ok else 'failing'}"
+            self.bus.publish(kind, f"{component} {'reachable again' if ok else 'failing: ' + (error or '?')}", error=error)
+
+    def gpus(self) -> list[Gpu]:
+        """The host's GPUs with operator drains applied."""
+        if self.host is None:
+            return []
+        drained = self.intents.drained_gpus
+        return [g.model_copy(update={"drained": True}) if g.id in drained and not g.drained else g for g in self.host.gpus]
+
+    # --- written by operators through the API -----------------------------------------------
+    def _intend(self, event: str, message: str, actor: str, **changes: object) -> None:
+        self.intents = self.intents.model_copy(update=changes)
+        self.bus.publish(event, f"{message} (by {actor})", actor=actor)
+        self.wake.set()
+
+    def drain_gpu(self, gpu_id: str, actor: str) -> None:
+        self._intend("gpu.drained", f"GPU {gpu_id} drained", actor, drained_gpus=self.intents.drained_gpus | {gpu_id})
+
+    def undrain_gpu(self, gpu_id: str, actor: str) -> None:
+        self._intend("gpu.undrained", f"GPU {gpu_id} undrained", actor, drained_gpus=self.intents.drained_gpus - {gpu_id})
+
+    def drain_runner(self, runner_id: str, actor: str) -> None:
+        self._intend(
+            "runner.drain-requested", f"runner {runner_id} drain requested", actor, drained_runners=self.intents.drained_runners | {runner_id}
+        )
+
+    def pause(self, actor: str) -> None:
+        self._intend("scaling.paused", "scaling paused", actor, paused=True)
+
+    def resume(self, actor: str) -> None:
+        self._intend("scaling.resumed", "scaling resumed", actor, paused=False)
+
+    def reload(self, actor: str) -> str | None:
+        """Re-read the config now; returns None, or the one-line reason it was refused."""
+        if self.reload_handler is None:
+            return "reload is not available in this mode"
+        error = self.reload_handler()
+        self.bus.publish("config.reloaded" if error is None else "config.rejected", "config re-read" if error is None else f"new config refused, old one kept: {error}", actor=actor)
+        if error is None:
+            self.wake.set()
+        return error

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autogit.agent.config import AgentConfig, ConfigError, load_config, load_secrets, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_empty_config_is_all_defaults():
+    config = parse_config("")
+    assert config == AgentConfig()
+    assert config.api.socket == Path("/run/autogit/agent.sock")
+    assert config.gitlab.url is None  # detect-only until configured
+
+
+def test_shipped_example_is_valid():
+    config = parse_config((REPO / "agent/examples/agent.yaml").read_text())
+    assert config.scaling.max_per_arch == {"arm64": 2, "riscv64": 1}
+
+
+def test_unknown_keys_are_errors_with_their_path():
+    with pytest.raises(ConfigError) as err:
+        parse_config("scaling:\n  max_runers: 3\nrunner:\n  mode: reusable\n")
+    assert err.value.lines == ["scaling.max_runers: unknown key (check the spelling; see docs/configuration/)"]
+
+
+def test_each_error_is_one_line_naming_the_field():
+    with pytest.raises(ConfigError) as err:
+        parse_config("gitlab:\n  url: not a url\nscaling:\n  idle_timeout: -1\n  max_runners: many\n")
+    fields = sorted(line.split(":", 1)[0] for line in err.value.lines)
+    assert fields == ["gitlab.url", "scaling.idle_timeout", "scaling.max_runners"]
+    assert all("\n" not in line for line in err.value.lines)
+
+
+def test_secrets_are_refused_in_the_yaml():
+    with pytest.raises(ConfigError) as err:
+        parse_config("gitlab:\n  url: https://g.example\n  token: glpat-123\n")
+    assert len(err.value.lines) == 1
+    assert err.value.lines[0].startswith("gitlab.token: secrets are not read from the config file")
+    assert "glpat-123" not in str(err.value)
+
+
+def test_scope_needs_ids():
+    with pytest.raises(ConfigError) as err:
+        parse_config("gitlab:\n  scope:\n    kind: groups\n")
+    assert err.value.lines[0].startswith("gitlab.scope:")
+
+
+def test_yaml_syntax_error_names_the_line():
+    with pytest.raises(ConfigError) as err:
+        parse_config("gitlab:\n  url: [\n")
+    assert err.value.lines[0].startswith("line ")
+
+
+def test_secrets_come_from_env_then_credentials(tmp_path, monkeypatch):
+    (tmp_path / "gitlab-token").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secrets({}).gitlab_token.get_secret_value() == "from-credential"
+    secrets = load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"})
+    assert secrets.gitlab_token.get_secret_value() == "from-env"
+    assert "from-env" not in repr(secrets) and "from-env" not in secrets.model_dump_json()
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.yaml")
+    assert "does not exist" in err.value.lines[0]
+
+
+def test_check_config_cli_exit_78_and_one_line_per_error(tmp_path):
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("scaling:\n  max_runers: 3\n  warm_pool: -2\n")
+    proc = subprocess.run([sys.executable, "-m", "autogit.agent.cli", "check-config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 78
+    assert sorted(proc.stderr.splitlines()) == sorted([
+        "scaling.warm_pool: Input should be greater than or equal to 0",
+        "scaling.max_runers: unknown key (check the spelling; see docs/configuration/)",
+    ])
+
+
+def test_config_docs_are_generated_from_the_models():
+    proc = subprocess.run([sys.executable, "-m", "autogit.agent.cli", "config-docs"], capture_output=True, text=True, check=True)
+    assert proc.stdout == (REPO / "docs/configuration/README.md").read_text(), "run: autogit-agent config-docs > docs/configuration/README.md"
+    for key in ("scaling.max_runners", "scaling.idle_timeout", "gitlab.poll_interval", "api.socket", "webhook.enabled"):
+        assert f"`{key}`" in proc.stdout
