@@ -8,7 +8,7 @@ RestartPreventExitStatus=78 stops a restart loop on it).
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -89,6 +89,39 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run_agent
+
+    return run_agent(args.config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .api.client import AgentApiError, AgentClient, AgentUnavailable, format_status
+
+    async def fetch():
+        async with AgentClient(args.socket) as client:
+            return await client.status()
+
+    try:
+        status = asyncio.run(fetch())
+    except AgentUnavailable as exc:
+        _err(f"{exc} (is autogit-agent running? are you in group autogit?)")
+        return EX_UNAVAILABLE
+    except AgentApiError as exc:
+        _err(str(exc))
+        return EX_UNAVAILABLE
+    print(status.model_dump_json(indent=2) if args.json else format_status(status))
+    return EX_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(jobs=args.jobs)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"autogit-agent {__version__}")
     return EX_OK
@@ -116,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-docs", help="print the configuration reference (Markdown)")
     p.set_defaults(func=cmd_config_docs)
+
+    p = sub.add_parser("run", help="run the agent (foreground; logs to stderr for journald)")
+    p.add_argument("--config", type=Path, help="default: /etc/autogit/agent.yaml or $AUTOGIT_CONFIG")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="the running agent's status, from its socket")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--socket", type=Path, default=Path(os.environ.get("AUTOGIT_SOCKET", "/run/autogit/agent.sock")))
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="GitLab simulator + agent + real runner containers, live on this terminal")
+    p.add_argument("--jobs", type=int, default=12, help="jobs in the scripted stream")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

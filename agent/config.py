@@ -121,6 +121,9 @@ class RunnerConfig(Frozen):
         3600, description="Seconds a stopping runner may take to finish its job before it is killed."
     )
     network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
+    gitlab_url: AnyHttpUrl | None = Field(
+        None, description="GitLab URL as runner containers reach it; default: gitlab.url."
+    )
     check_interval: PositiveInt = Field(3, description="gitlab-runner's check_interval (seconds between job requests).")
     privileged_jobs: bool = Field(False, description="Run job containers privileged (needed for docker-in-docker).")
 

@@ -36,25 +36,36 @@ class Subscription:
 
     _END = object()
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, limit: int) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self._limit = limit
+        # Two slots beyond the limit are kept for the drop notice and the end marker, so ending
+        # a subscription never discards an event it was already given.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(limit + 2)
+        self.last_seq = 0  # newest event queued for this consumer
         self.dropped = False
 
     def _offer(self, event: Event) -> bool:
-        try:
-            self._queue.put_nowait(event)
-            return True
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._limit:
             return False
+        self._queue.put_nowait(event)
+        self.last_seq = event.seq
+        return True
 
     def _end(self, notice: Event | None) -> None:
-        # Make room for the notice and the end marker whatever the queue holds.
-        while self._queue.qsize() > max(0, self._queue.maxsize - 2):
-            self._queue.get_nowait()
         if notice is not None:
             self._queue.put_nowait(notice)
         self._queue.put_nowait(self._END)
+
+    def get_nowait_batch(self, most: int = 64) -> list[Event]:
+        """Events already queued (without waiting), for writers that batch; stops at the end."""
+        out: list[Event] = []
+        while len(out) < most and not self._queue.empty():
+            item = self._queue._queue[0]  # peek: the end marker must stay for __aiter__
+            if item is self._END:
+                break
+            out.append(self._queue.get_nowait())
+        return out
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         try:
@@ -98,12 +109,14 @@ class EventBus:
     def _drop(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
         sub.dropped = True
+        # `since` is the newest event this consumer was given: resuming with ?since=<it> replays
+        # exactly what it missed (as far as the bounded history reaches).
         notice = Event.model_construct(
-            seq=self.last_seq,
+            seq=sub.last_seq,
             time=self._clock(),
             type="stream.dropped",
             message="this consumer fell behind and was dropped; reconnect with ?since=",
-            data={"since": self.last_seq},
+            data={"since": sub.last_seq},
         )
         sub._end(notice)
 
@@ -113,10 +126,14 @@ class EventBus:
     def subscribe(self, since: int | None = None) -> Subscription:
         """Subscribe; with `since`, first replay the kept history after that sequence number."""
         sub = Subscription(self, self._queue_size)
+        sub.last_seq = since if since is not None else self.last_seq
         if since is not None:
             for event in self.history(since):
                 if not sub._offer(event):
-                    break
+                    # More history than one queue holds: hand over a queue's worth, then say
+                    # where to resume, exactly as for a consumer that fell behind.
+                    self._drop(sub)
+                    return sub
         self._subscribers.add(sub)
         return sub
 

@@ -97,7 +97,8 @@ class AgentState:
         setattr(self, component, ComponentHealth(ok=ok, error=None if ok else error, since=since, errors_total=errors))
         if changed:
             kind = f"{component}.{'ok' if ok else 'failing'}"
-            self.bus.publish(kind, f"{component} {'reachable again' if ok else 'failing: ' + (error or '?')}", error=error)
+            word = ("reachable again" if current.ok is False else "reachable") if ok else f"failing: {error or '?'}"
+            self.bus.publish(kind, f"{component} {word}", error=error)
 
     def gpus(self) -> list[Gpu]:
         """The host's GPUs with operator drains applied."""

@@ -57,7 +57,7 @@ def platform_for_arch(arch: str) -> str:
 _VENDOR_STACK = {GpuVendor.NVIDIA: "cuda", GpuVendor.AMD: "rocm", GpuVendor.INTEL: "oneapi"}
 _FAMILY_NOISE = re.compile(
     r"\b(nvidia|amd|ati|intel\(r\)|intel|corporation|geforce|quadro|tesla|radeon|instinct|"
-    r"graphics|pcie|sxm\d*|hbm\d*e?|nvl|\d+\s*gb)\b",
+    r"arc|graphics|gpu|pcie|sxm\d*|hbm\d*e?|nvl|\d+\s*gb)\b",
     re.IGNORECASE,
 )
 

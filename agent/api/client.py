@@ -1,0 +1,206 @@
+"""A small async client of the agent's socket API, for the CLI (`autogit-agent status`) and the TUI.
+
+Two errors, by what the caller can do about them:
+- AgentUnavailable: no answer at all (socket missing, refused, permission denied, timed out,
+  connection dropped). The TUI shows "agent not running" and retries.
+- AgentApiError: the agent answered with an error (status, type, message), e.g. 404 or 403.
+
+Every call has a deadline; the event stream has a read deadline instead (the agent sends a
+heartbeat line every 15 s, so silence for longer means it is gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from .schema import (
+    ActionResponse,
+    ErrorResponse,
+    Event,
+    GpusResponse,
+    JobsResponse,
+    PlanResponse,
+    RunnersResponse,
+    StatusResponse,
+)
+
+__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "format_status"]
+
+DEFAULT_SOCKET = Path("/run/autogit/agent.sock")
+M = TypeVar("M", bound=BaseModel)
+
+
+class AgentUnavailable(Exception):
+    """The agent did not answer (not running, no permission on the socket, or timed out)."""
+
+
+class AgentApiError(Exception):
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(f"{status} {type}: {message}")
+        self.status = status
+        self.type = type
+        self.message = message
+
+
+class AgentClient:
+    def __init__(self, socket_path: Path | str = DEFAULT_SOCKET, *, timeout: float = 5.0, connect_timeout: float = 2.0, stream_read_timeout: float = 45.0) -> None:
+        self.socket_path = Path(socket_path)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stream_read_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # The host name is never resolved: the transport is the unix socket.
+            self._session = aiohttp.ClientSession(
+                base_url="http://autogit", connector=aiohttp.UnixConnector(path=str(self.socket_path)), timeout=self._timeout
+            )
+        return self._session
+
+    def _unavailable(self, exc: BaseException) -> AgentUnavailable:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            os_error = exc.os_error
+            if isinstance(os_error, PermissionError):
+                why = "permission denied (is this user in the agent's socket group?)"
+            elif isinstance(os_error, FileNotFoundError):
+                why = "no socket there (is the agent running?)"
+            elif isinstance(os_error, ConnectionRefusedError):
+                why = "connection refused (is the agent running?)"
+            else:
+                why = str(os_error.strerror or os_error)
+        elif isinstance(exc, TimeoutError):
+            why = "timed out"
+        else:
+            why = str(exc) or type(exc).__name__
+        return AgentUnavailable(f"agent at {self.socket_path}: {why}")
+
+    async def _request(self, method: str, path: str, model: type[M], body: dict[str, Any] | None = None) -> M:
+        try:
+            async with self._sess().request(method, path, json=body) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        if status >= 400:
+            raise _api_error(status, raw)
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise AgentApiError(status, "bad_response", f"unexpected answer to {path}: {exc.errors()[0]['msg']}") from None
+
+    # --- reads ---
+    async def status(self) -> StatusResponse:
+        return await self._request("GET", "/v1/status", StatusResponse)
+
+    async def gpus(self) -> GpusResponse:
+        return await self._request("GET", "/v1/gpus", GpusResponse)
+
+    async def runners(self) -> RunnersResponse:
+        return await self._request("GET", "/v1/runners", RunnersResponse)
+
+    async def jobs(self) -> JobsResponse:
+        return await self._request("GET", "/v1/jobs", JobsResponse)
+
+    async def plan(self) -> PlanResponse:
+        return await self._request("GET", "/v1/plan", PlanResponse)
+
+    # --- actions ---
+    async def _act(self, path: str, reason: str | None) -> ActionResponse:
+        return await self._request("POST", path, ActionResponse, {"reason": reason} if reason else None)
+
+    async def drain_gpu(self, gpu_id: str, reason: str | None = None) -> ActionResponse:
+        return await self._act(f"/v1/gpus/{quote(gpu_id, safe=':')}/drain", reason)
+
+    async def undrain_gpu(self, gpu_id: str, reason: str | None = None) -> ActionResponse:
+        return await self._act(f"/v1/gpus/{quote(gpu_id, safe=':')}/undrain", reason)
+
+    async def drain_runner(self, runner_id: str, reason: str | None = None) -> ActionResponse:
+        return await self._act(f"/v1/runners/{quote(runner_id, safe=':')}/drain", reason)
+
+    async def pause(self, reason: str | None = None) -> ActionResponse:
+        return await self._act("/v1/scaling/pause", reason)
+
+    async def resume(self, reason: str | None = None) -> ActionResponse:
+        return await self._act("/v1/scaling/resume", reason)
+
+    async def reload(self, reason: str | None = None) -> ActionResponse:
+        return await self._act("/v1/config/reload", reason)
+
+    # --- the stream ---
+    async def events(self, since: int | None = None) -> AsyncIterator[Event]:
+        """Events as they happen (after replaying those above `since`). Ends after a
+        `stream.dropped` notice (reconnect with since=notice.data['since']) or when the agent
+        closes the stream; raises AgentUnavailable when the agent goes silent or away."""
+        params = {"since": str(since)} if since is not None else None
+        try:
+            async with self._sess().get("/v1/events", params=params, timeout=self._stream_timeout) as resp:
+                if resp.status >= 400:
+                    raise _api_error(resp.status, await resp.read())
+                async for line in resp.content:
+                    if line.strip():  # blank lines are heartbeats
+                        yield Event.model_validate_json(line)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+
+def _api_error(status: int, raw: bytes) -> AgentApiError:
+    try:
+        err = ErrorResponse.model_validate_json(raw).error
+        return AgentApiError(status, err.type.value, err.message)
+    except (ValidationError, ValueError):
+        return AgentApiError(status, "unknown", raw[:200].decode(errors="replace"))
+
+
+# --- for humans ------------------------------------------------------------------------------
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _health(name: str, health: Any) -> str:
+    if health.ok is None:
+        return f"{name}: not checked" + (f" ({health.error})" if health.error else "")
+    if health.ok:
+        return f"{name}: ok"
+    return f"{name}: FAILING since {_when(health.since)}: {health.error or '?'} ({health.errors_total} errors)"
+
+
+def format_status(status: StatusResponse) -> str:
+    """A few lines for `autogit-agent status`."""
+    lines = []
+    host = status.host
+    if host is not None:
+        emulated = f", emulates {', '.join(host.emulated)}" if host.emulated else ""
+        lines.append(f"{status.hostname}: {host.arch}{emulated}; {host.cpus} CPUs, {host.memory_mb / 1024:.1f} GiB")
+    else:
+        lines.append(f"{status.hostname}: hardware not observed yet")
+    lines.append(f"agent: {status.phase.value}, started {_when(status.started_at)}, last reconcile {_when(status.last_reconcile)} (pass {status.reconcile_count})")
+    lines.append(f"{_health('gitlab', status.gitlab)}; {_health('docker', status.docker)}")
+    lines.append("scaling: PAUSED by an operator" if status.paused else "scaling: active")
+    c = status.counts
+    by_state = ", ".join(f"{n} {state}" for state, n in c.runners.items())
+    lines.append(f"runners: {c.runners_total}" + (f" ({by_state})" if by_state else ""))
+    lines.append(f"jobs: {c.pending_jobs} pending, {c.waiting_jobs} waiting")
+    lines.append(f"gpus: {c.gpus} ({c.gpus_busy} busy, {c.gpus_drained} drained, {c.gpus_unhealthy} unhealthy)")
+    return "\n".join(lines)

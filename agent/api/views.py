@@ -1,0 +1,91 @@
+"""AgentState -> wire models. Pure functions of one state snapshot: no I/O, easy to test."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..state import AgentState
+from .schema import (
+    Counts,
+    GpusResponse,
+    GpuView,
+    JobsResponse,
+    JobStatus,
+    JobView,
+    PlanResponse,
+    RunnersResponse,
+    StatusResponse,
+)
+
+__all__ = ["gpus_view", "jobs_view", "plan_view", "runners_view", "status_view"]
+
+
+def gpus_view(state: AgentState) -> GpusResponse:
+    holders = {rv.runner.gpu: rv for rv in state.runners if rv.runner.gpu}
+    views = []
+    for gpu in state.gpus():
+        holder = holders.get(gpu.id)
+        views.append(
+            GpuView(
+                gpu=gpu,
+                reading=state.gpu_readings.get(gpu.id),
+                held_by_runner=holder.runner.id if holder else None,
+                held_by_job=holder.job if holder else None,
+                operator_drained=gpu.id in state.intents.drained_gpus,
+            )
+        )
+    return GpusResponse(gpus=views)
+
+
+def runners_view(state: AgentState) -> RunnersResponse:
+    return RunnersResponse(runners=list(state.runners))
+
+
+def jobs_view(state: AgentState) -> JobsResponse:
+    running = {rv.job: rv.runner.id for rv in state.runners if rv.job is not None}
+    served = {s.job: s.runner for s in state.plan.served} if state.plan else {}
+    waits = {w.job: w for w in state.plan.waiting} if state.plan else {}
+    views = []
+    for job in state.jobs:
+        if job.id in running:
+            views.append(JobView(job=job, status=JobStatus.RUNNING, runner=running[job.id]))
+        elif job.id in served:
+            views.append(JobView(job=job, status=JobStatus.SERVED, runner=served[job.id]))
+        elif job.id in waits:
+            views.append(JobView(job=job, status=JobStatus.WAITING, wait=waits[job.id]))
+        else:
+            views.append(JobView(job=job, status=JobStatus.UNPLANNED))
+    return JobsResponse(jobs=views, plan_time=state.plan_time)
+
+
+def plan_view(state: AgentState) -> PlanResponse:
+    return PlanResponse(plan=state.plan, plan_time=state.plan_time, reconcile_count=state.reconcile_count)
+
+
+def status_view(state: AgentState, hostname: str) -> StatusResponse:
+    gpus = state.gpus()
+    held = {rv.runner.gpu for rv in state.runners if rv.runner.gpu}
+    waiting = sum(1 for v in jobs_view(state).jobs if v.status is JobStatus.WAITING)
+    counts = Counts(
+        runners=dict(sorted(Counter(rv.state for rv in state.runners).items())),
+        runners_total=len(state.runners),
+        pending_jobs=len(state.jobs),
+        waiting_jobs=waiting,
+        gpus=len(gpus),
+        gpus_busy=sum(1 for g in gpus if g.id in held),
+        gpus_drained=sum(1 for g in gpus if g.drained),
+        gpus_unhealthy=sum(1 for g in gpus if not g.healthy),
+    )
+    return StatusResponse(
+        hostname=state.host.hostname if state.host else hostname,
+        host=state.host,
+        phase=state.phase,
+        gitlab=state.gitlab,
+        docker=state.docker,
+        counts=counts,
+        paused=state.intents.paused,
+        started_at=state.started_at,
+        last_reconcile=state.plan_time,
+        reconcile_count=state.reconcile_count,
+        last_event_seq=state.bus.last_seq,
+    )

@@ -1,0 +1,232 @@
+"""`autogit-agent run`: wires the pieces together and speaks to systemd.
+
+Startup: config (exit 78 if bad) → inventory → socket API → first full observation → READY=1.
+Then the reconcile loop runs; hotplug, webhooks and operator actions wake it early.
+SIGHUP: RELOADING=1, re-read the config (a bad one is refused, the old one kept), READY=1.
+SIGTERM: STOPPING=1, finish the pass in flight (within `stop_timeout`), close the socket, exit.
+Runner containers are not stopped with the agent: they keep running their jobs and the next
+agent adopts them (an upgrade or restart never disturbs a job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .api.server import ApiServer
+from .config import AgentConfig, ConfigError, load_config, load_secrets
+from .events import Event, EventBus
+from .gitlab.adapter import GitLabAdapter, GitLabError
+from .gitlab.webhook import WebhookListener
+from .inventory.cpu import observe_cpu
+from .inventory.gpu import GpuInventory
+from .inventory.host import build_host
+from .metrics import AgentMetrics, start_metrics_listener
+from .model import Host
+from .reconciler import Reconciler
+from .runtime.docker import DockerRuntime
+from .state import AgentPhase, AgentState
+from .systemd import Notifier
+
+__all__ = ["Agent", "configure_logging", "run_agent"]
+
+log = logging.getLogger("autogit.agent")
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """`<6>message` lines: journald reads the priority prefix (SyslogLevelPrefix=yes) and adds
+    its own time stamp, so none is printed. Outside journald, a plain timestamped line."""
+
+    def __init__(self, journal: bool) -> None:
+        super().__init__("%(message)s" if journal else "%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", " | ")
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{text}" if self.journal else text
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JournalFormatter(journal="JOURNAL_STREAM" in os.environ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "docker", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, config_path: Path | None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.hostname = config.hostname or socket.gethostname()
+        self.state = AgentState(EventBus(history=config.api.event_history))
+        self.metrics = AgentMetrics()
+        self.metrics.bind_state(self.state)
+        self.gpus = GpuInventory(vendors=config.gpu.vendors)
+        self.cpu = observe_cpu()
+        self._host: Host = self._observe_host()
+        secrets = load_secrets()
+        self.gitlab: GitLabAdapter | None = None
+        if config.gitlab.url is not None and secrets.gitlab_token is not None:
+            self.gitlab = GitLabAdapter(config.gitlab, secrets.gitlab_token)
+        self.runtime = DockerRuntime(config.runner, self.hostname)
+        self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
+        self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
+        self.webhook: WebhookListener | None = None
+        if config.webhook.enabled:
+            if secrets.webhook_secret is None:
+                log.warning("webhook.enabled but no AUTOGIT_WEBHOOK_SECRET: the listener would refuse everything; not started")
+            else:
+                self.webhook = WebhookListener(config.webhook, secrets.webhook_secret, self.state.bus, self._on_job_hook)
+        self.state.reload_handler = self._reload
+        self.state.bus.add_listener(self._on_event)
+        self._stop = asyncio.Event()
+        self._last_pass = time.monotonic()
+        self._hotplug = None
+
+    # --- inventory ------------------------------------------------------------------------------
+    def _observe_host(self) -> Host:
+        return build_host(self.config, self.cpu, [s.gpu for s in self.gpus.observe()], self.hostname)
+
+    def refresh_host(self) -> None:
+        """Hotplug or health changed: read the GPUs again and re-plan now."""
+        self._host = self._observe_host()
+        self.state.gpu_readings = {s.gpu.id: s.reading for s in self.gpus.observe()}
+        self.state.wake.set()
+
+    # --- inputs -------------------------------------------------------------------------------
+    async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:
+        assert self.gitlab is not None
+        try:
+            status, job = await self.gitlab.get_job(project_id, job_id)
+        except GitLabError as exc:
+            self.state.bus.publish("webhook.fetch-failed", f"job {job_id} of project {project_id}: {exc}")
+            return
+        self.reconciler.hint_job(status, job)
+
+    def _reload(self) -> str | None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, old config kept: %s", "; ".join(exc.lines))
+            return exc.lines[0]
+        # Scaling policy, runner and GPU settings apply from the next pass; where the socket or
+        # the webhook listen is changed, a restart is needed (said in the event).
+        self.config = new
+        self.reconciler.config = new
+        self.runtime.config = new.runner
+        return None
+
+    def _on_event(self, event: Event) -> None:
+        log.info("%s %s", event.type, event.message)
+        s = self.state
+        counts: dict[str, int] = {}
+        for r in s.runners:
+            counts[r.state] = counts.get(r.state, 0) + 1
+        runners = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no runners"
+        waiting = len(s.plan.waiting) if s.plan else 0
+        line = f"{s.phase.value}: {runners}; {len(s.jobs)} pending, {waiting} waiting"
+        if s.phase is AgentPhase.DETECT_ONLY:
+            line = "detect-only: set gitlab.url in /etc/autogit/agent.yaml and AUTOGIT_GITLAB_TOKEN in /etc/autogit/agent.env"
+        elif s.phase is AgentPhase.DEGRADED:
+            fault = s.gitlab.error if s.gitlab.ok is False else s.docker.error
+            line = f"degraded: {fault}; {runners} kept"
+        self.notifier.status(line)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        healthy_within = max(3 * self.config.gitlab.poll_interval, 60)
+        while not self._stop.is_set():
+            # Ping only while the loop makes progress: a wedged loop gets restarted by systemd.
+            if time.monotonic() - self._last_pass < healthy_within:
+                self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _mark_pass(self, seconds: float) -> None:
+        self._last_pass = time.monotonic()
+        self.metrics.reconcile_seconds.observe(seconds)
+
+    async def _start_hotplug(self) -> None:
+        try:
+            from .inventory.hotplug import HotplugWatcher
+        except ImportError as exc:  # pyudev missing from a minimal install: run without hotplug
+            log.warning("hotplug disabled: %s", exc)
+            return
+        try:
+            self._hotplug = HotplugWatcher(self.state.bus, self.refresh_host, asyncio.get_running_loop(), inventory=self.gpus)
+            self._hotplug.start()
+        except Exception as exc:  # no udev (containers): the inventory is still read at start and on reload
+            log.warning("hotplug disabled: %s", exc)
+            self._hotplug = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self.reconciler.on_pass = self._mark_pass
+        self.state.bus.publish("agent.starting", f"autogit-agent starting on {self.hostname} ({self._host.arch}, {len(self._host.gpus)} GPU(s))")
+        await self.api.start()
+        await self._start_hotplug()
+        if self.webhook is not None:
+            await self.webhook.start()
+        metrics_site = await start_metrics_listener(self.metrics, self.config.api.metrics_listen) if self.config.api.metrics_listen else None
+        await self.reconciler.reconcile_once(full_poll=True)
+        self._last_pass = time.monotonic()
+        self.notifier.ready()
+        self._on_event(self.state.bus.publish("agent.ready", f"agent ready ({self.state.phase.value})"))
+        loop_task = asyncio.create_task(self.reconciler.run_forever())
+        watchdog_task = asyncio.create_task(self._watchdog())
+        await self._stop.wait()
+
+        self.notifier.stopping()
+        self.state.set_phase(AgentPhase.STOPPING, "SIGTERM")
+        self.reconciler.stop()
+        try:
+            await asyncio.wait_for(loop_task, timeout=self.config.stop_timeout)
+        except TimeoutError:
+            log.warning("the pass in flight did not finish within %ss; stopping anyway", self.config.stop_timeout)
+        watchdog_task.cancel()
+        if self._hotplug is not None:
+            self._hotplug.stop()
+        if self.webhook is not None:
+            await self.webhook.stop()
+        if metrics_site is not None:
+            await metrics_site.cleanup()
+        await self.api.stop()
+        await self.runtime.close()
+        self.gpus.close()
+        self.state.bus.close()
+        return 0
+
+    def _on_sighup(self) -> None:
+        self.notifier.reloading()
+        error = self.state.reload("SIGHUP")
+        if error is None:
+            configure_logging(self.config.log_level)
+        self.notifier.ready()
+
+
+def run_agent(config_path: Path | None) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 78
+    configure_logging(config.log_level)
+    return asyncio.run(Agent(config, config_path).run())

@@ -1,0 +1,173 @@
+"""`autogit-agent demo`: the GitLab simulator, the agent and real runner containers on this
+machine's Docker engine, with a scripted stream of jobs of mixed tags, shown live.
+
+The simulator is a double of GitLab (agent/sim); the runner image is a double of gitlab-runner
+built locally (tests/doubles/runner_image, no registry needed) that runs each job's script, a
+foreign-architecture one under QEMU. Everything else is the real agent: the planner, the
+reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from .config import AgentConfig
+from .events import Event
+from .gitlab.adapter import GitLabAdapter
+from .gitlab.webhook import WebhookListener
+from .inventory.cpu import observe_cpu
+from .model import Host
+from .reconciler import Reconciler
+from .runtime.docker import DockerRuntime
+from .sim.gitlab_sim import GitLabSimulator
+from .state import AgentState
+
+__all__ = ["run_demo"]
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = REPO / "tests/doubles/runner_image/build.sh"
+
+
+def _problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "Docker is not installed: run ./scripts/dev-setup (or apt-get install docker.io)"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "the Docker engine is not running: start it (systemctl start docker, or dockerd &)"
+    if not BUILD_SCRIPT.exists():
+        return f"the runner double's build script is missing ({BUILD_SCRIPT}); run the demo from a source checkout"
+    return None
+
+
+def _build_image(console: Console) -> str:
+    console.print("[dim]building the runner double image (first run: ~1 min, then cached)…[/]")
+    out = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "image build failed")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _script(n: int, arch: str, emulated: list[str]) -> list[tuple[float, list[str], str | None]]:
+    """(delay before, tags, platform) for each job of the stream."""
+    kinds: list[tuple[list[str], str | None]] = [([], None), ([arch], None)]
+    kinds += [([a], f"linux/{a}") for a in ("arm64", "riscv64") if a in emulated]
+    stream = [(0.4 if i else 0.0, *kinds[i % len(kinds)]) for i in range(n)]
+    stream.insert(n // 2, (0.4, ["s390x"], "linux/s390x"))  # no runner here could carry it
+    return stream
+
+
+def _view(state: AgentState, sim: GitLabSimulator, events: list[Event], started: float) -> Group:
+    runners = Table(title="runners (containers on this Docker engine)", expand=True)
+    for col in ("runner", "kind", "tags", "state", "job"):
+        runners.add_column(col)
+    for r in state.runners:
+        runners.add_row(r.container or r.runner.id, r.runner.kind.value, ", ".join(r.runner.tags), r.state, str(r.job or ""))
+    counts: dict[str, int] = {}
+    for job in sim.jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    jobs = Table(title=f"GitLab queue (simulator)  t+{time.monotonic() - started:4.0f}s", expand=True)
+    for col in ("pending", "running", "success", "failed", "canceled"):
+        jobs.add_column(col, justify="right")
+    jobs.add_row(*(str(counts.get(c, 0)) for c in ("pending", "running", "success", "failed", "canceled")))
+    waits = Table(title="waiting, with the planner's reason", expand=True)
+    waits.add_column("job")
+    waits.add_column("reason")
+    for w in (state.plan.waiting if state.plan else [])[:5]:
+        waits.add_row(str(w.job), f"{w.reason.value}: {w.detail}")
+    log = Table(title="events", expand=True, show_header=False)
+    log.add_column("event")
+    for e in events[-8:]:
+        log.add_row(f"{e.time:%H:%M:%S} {e.type:<18} {e.message}")
+    return Group(jobs, runners, waits, log)
+
+
+async def _demo(n_jobs: int, image: str, console: Console) -> int:
+    sim = GitLabSimulator(host="127.0.0.1")
+    await sim.start()
+    cpu = observe_cpu()
+    workdir = Path(tempfile.mkdtemp(prefix="autogit-demo-"))
+    config = AgentConfig.model_validate(
+        {
+            "hostname": "demo",
+            "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 2, "max_retries": 1},
+            "scaling": {"max_runners": max(2, min(6, cpu.cpus * 2)), "idle_timeout": 5, "runner_cpus": 0, "runner_memory_mb": 0},
+            "runner": {"image": image, "network": "host", "config_dir": str(workdir), "check_interval": 1, "shutdown_timeout": 60},
+            "webhook": {"enabled": True, "listen": "127.0.0.1:0"},
+        }
+    )
+    state = AgentState()
+    events: list[Event] = []
+    state.bus.add_listener(events.append)
+    host = Host(hostname="demo", arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
+    runtime = DockerRuntime(config.runner, "demo")
+    gitlab = GitLabAdapter(config.gitlab, SecretStr(sim.private_token))
+    reconciler = Reconciler(config, state, runtime, gitlab, lambda: host)
+
+    async def on_job(project_id: int, job_id: int, _status: str) -> None:
+        status, job = await gitlab.get_job(project_id, job_id)
+        reconciler.hint_job(status, job)
+
+    secret = SecretStr("demo-webhook-secret")
+    webhook = WebhookListener(config.webhook, secret, state.bus, on_job)
+    await webhook.start()
+    sim.add_webhook(f"http://127.0.0.1:{webhook.port}{config.webhook.path}", secret.get_secret_value())
+    loop_task = asyncio.create_task(reconciler.run_forever())
+    started = time.monotonic()
+    stream = _script(n_jobs, cpu.arch, cpu.emulated)
+    unservable: list[int] = []
+    try:
+        with Live(_view(state, sim, events, started), console=console, refresh_per_second=4) as live:
+            for delay, tags, platform in stream:
+                await asyncio.sleep(delay)
+                job = sim.add_job(project_id=1, tags=tags, script=["echo hello from $(uname -m)", "sleep 2"], name="demo", image_platform=platform)
+                if "s390x" in tags:
+                    unservable.append(job.id)
+                live.update(_view(state, sim, events, started))
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                live.update(_view(state, sim, events, started))
+                servable_done = all(j.status not in {"pending", "running"} for j in sim.jobs if j.id not in unservable)
+                if servable_done and unservable:
+                    for job_id in unservable:
+                        sim.cancel_job(job_id)
+                    unservable = []
+                if servable_done and not unservable and not sim.runners and not state.runners:
+                    break
+            live.update(_view(state, sim, events, started))
+    finally:
+        reconciler.stop()
+        await loop_task
+        for c in await runtime.list():
+            await runtime.remove(c.name)
+        await runtime.close()
+        await webhook.stop()
+        await sim.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = sum(1 for j in sim.jobs if j.status == "success")
+    console.print(f"[bold]{ok} jobs succeeded; runners scaled up and back to zero; nothing left behind.[/]")
+    return 0 if ok == n_jobs else 1
+
+
+def run_demo(jobs: int = 12) -> int:
+    console = Console()
+    problem = _problem()
+    if problem is not None:
+        print(f"autogit-agent demo: {problem}", file=sys.stderr)
+        return 69
+    try:
+        image = _build_image(console)
+    except RuntimeError as exc:
+        print(f"autogit-agent demo: runner image: {exc}", file=sys.stderr)
+        return 69
+    return asyncio.run(_demo(jobs, image, console))

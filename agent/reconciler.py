@@ -1,0 +1,337 @@
+"""The reconcile loop: observe (queue, containers, registrations) → plan → act → publish.
+
+Level-triggered, like a Kubernetes controller: every pass reads the world again and computes
+the desired state from it, so a lost webhook, a duplicate event or a crash of the agent itself
+cannot leave anything behind. The only memory kept between passes is a cache (the last queue
+snapshot between full polls, when each runner was last seen busy) that a restart may lose
+without harm: idle runners are then kept a little longer, never reaped early.
+
+Safety rules (docs/runners/restart-safety.md):
+- If GitLab or Docker cannot be observed, nothing is started or stopped: what runs keeps
+  running, the fault is reported, and the next pass tries again.
+- A runner is only ever stopped gracefully (SIGQUIT: no new job, exit after the current one);
+  a stopping runner is killed only after `runner.shutdown_timeout`.
+- Leaks are cleaned from observation alone: registrations of this host with no container,
+  containers with no registration, exited containers, config directories with no container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from .config import AgentConfig
+from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
+from .metrics import AgentMetrics
+from .model import Host, Job, Plan, Runner, StartRunner
+from .planner import plan as make_plan
+from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
+from .state import AgentPhase, AgentState, RunnerView
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger("autogit.reconciler")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: AgentConfig,
+        state: AgentState,
+        runtime: DockerRuntime,
+        gitlab: GitLabAdapter | None,
+        host_source: Callable[[], Host],
+        clock: Callable[[], datetime] | None = None,
+        on_pass: Callable[[float], None] | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.runtime = runtime
+        self.gitlab = gitlab
+        self.host_source = host_source
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.on_pass = on_pass
+        self.metrics = metrics
+        self.hostname = runtime.hostname
+        self.started_at = self.clock()
+        self._last_busy: dict[str, datetime] = {}
+        self._queue: QueueSnapshot | None = None
+        self._queue_at = 0.0
+        self._registrations: list[Registration] | None = None
+        self._hints: dict[int, Job] = {}  # pending jobs learned from webhooks since the last poll
+        self._gone: set[int] = set()  # jobs webhooks said left pending since the last poll
+        self._first_seen: dict[int, float] = {}  # job id → monotonic time first seen pending
+        self._names = 0
+        self._stopping = False
+
+    # --- inputs from webhooks ---------------------------------------------------------------
+    def hint_job(self, status: str, job: Job) -> None:
+        """A webhook told us about a job: merge it into the queue and wake the loop."""
+        self._first_seen.setdefault(job.id, time.monotonic())
+        if status == "pending":
+            self._hints[job.id] = job
+            self._gone.discard(job.id)
+        else:
+            self._hints.pop(job.id, None)
+            self._gone.add(job.id)
+        self.state.wake.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        poll = self.config.gitlab.poll_interval
+        while not self._stopping:
+            full = time.monotonic() - self._queue_at >= poll
+            try:
+                await self.reconcile_once(full_poll=full)
+            except Exception:  # a bug in one pass must not end the agent; the next pass retries
+                log.exception("reconcile pass failed")
+                self.state.bus.publish("agent.error", "reconcile pass failed (see the journal)")
+            try:
+                timeout = max(0.05, poll - (time.monotonic() - self._queue_at))
+                await asyncio.wait_for(self.state.wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+            self.state.wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.state.wake.set()
+
+    async def reconcile_once(self, full_poll: bool = True) -> Plan | None:
+        started = time.perf_counter()
+        now = self.clock()
+        state = self.state
+        host = self.host_source()
+        state.host = host
+
+        if self.gitlab is None:
+            # Detect-only: hardware and socket live, nothing scheduled; Docker shown if present.
+            try:
+                containers = await self.runtime.list()
+                state.set_health("docker", True)
+            except DockerError as exc:
+                state.set_health("docker", False, str(exc))
+                containers = []
+            self._publish_state(containers, [], None)
+            state.set_phase(AgentPhase.DETECT_ONLY, "no GitLab URL or token configured")
+            return None
+
+        # Observe. Any failure: keep everything as it is and report.
+        try:
+            containers = await self.runtime.list()
+            state.set_health("docker", True)
+        except DockerError as exc:
+            state.set_health("docker", False, str(exc))
+            state.set_phase(AgentPhase.DEGRADED, "Docker unavailable; runners left as they are")
+            return None
+        queue = self._queue
+        try:
+            if full_poll or queue is None:
+                queue = await self.gitlab.observe_queue()
+                self._queue, self._queue_at = queue, time.monotonic()
+                self._hints.clear()
+                self._gone.clear()
+            if full_poll or self._registrations is None:
+                self._registrations = await self.gitlab.list_registrations(self.hostname)
+            state.set_health("gitlab", True)
+        except GitLabError as exc:
+            state.set_health("gitlab", False, str(exc))
+            state.set_phase(AgentPhase.DEGRADED, "GitLab unavailable; runners left as they are")
+            self._publish_state(containers, [], None)
+            return None
+
+        pending = [j for j in queue.pending if j.id not in self._gone]
+        known = {j.id for j in pending}
+        pending += [j for j in self._hints.values() if j.id not in known]
+        for job in pending:
+            self._first_seen.setdefault(job.id, time.monotonic())
+        pending_ids = {j.id for j in pending}
+        for job_id in list(self._first_seen):
+            if job_id not in pending_ids:
+                del self._first_seen[job_id]
+
+        containers = await self._clean_up(containers, now)
+        busy_runner_ids = {r.runner_id for r in queue.running if r.runner_id is not None}
+        job_of = {r.runner_id: r.id for r in queue.running if r.runner_id is not None}
+        runners = self._runners(containers, busy_runner_ids, now)
+        host_view = host.model_copy(update={"gpus": state.gpus()})
+        policy = self.config.scaling.model_copy(update={"paused": state.intents.paused or self.config.scaling.paused})
+        plan = make_plan(host_view, runners, pending, policy, now)
+
+        await self._act(plan, containers, now)
+        state.plan, state.plan_time = plan, now
+        state.jobs = pending
+        state.reconcile_count += 1
+        containers = await self.runtime.list()
+        self._publish_state(containers, runners, job_of)
+        state.set_phase(AgentPhase.RUNNING)
+        if self.on_pass is not None:
+            self.on_pass(time.perf_counter() - started)
+        return plan
+
+    # --- observe helpers ----------------------------------------------------------------------------
+    def _runners(self, containers: list[ManagedContainer], busy_ids: set[int], now: datetime) -> list[Runner]:
+        out = []
+        drained = self.state.intents.drained_runners
+        for c in containers:
+            busy = c.gitlab_id in busy_ids
+            if busy:
+                self._last_busy[c.name] = now
+            stopping = c.stopping_since is not None
+            floor = [t for t in (c.started_at, self._last_busy.get(c.name), self.started_at) if t is not None]
+            out.append(
+                Runner(
+                    id=c.name,
+                    tags=c.tags,
+                    run_untagged=c.run_untagged,
+                    kind=c.kind,
+                    platform=c.platform,
+                    gpu=c.gpu,
+                    # A stopping runner is on its way out: count its capacity, never stop it twice.
+                    busy=busy or stopping,
+                    idle_since=None if busy else max(floor),
+                    draining=stopping or c.name in drained,
+                )
+            )
+        return out
+
+    async def _clean_up(self, containers: list[ManagedContainer], now: datetime) -> list[ManagedContainer]:
+        """Remove what leaked or finished; return the containers that remain."""
+        registrations = {r.id: r for r in self._registrations or []}
+        keep: list[ManagedContainer] = []
+        for c in containers:
+            orphan = c.gitlab_id is None or c.gitlab_id not in registrations
+            if c.status in {"exited", "dead"} or orphan:
+                why = "exited" if c.status in {"exited", "dead"} else "its GitLab registration is gone"
+                await self._remove(c, why)
+                continue
+            if c.stopping_since is not None and now - c.stopping_since > timedelta(seconds=self.config.runner.shutdown_timeout):
+                await self.runtime.force_kill(c.name)
+                self.state.bus.publish("runner.killed", f"runner {c.name} did not stop within {self.config.runner.shutdown_timeout:g}s; killed", runner=c.name)
+            keep.append(c)
+        live = {c.gitlab_id for c in keep}
+        for reg in registrations.values():
+            if reg.id not in live:
+                await self._delete_registration(reg.id, f"registration {reg.id} ({reg.description}) has no container")
+        for name in self.runtime.stale_dirs({c.name for c in containers}):
+            self.runtime._discard_dir(name)
+        return keep
+
+    async def _remove(self, c: ManagedContainer, why: str) -> None:
+        with self._timed("remove"):
+            await self.runtime.remove(c.name)
+        self._last_busy.pop(c.name, None)
+        self.state.bus.publish("runner.removed", f"runner {c.name} removed: {why}", runner=c.name, gitlab_id=c.gitlab_id)
+        if c.gitlab_id is not None:
+            await self._delete_registration(c.gitlab_id, f"runner {c.name} removed")
+
+    async def _delete_registration(self, gitlab_id: int, why: str) -> None:
+        assert self.gitlab is not None
+        await self.gitlab.delete_runner(gitlab_id)
+        if self._registrations is not None:
+            self._registrations = [r for r in self._registrations if r.id != gitlab_id]
+        self.state.bus.publish("registration.deleted", f"GitLab runner {gitlab_id} deleted: {why}", gitlab_id=gitlab_id)
+
+    # --- act -------------------------------------------------------------------------------------------
+    def _timed(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return self.metrics.time_scale_action(action) if self.metrics is not None else contextlib.nullcontext()
+
+    async def _act(self, plan: Plan, containers: list[ManagedContainer], now: datetime) -> None:
+        bus = self.state.bus
+        for stop in plan.stop:
+            with self._timed("stop"):
+                await self.runtime.request_stop(stop.runner)
+            bus.publish("runner.stopping", f"runner {stop.runner} stopping ({stop.reason})", runner=stop.runner, reason=stop.reason)
+        for drain in plan.drain:
+            with self._timed("drain"):
+                await self.runtime.request_stop(drain.runner)
+            bus.publish("runner.draining", f"runner {drain.runner} draining ({drain.reason}): no new job, current one finishes", runner=drain.runner, reason=drain.reason)
+        for name in sorted(self.state.intents.drained_runners & {c.name for c in containers if c.stopping_since is None}):
+            await self.runtime.request_stop(name)
+            bus.publish("runner.draining", f"runner {name} draining (operator)", runner=name, reason="operator")
+        for start in plan.start:
+            try:
+                with self._timed("start"):
+                    await self._start(start)
+            except (GitLabError, DockerError) as exc:
+                bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags)
+                break  # the world changed under us; the next pass decides again
+
+    async def _start(self, start: StartRunner) -> None:
+        assert self.gitlab is not None
+        self._names += 1
+        name = f"autogit-{self.hostname}-{start.kind.value}-{int(time.time() * 1000) % 10**10:010d}{self._names % 100:02d}"
+        description = f"{description_prefix(self.hostname)}{name}"
+        t0 = time.monotonic()
+        created = await self.gitlab.create_runner(description, start.tags, start.run_untagged)
+        if self._registrations is not None:
+            self._registrations.append(Registration(id=created.id, description=description, tags=start.tags))
+        gpu = next((g for g in self.state.gpus() if g.id == start.gpu), None) if start.gpu else None
+        url = str(self.config.runner.gitlab_url or self.config.gitlab.url).rstrip("/")
+        spec = RunnerSpec(
+            name=name,
+            gitlab_id=created.id,
+            token=created.token,
+            url=url,
+            tags=start.tags,
+            run_untagged=start.run_untagged,
+            kind=start.kind,
+            platform=start.platform,
+            gpu=gpu,
+            cpus=start.cpus,
+            memory_mb=start.memory_mb,
+        )
+        try:
+            await self.runtime.create(spec)
+        except BaseException:
+            # No container, no registration: never leave a registration behind.
+            await self._delete_registration(created.id, "its container could not be created")
+            raise
+        waited = [time.monotonic() - self._first_seen[j] for j in start.for_jobs if j in self._first_seen]
+        self.state.bus.publish(
+            "runner.started",
+            f"runner {name} started ({start.kind.value}, {start.platform}, tags [{', '.join(start.tags)}]"
+            + (f", GPU {start.gpu}" if start.gpu else "")
+            + (f") for jobs {start.for_jobs}" if start.for_jobs else ") for the warm pool"),
+            runner=name,
+            gitlab_id=created.id,
+            kind=start.kind.value,
+            tags=start.tags,
+            platform=start.platform,
+            gpu=start.gpu,
+            for_jobs=start.for_jobs,
+            start_seconds=round(time.monotonic() - t0, 3),
+            scale_up_seconds=round(max(waited), 3) if waited else None,
+        )
+
+    # --- publish ------------------------------------------------------------------------------------------
+    def _publish_state(self, containers: list[ManagedContainer], runners: list[Runner], job_of: dict[int, int] | None) -> None:
+        by_name = {r.id: r for r in runners}
+        views = []
+        for c in containers:
+            runner = by_name.get(c.name) or Runner(
+                id=c.name, tags=c.tags, run_untagged=c.run_untagged, kind=c.kind, platform=c.platform, gpu=c.gpu
+            )
+            job = (job_of or {}).get(c.gitlab_id) if c.gitlab_id is not None else None
+            if c.stopping_since is not None:
+                view_state = "stopping" if job is None else "draining"
+            elif job is not None:
+                view_state = "busy"
+            elif c.status == "running":
+                view_state = "idle"
+            else:
+                view_state = "starting"
+            views.append(RunnerView(runner=runner, container=c.name, gitlab_id=c.gitlab_id, state=view_state, job=job, started_at=c.started_at))
+        self.state.runners = views
+
+    # --- shutdown ---------------------------------------------------------------------------------------------
+    async def drain_for_shutdown(self) -> None:
+        """On SIGTERM the agent stops deciding; runners keep running and are adopted by the next
+        agent (restarting the agent must not disturb jobs)."""
+        self.stop()
+

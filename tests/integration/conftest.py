@@ -1,0 +1,48 @@
+"""Shared fixtures for the integration tests: a real Docker engine and the GitLab simulator.
+
+Docker: in CI (env CI=true) a test that needs Docker FAILS when the engine is missing, so a green
+run cannot hide skipped work; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from autogit.agent.sim import GitLabSimulator
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A `docker.DockerClient` for the local engine; fail in CI, skip elsewhere, when there is none."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # no SDK, no socket, no permission: all mean "no Docker here"
+        message = f"Docker engine unavailable: {type(exc).__name__}: {exc}"
+        if in_ci():
+            pytest.fail(f"{message} (CI=true: Docker tests must run)")
+        pytest.skip(message)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gitlab_sim(request: pytest.FixtureRequest) -> Iterator[GitLabSimulator]:
+    """A started GitLab simulator serving from its own thread, so synchronous clients can call it.
+
+    Keyword arguments for `GitLabSimulator` come through indirect parametrization, e.g.
+    `@pytest.mark.parametrize("gitlab_sim", [{"host": "0.0.0.0"}], indirect=True)`.
+    """
+    kwargs: dict[str, Any] = getattr(request, "param", None) or {}
+    with GitLabSimulator(**kwargs).running_in_thread() as sim:
+        yield sim

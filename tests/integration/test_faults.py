@@ -1,0 +1,185 @@
+"""Fault tests on the real Docker engine: the agent killed with -9 and restarted, the Docker
+engine restarted under the agent, and the GitLab API failing (500s, then hanging) for 20 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from runner_harness import Harness, finished, runner_image  # noqa: F401 (fixture)
+
+from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.agent.state import AgentPhase
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture
+async def sim():
+    simulator = GitLabSimulator(host="127.0.0.1")
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+async def _cleanup(h: Harness) -> None:
+    await h.cleanup()
+
+
+# --- kill -9 of the agent in the middle ---------------------------------------------------------
+
+
+def _agent_process(config: Path, token: str, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_SOCKET")}
+    env["AUTOGIT_GITLAB_TOKEN"] = token
+    exe = Path(sys.executable).parent / "autogit-agent"
+    return subprocess.Popen([str(exe), "run", "--config", str(config)], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+async def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(sim, runner_image, tmp_path):
+    host = f"k{os.getpid() % 100000}"
+    config = {
+        "hostname": host,
+        "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "max_retries": 0, "request_timeout": 3},
+        "scaling": {"max_runners": 3, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0},
+        "runner": {"image": runner_image, "network": "host", "config_dir": str(tmp_path / "runners"), "check_interval": 1},
+        "api": {"socket": str(tmp_path / "agent.sock")},
+        "gpu": {"vendors": []},
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = [sim.add_job(project_id=1, tags=[], script=["sleep 4", "echo done"], name=f"j{i}").id for i in range(6)]
+    log = tmp_path / "agent.log"
+    agent = _agent_process(path, sim.private_token, log)
+    docker_ps = ["docker", "ps", "-q", "--filter", f"label=io.autogit.host={host}"]
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(sim.job(j).status == "running" for j in jobs):
+            await asyncio.sleep(0.3)
+        assert any(sim.job(j).status == "running" for j in jobs), log.read_text()[-2000:]
+        before = subprocess.run(docker_ps, capture_output=True, text=True).stdout.split()
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        # The runners outlive the agent: jobs go on while it is down.
+        await asyncio.sleep(1)
+        assert subprocess.run(docker_ps, capture_output=True, text=True).stdout.split() == before
+        runners_before_restart = {r.id for r in sim.runners}
+
+        agent = _agent_process(path, sim.private_token, log)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (finished(sim, jobs) and not sim.runners):
+            await asyncio.sleep(0.5)
+        assert finished(sim, jobs) and not sim.runners, log.read_text()[-3000:]
+        # No lost job (each ran once, successfully) and no duplicate runner: the restarted agent
+        # adopted the runners it found instead of registering new ones for the same jobs.
+        assert all(sim.job(j).status == "success" for j in jobs)
+        assert len({sim.job(j).runner_id for j in jobs} - runners_before_restart) <= len(jobs) - len(runners_before_restart)
+        assert sim._ids["runner"] <= len(jobs)
+        assert subprocess.run(docker_ps + ["-a"], capture_output=True, text=True).stdout.split() == []
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        for cid in subprocess.run(docker_ps + ["-a"], capture_output=True, text=True).stdout.split():
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+# --- the Docker engine restarted under the agent --------------------------------------------------
+
+
+def _restart_dockerd() -> None:
+    if Path("/run/systemd/system").exists():
+        subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=120)
+        return
+    pid = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    assert pid, "dockerd is not running as a plain process here"
+    os.kill(int(pid[0]), signal.SIGTERM)
+    for _ in range(200):
+        if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+
+
+def _start_dockerd() -> None:
+    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return
+    with open("/var/log/dockerd.log", "ab") as out:
+        subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(120):
+        if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("dockerd did not come back")
+
+
+async def test_docker_engine_restart_under_the_agent(sim, runner_image, tmp_path):
+    h = Harness(sim, runner_image, tmp_path, idle_timeout=600)
+    try:
+        first = [sim.add_job(project_id=1, tags=[], script=["echo one"]).id for _ in range(2)]
+        await h.until(lambda: finished(sim, first), 120, "the first jobs")
+        runners = {c.name for c in await h.runtime.list()}
+        assert runners
+
+        _restart_dockerd()
+        try:
+            plan = await h.reconciler.reconcile_once()  # Docker is down: report, keep, never crash
+            assert plan is None and h.state.docker.ok is False and h.state.phase is AgentPhase.DEGRADED
+        finally:
+            _start_dockerd()
+
+        second = [sim.add_job(project_id=1, tags=[], script=["echo two"]).id for _ in range(2)]
+        await h.until(lambda: finished(sim, second), 120, "jobs after the Docker restart")
+        assert h.state.docker.ok is True
+        assert all(sim.job(j).status == "success" for j in first + second)
+        # Registrations and containers still match one to one: nothing leaked either way.
+        containers = await h.runtime.list()
+        assert sorted(c.gitlab_id for c in containers) == sorted(r.id for r in sim.runners)
+    finally:
+        await _cleanup(h)
+
+
+# --- GitLab failing for 20 s ---------------------------------------------------------------------------
+
+
+async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_image, tmp_path):
+    h = Harness(sim, runner_image, tmp_path, idle_timeout=1)
+    try:
+        jobs = [sim.add_job(project_id=1, tags=[], script=["sleep 15", "echo survived"]).id for _ in range(2)]
+        await h.until(lambda: all(sim.job(j).status == "running" for j in jobs), 120, "both jobs running")
+        busy = sorted(c.name for c in await h.runtime.list())
+
+        sim.set_fault("500", 10)
+        fault_end = time.monotonic() + 20
+        saw_500 = saw_timeout = False
+        while time.monotonic() < fault_end:
+            if time.monotonic() > fault_end - 10 and not saw_timeout:
+                sim.set_fault("timeout", fault_end - time.monotonic())
+            plan = await h.reconciler.reconcile_once()
+            assert plan is None and h.state.gitlab.ok is False and h.state.phase is AgentPhase.DEGRADED
+            saw_500 |= "500" in (h.state.gitlab.error or "")
+            saw_timeout |= time.monotonic() > fault_end - 10
+            # Busy runners untouched: same containers, none asked to stop.
+            now = await h.runtime.list()
+            assert sorted(c.name for c in now) == busy and all(c.stopping_since is None for c in now)
+            await asyncio.sleep(0.5)
+        assert saw_500 and saw_timeout
+        sim.set_fault("none")
+
+        await h.until(lambda: finished(sim, jobs) and not sim.runners, 120, "recovery: jobs done, runners reaped")
+        assert h.state.gitlab.ok is True and h.state.phase is AgentPhase.RUNNING
+        assert all(sim.job(j).status == "success" for j in jobs), [sim.job(j).trace.decode()[-300:] for j in jobs]
+        assert await h.runtime.list() == []
+        events = [e.type for e in h.state.bus.history()]
+        assert "gitlab.failing" in events and "gitlab.ok" in events
+    finally:
+        await _cleanup(h)
+

@@ -1,0 +1,85 @@
+"""The console's pure parts: diagnosis of connection failures, queue grouping, renderers."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import aiohttp
+import pytest
+from tui_harness import make_state
+
+from autogit.agent.api import views
+from autogit.agent.api.client import AgentApiError, AgentClient, AgentUnavailable
+from autogit.tui.data import age, bar, diagnose, fleet_from_payload, group_queue, resources_for_event, spark
+
+
+async def test_missing_socket_is_diagnosed(tmp_path) -> None:
+    path = str(tmp_path / "nope.sock")
+    async with AgentClient(path) as client:
+        with pytest.raises(AgentUnavailable) as info:
+            await client.status()
+    problem = diagnose(info.value, path)
+    assert problem.kind == "missing" and "systemctl status autogit-agent" in problem.fixes
+
+
+async def test_stale_socket_is_diagnosed(tmp_path) -> None:
+    path = str(tmp_path / "stale.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()  # the file stays; nobody listens
+    async with AgentClient(path) as client:
+        with pytest.raises(AgentUnavailable) as info:
+            await client.status()
+    assert diagnose(info.value, path).kind == "refused"
+
+
+def test_permission_denied_names_the_group() -> None:
+    # What the client raises for EACCES on connect() (as root we cannot provoke a real one).
+    os_error = PermissionError(errno.EACCES, "Permission denied")
+    key = aiohttp.client_reqrep.ConnectionKey("autogit", 80, False, True, None, None, None)
+    cause = aiohttp.ClientConnectorError(key, os_error)
+    try:
+        raise AgentUnavailable("agent at /run/autogit/agent.sock: permission denied") from cause
+    except AgentUnavailable as exc:
+        problem = diagnose(exc, "/run/autogit/agent.sock")
+    assert problem.kind == "permission"
+    assert any("usermod -aG autogit $USER" in fix for fix in problem.fixes)
+
+
+def test_other_api_version() -> None:
+    problem = diagnose(AgentApiError(200, "bad_response", "unexpected answer to /v1/status"), "/x.sock")
+    assert problem.kind == "incompatible"
+
+
+def test_queue_groups_are_sorted_and_carry_the_planners_reason() -> None:
+    groups = group_queue(views.jobs_view(make_state()).jobs)
+    assert [g.key for g in groups] == sorted(g.key for g in groups)
+    s390x = next(g for g in groups if g.key == "s390x")
+    assert s390x.waiting == 1 and s390x.reason.startswith("no-matching-hardware")
+    assert sum(g.jobs for g in groups) == 12
+
+
+def test_event_kinds_map_to_resources() -> None:
+    assert resources_for_event("gpu.drained") == {"gpus", "status"}
+    assert "jobs" in resources_for_event("runner.started")
+    assert resources_for_event("api.refused") == frozenset()
+    assert resources_for_event("something.new") >= {"status", "gpus", "runners", "jobs", "plan"}
+
+
+def test_renderers() -> None:
+    assert bar(50, 4).plain == "██░░  50%"
+    assert bar(None, 4).plain.strip() == "?"
+    assert spark([0, 50, 100, None], 6).plain == "  ▁▅█·"
+    assert [age(s) for s in (5, 65, 700, 3700, 90000)] == ["5s", "1m05s", "11m", "1h01m", "1d01h"]
+
+
+def test_fleet_payload_groups_hosts_this_host_first() -> None:
+    payload = {"hosts": [
+        {"hostname": "b-host", "runners": [{"id": "b-2", "state": "idle"}, {"id": "b-1", "state": "busy", "job": 4}]},
+        {"hostname": "a-host", "runners": []},
+        {"hostname": "me", "runners": [{"id": "m-1", "state": "idle", "tags": ["amd64"]}]},
+    ]}
+    hosts = fleet_from_payload(payload, "me")
+    assert [h.hostname for h in hosts] == ["me", "a-host", "b-host"]
+    assert [r.id for r in hosts[2].runners] == ["b-1", "b-2"]

@@ -1,0 +1,69 @@
+"""SVG snapshots of the main screens at 80x24 and 200x50, against the real API server fed by the
+scripted scenario. Every time is frozen (the app's clock and the agent's are both NOW), so the
+frames are deterministic. Update after checking the report: pytest tests/tui --snapshot-update
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import build_app
+from tui_harness import AgentServer, make_state, socket_dir
+
+from autogit.tui.screens.disconnected import DisconnectedScreen
+
+SMALL = (80, 24)
+LARGE = (200, 50)
+
+
+@pytest.fixture(scope="module")
+def agent_m() -> Iterator[AgentServer]:
+    # Read-only tests share one agent (no test here acts on it).
+    server = AgentServer(make_state(), socket_dir()).start()
+    yield server
+    server.close()
+
+
+def _ready(*keys: str):
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        while not (app.connection == "connected" and app.jobs is not None and app.fleet is not None):
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
+        for key in keys:
+            await pilot.press(key)
+        await pilot.pause(0.1)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+@pytest.mark.parametrize("tab", ["1", "2", "3", "4", "5"], ids=["gpus", "runners", "queue", "fleet", "events"])
+def test_main_tabs(snap_compare, agent_m: AgentServer, tab: str, size: tuple[int, int]) -> None:
+    assert snap_compare(build_app(agent_m.path), terminal_size=size, run_before=_ready(tab))
+
+
+def test_confirm_drain(snap_compare, agent_m: AgentServer) -> None:
+    assert snap_compare(build_app(agent_m.path), terminal_size=SMALL, run_before=_ready("d"))
+
+
+def test_help(snap_compare, agent_m: AgentServer) -> None:
+    assert snap_compare(build_app(agent_m.path), terminal_size=SMALL, run_before=_ready("question_mark"))
+
+
+def test_filtered_queue(snap_compare, agent_m: AgentServer) -> None:
+    assert snap_compare(build_app(agent_m.path), terminal_size=SMALL, run_before=_ready("3", "slash", "g", "p", "u"))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+def test_agent_down(snap_compare, size: tuple[int, int]) -> None:
+    path = "/tmp/autogit-tui-snapshot-absent/agent.sock"  # fixed: it is shown on screen
+
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        while not (isinstance(app.screen, DisconnectedScreen) and app.screen.problem is not None):
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    assert snap_compare(build_app(path, backoff=(30, 30)), terminal_size=size, run_before=run_before)

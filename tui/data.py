@@ -1,0 +1,357 @@
+"""What the console shows, computed from the wire schema: pure functions, no Textual, no I/O.
+
+The widgets turn these into cells; the tests and the benchmark can call them directly. Every
+function that depends on the time takes `now` (the app's injectable clock), so a frozen clock
+gives byte-identical frames.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rich.text import Text
+
+from autogit.agent.api.client import AgentApiError, AgentUnavailable
+from autogit.agent.api.schema import API_VERSION, Event, GpuView, JobStatus, JobView, RunnersResponse, RunnerView, StatusResponse
+
+__all__ = [
+    "RESOURCES",
+    "FleetHost",
+    "FleetRunner",
+    "Problem",
+    "QueueGroup",
+    "ReadingHistory",
+    "age",
+    "bar",
+    "diagnose",
+    "event_style",
+    "fleet_from_runners",
+    "group_queue",
+    "resources_for_event",
+    "spark",
+]
+
+# What the app fetches, in the order of the first full load.
+RESOURCES = ("status", "gpus", "runners", "jobs", "plan")
+
+# Event type prefix -> resources whose GET answer it may change. The stream says *that*
+# something changed; the app then re-reads what changed (level-triggered, like the agent).
+_BY_PREFIX: dict[str, frozenset[str]] = {
+    "gpu": frozenset({"gpus", "status"}),
+    "inventory": frozenset({"gpus", "status"}),
+    "host": frozenset({"gpus", "status"}),
+    "runner": frozenset({"runners", "gpus", "jobs", "status"}),
+    "container": frozenset({"runners", "status"}),
+    "job": frozenset({"jobs", "status"}),
+    "jobs": frozenset({"jobs", "status"}),
+    "queue": frozenset({"jobs", "status"}),
+    "plan": frozenset({"plan", "jobs", "status"}),
+    "reconcile": frozenset({"plan", "jobs", "status"}),
+    "scaling": frozenset({"status", "jobs"}),
+    "agent": frozenset({"status"}),
+    "gitlab": frozenset({"status"}),
+    "docker": frozenset({"status"}),
+    "config": frozenset({"status"}),
+    "api": frozenset(),  # refusals change nothing the console shows
+    "stream": frozenset(),
+}
+
+
+def resources_for_event(event_type: str) -> frozenset[str]:
+    """Which resources to re-read after an event; an unknown kind re-reads everything (safe)."""
+    return _BY_PREFIX.get(event_type.split(".", 1)[0], frozenset(RESOURCES))
+
+
+# --- small renderers ---------------------------------------------------------------------------
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def level_style(pct: float) -> str:
+    # Named ANSI colours: they survive a 16-colour terminal unchanged.
+    return "green" if pct < 60 else "yellow" if pct < 85 else "red"
+
+
+def bar(pct: float | None, width: int, label: str | None = None) -> Text:
+    """A horizontal bar with its figure, e.g. '█████░░░  62%'; unknown is a dim '?' (not zero)."""
+    if pct is None:
+        return Text("?".rjust(width + 1 + len(label or " 62%") - 1), style="dim")
+    pct = max(0.0, min(100.0, pct))
+    filled = round(pct / 100 * width)
+    text = Text()
+    text.append("█" * filled, style=level_style(pct))
+    text.append("░" * (width - filled), style="bright_black")
+    text.append(" " + (label if label is not None else f"{pct:3.0f}%"))
+    return text
+
+
+def spark(values: Iterable[float | None], width: int) -> Text:
+    """The newest `width` samples as a sparkline, 0-100 %; a gap for unknown samples."""
+    recent = list(values)[-width:]
+    text = Text(" " * (width - len(recent)))
+    for v in recent:
+        if v is None:
+            text.append("·", style="bright_black")
+        else:
+            v = max(0.0, min(100.0, v))
+            text.append(_SPARK[min(7, int(v / 100 * 8))], style=level_style(v))
+    return text
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def since(moment: datetime | None, now: datetime) -> str:
+    return age(None if moment is None else (now - moment).total_seconds())
+
+
+def event_style(event_type: str) -> str:
+    if event_type.endswith(("failing", "refused", "dropped", "rejected", "removed", "lost", "failed", "error")):
+        return "red"
+    if "drain" in event_type or event_type.startswith(("scaling.", "config.")) or event_type.endswith("paused"):
+        return "yellow"
+    if event_type.endswith(("ok", "added", "started", "resumed", "undrained")):
+        return "green"
+    return ""
+
+
+# --- GPU reading history (sparklines) ----------------------------------------------------------
+
+
+class ReadingHistory:
+    """The last `size` utilisation samples per GPU, one per fetch of /v1/gpus."""
+
+    def __init__(self, size: int = 120) -> None:
+        self.size = size
+        self._util: dict[str, deque[float | None]] = {}
+
+    def record(self, gpus: Iterable[GpuView]) -> None:
+        seen = set()
+        for view in gpus:
+            seen.add(view.gpu.id)
+            samples = self._util.setdefault(view.gpu.id, deque(maxlen=self.size))
+            samples.append(view.reading.utilization_pct if view.reading else None)
+        for gone in set(self._util) - seen:  # a vanished GPU's history goes with it
+            del self._util[gone]
+
+    def utilization(self, gpu_id: str) -> list[float | None]:
+        return list(self._util.get(gpu_id, ()))
+
+
+# --- the queue, grouped by tag set ---------------------------------------------------------------
+
+
+@dataclass
+class QueueGroup:
+    tags: tuple[str, ...]
+    jobs: int = 0
+    running: int = 0
+    served: int = 0
+    waiting: int = 0
+    unplanned: int = 0
+    oldest: datetime | None = None
+    reasons: Counter[str] = field(default_factory=Counter)
+    detail: str = ""
+    missing: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return ",".join(self.tags) or "(untagged)"
+
+    @property
+    def reason(self) -> str:
+        """The planner's most common reason in this group, with its first detail."""
+        if not self.reasons:
+            return ""
+        top = self.reasons.most_common(1)[0][0]
+        more = f" (+{len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
+        detail = f": {self.detail}" if self.detail else ""
+        missing = f" [missing {', '.join(self.missing)}]" if self.missing else ""
+        return f"{top}{detail}{missing}{more}"
+
+
+def group_queue(jobs: Iterable[JobView]) -> list[QueueGroup]:
+    """Pending jobs grouped by tag set, sorted by tag set (a stable order: rows never jump)."""
+    groups: dict[tuple[str, ...], QueueGroup] = {}
+    for view in jobs:
+        tags = tuple(view.job.tags)
+        group = groups.get(tags)
+        if group is None:
+            group = groups[tags] = QueueGroup(tags)
+        group.jobs += 1
+        created = view.job.created_at
+        if group.oldest is None or created < group.oldest:
+            group.oldest = created
+        status = view.status
+        if status is JobStatus.RUNNING:
+            group.running += 1
+        elif status is JobStatus.SERVED:
+            group.served += 1
+        elif status is JobStatus.WAITING:
+            group.waiting += 1
+            if view.wait is not None:
+                reason = view.wait.reason.value
+                if not group.reasons:
+                    group.detail = view.wait.detail
+                    group.missing = tuple(view.wait.missing_tags)
+                group.reasons[reason] += 1
+        else:
+            group.unplanned += 1
+    return [groups[k] for k in sorted(groups, key=lambda t: (",".join(t), len(t)))]
+
+
+# --- the fleet: runners of every host, grouped by host ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetRunner:
+    id: str
+    state: str
+    tags: tuple[str, ...]
+    platform: str | None
+    gpu: str | None
+    job: int | None
+    started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    hostname: str
+    this_host: bool
+    runners: tuple[FleetRunner, ...]
+    source: str  # "agent" (this host's own view) or "gitlab" (a /v1/fleet answer)
+    last_seen: datetime | None = None
+
+
+def _fleet_runner(view: RunnerView) -> FleetRunner:
+    r = view.runner
+    return FleetRunner(r.id, view.state, tuple(r.tags), r.platform, r.gpu, view.job, view.started_at)
+
+
+def fleet_from_runners(status: StatusResponse | None, runners: RunnersResponse | None) -> list[FleetHost]:
+    """The fleet as far as this host can tell without a fleet endpoint: itself only."""
+    if status is None or runners is None:
+        return []
+    rows = tuple(sorted((_fleet_runner(v) for v in runners.runners), key=lambda r: r.id))
+    return [FleetHost(status.hostname, True, rows, "agent")]
+
+
+def fleet_from_payload(payload: dict, this_host: str | None) -> list[FleetHost]:
+    """Parse the GET /v1/fleet shape this console asks the API for (see docs/cli/autogit-tui.md):
+    {"hosts": [{"hostname", "last_seen", "runners": [{"id", "state", "tags", "platform",
+    "gpu", "job", "started_at"}]}]}."""
+    hosts = []
+    for h in payload.get("hosts", []):
+        runners = tuple(
+            sorted(
+                (
+                    FleetRunner(
+                        str(r["id"]), str(r.get("state", "?")), tuple(r.get("tags", ())), r.get("platform"), r.get("gpu"),
+                        r.get("job"), _parse_time(r.get("started_at")),
+                    )
+                    for r in h.get("runners", [])
+                ),
+                key=lambda r: r.id,
+            )
+        )
+        hosts.append(FleetHost(h["hostname"], h["hostname"] == this_host, runners, "gitlab", _parse_time(h.get("last_seen"))))
+    return sorted(hosts, key=lambda h: (not h.this_host, h.hostname))
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
+
+
+# --- why the agent cannot be reached -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # missing | refused | permission | timeout | incompatible | error
+    title: str
+    detail: str
+    fixes: tuple[str, ...]
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        inner = getattr(cur, "os_error", None)  # aiohttp.ClientConnectorError
+        if isinstance(inner, OSError):
+            return inner
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+_AGENT_FIXES = (
+    "systemctl status autogit-agent",
+    "sudo systemctl start autogit-agent",
+    "journalctl -u autogit-agent -e      (why it stopped)",
+    "autogit-tui --socket PATH           (or $AUTOGIT_SOCKET, if it listens elsewhere)",
+)
+
+
+def diagnose(exc: BaseException, socket_path: str) -> Problem:
+    """One screen's worth of 'what is wrong and how to fix it' for a failed connection."""
+    if isinstance(exc, AgentApiError):
+        if exc.status == 404 or exc.type == "bad_response":
+            return Problem(
+                "incompatible",
+                "The agent speaks another API version",
+                f"autogit-tui speaks API {API_VERSION}; the agent at {socket_path} answered: {exc.message}",
+                ("install the same version of autogit-tui and autogit-agent",
+                 "autogit-agent version; autogit-tui --version"),
+            )
+        if exc.status == 403:
+            return Problem(
+                "permission", "The agent refuses this user", exc.message,
+                ("sudo usermod -aG autogit $USER    then log out and in again (or: newgrp autogit)",),
+            )
+        return Problem("error", f"The agent answered with an error ({exc.status})", exc.message, _AGENT_FIXES)
+    os_error = _os_error(exc)
+    code = os_error.errno if os_error is not None else None
+    if code in (errno.EACCES, errno.EPERM):
+        return Problem(
+            "permission",
+            "No permission to use the agent's socket",
+            f"{socket_path}: permission denied. Members of the group 'autogit' may read the socket; "
+            "root and members of 'autogit-admin' may also act.",
+            ("sudo usermod -aG autogit $USER    then log out and in again (or: newgrp autogit)",
+             f"ls -l {socket_path}      (expect srw-rw---- root autogit)"),
+        )
+    if code == errno.ENOENT:
+        return Problem("missing", "The agent is not running", f"There is no socket at {socket_path}.", _AGENT_FIXES)
+    if code == errno.ECONNREFUSED:
+        return Problem(
+            "refused", "The agent is not running",
+            f"{socket_path} exists but nobody listens on it (a stale socket).", _AGENT_FIXES,
+        )
+    if isinstance(exc, AgentUnavailable) and "timed out" in str(exc):
+        return Problem("timeout", "The agent does not answer", str(exc), _AGENT_FIXES)
+    return Problem("error", "Cannot reach the agent", str(exc) or type(exc).__name__, _AGENT_FIXES)
+
+
+def event_line(event: Event, compact: bool = False) -> Text:
+    text = Text()
+    text.append(event.time.strftime("%H:%M:%S "), style="bright_black")
+    text.append(f"{event.type} " if compact else f"{event.type:<22} ", style=event_style(event.type) or "bold")
+    text.append(event.message)
+    return text

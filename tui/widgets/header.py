@@ -1,0 +1,113 @@
+"""The header: which agent this is, how it is, and whether the console is connected to it."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from autogit.agent.api.schema import ComponentHealth, StatusResponse
+
+__all__ = ["AgentHeader"]
+
+_PHASE_STYLE = {"running": "green", "degraded": "yellow", "starting": "blue", "detect-only": "cyan", "stopping": "magenta"}
+_CONN = {
+    "connected": ("●", "green", "connected"),
+    "connecting": ("◌", "yellow", "connecting…"),
+    "disconnected": ("✖", "red", "disconnected"),
+    "incompatible": ("✖", "red", "incompatible agent"),
+}
+
+
+def _health(name: str, health: ComponentHealth, compact: bool = False) -> Text:
+    text = Text(f"{name} ")
+    if health.ok is None:
+        text.append("–" if compact else "– n/a", style="bright_black")
+    elif health.ok:
+        text.append("●" if compact else "● ok", style="green")
+    else:
+        text.append("✖ FAIL" if compact else "✖ failing", style="bold red")
+    return text
+
+
+class AgentHeader(Widget):
+    """Two lines: identity and health, then counts. Reactive: assign `status` / `connection`."""
+
+    DEFAULT_CSS = """
+    AgentHeader { height: 2; background: $panel; color: $foreground; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    status: reactive[StatusResponse | None] = reactive(None, always_update=True)
+    connection: reactive[str] = reactive("connecting")
+    socket_path: reactive[str] = reactive("")
+    compact: reactive[bool] = reactive(False)  # narrow terminals: shorter wording
+
+    def render(self) -> Text:
+        st = self.status
+        compact = self.compact
+        sep = Text(" │ " if compact else "  │  ", style="bright_black")
+        top = Text()
+        top.append(" AutoGit ", style="bold reverse")
+        top.append(" ")
+        if st is None:
+            top.append(self.socket_path or "agent", style="bold")
+        else:
+            top.append(st.hostname, style="bold")
+            if st.host is not None:
+                top.append(f"  {st.host.arch}")
+                if st.host.emulated and compact:
+                    top.append(f"+{len(st.host.emulated)}emu", style="bright_black")
+                elif st.host.emulated:
+                    top.append(" +" + ",".join(st.host.emulated) + " (emulated)", style="bright_black")
+            top.append_text(sep)
+            top.append(st.phase.value, style=f"bold {_PHASE_STYLE.get(st.phase.value, '')}")
+            if st.paused:
+                top.append(" ‖ PAUSED", style="bold yellow")
+            top.append_text(sep)
+            top.append_text(_health("GitLab", st.gitlab, compact))
+            top.append(" " if compact else "  ")
+            top.append_text(_health("Docker", st.docker, compact))
+        top.append_text(sep)
+        mark, style, label = _CONN.get(self.connection, ("?", "", self.connection))
+        top.append(f"{mark} {label}", style=style)
+
+        bottom = Text()
+        if st is not None and compact:
+            c = st.counts
+            bottom.append(" GPUs ", style="bright_black")
+            bottom.append(str(c.gpus), style="bold")
+            bottom.append(f" ({c.gpus_busy} busy)", style="bright_black")
+            if c.gpus_unhealthy:
+                bottom.append(f" {c.gpus_unhealthy} bad", style="red")
+            bottom.append("  Runners ", style="bright_black")
+            bottom.append(str(c.runners_total), style="bold")
+            bottom.append(f" ({c.runners.get('busy', 0)} busy)", style="bright_black")
+            bottom.append("  Jobs ", style="bright_black")
+            bottom.append(str(c.pending_jobs), style="bold")
+            bottom.append(" (", style="bright_black")
+            bottom.append(f"{c.waiting_jobs} waiting", style="yellow" if c.waiting_jobs else "bright_black")
+            bottom.append(")", style="bright_black")
+            if st.last_reconcile is not None:
+                bottom.append(f"  pass #{st.reconcile_count}", style="bright_black")
+        elif st is not None:
+            c = st.counts
+            bottom.append(" GPUs ", style="bright_black")
+            bottom.append(str(c.gpus), style="bold")
+            bottom.append(f" ({c.gpus_busy} busy, {c.gpus_drained} drained", style="bright_black")
+            if c.gpus_unhealthy:
+                bottom.append(f", {c.gpus_unhealthy} unhealthy", style="red")
+            bottom.append(")", style="bright_black")
+            bottom.append("   Runners ", style="bright_black")
+            bottom.append(str(c.runners_total), style="bold")
+            if c.runners:
+                bottom.append(" (" + ", ".join(f"{n} {s}" for s, n in c.runners.items()) + ")", style="bright_black")
+            bottom.append("   Jobs ", style="bright_black")
+            bottom.append(str(c.pending_jobs), style="bold")
+            bottom.append(" pending, ", style="bright_black")
+            bottom.append(str(c.waiting_jobs), style="bold yellow" if c.waiting_jobs else "bold")
+            bottom.append(" waiting", style="bright_black")
+            if st.last_reconcile is not None:
+                bottom.append(f"   pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}", style="bright_black")
+        top.append("\n")
+        top.append_text(bottom)
+        return top

@@ -1,0 +1,211 @@
+"""The console's tables: GPUs, runners, the queue (grouped by tag set) and the fleet. Each one
+is a KeyedTable fed through a reactive `data` attribute; rows are sorted by a stable key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.reactive import reactive
+
+from autogit.agent.api.schema import GpusResponse, JobsResponse, RunnersResponse
+
+from ..data import FleetHost, ReadingHistory, bar, group_queue, since, spark
+from .table import Cell, Col, KeyedTable
+
+__all__ = ["FleetTable", "GpuTable", "QueueTable", "RunnerTable"]
+
+Clock = Callable[[], datetime]
+
+_STATE_STYLE = {"busy": "green", "idle": "cyan", "starting": "blue", "draining": "yellow", "stopping": "magenta"}
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=_STATE_STYLE.get(state, ""))
+
+
+def _short(value: str | None, width: int) -> str:
+    if not value:
+        return "-"
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+class _DataTable(KeyedTable):
+    data: reactive[Any] = reactive(None, always_update=True)
+
+    def __init__(self, clock: Clock, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+
+    def watch_data(self) -> None:
+        self.refresh_rows()
+
+
+class GpuTable(_DataTable):
+    COLUMNS = (
+        Col("idx", "#", 2),
+        Col("model", "Model", 13, 20),
+        Col("vendor", "Vendor", 0, 6),
+        Col("util", "Util", 9, 15),
+        Col("mem", "Memory", 9, 21),
+        Col("hist", "Util history", 0, 20),
+        Col("temp", "Temp", 4, 5),
+        Col("power", "Power", 0, 5),
+        Col("state", "State", 9, 9),
+        Col("runner", "Runner", 9, 14),
+        Col("job", "Job", 6, 8),
+    )
+
+    def __init__(self, clock: Clock, history: ReadingHistory, *, id: str | None = None) -> None:
+        super().__init__(clock, id=id)
+        self.history = history
+
+    def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
+        data: GpusResponse | None = self.data
+        if data is None:
+            return []
+        views = sorted(data.gpus, key=lambda v: (v.gpu.pci_bus_id or "~", v.gpu.id))
+        wide = self.wide
+        out = []
+        for index, view in enumerate(views):
+            gpu, reading = view.gpu, view.reading
+            util = reading.utilization_pct if reading else None
+            used = reading.memory_used_mb if reading else None
+            mem_pct = None if used is None or not gpu.memory_mb else used / gpu.memory_mb * 100
+            if wide:
+                mem_label = f"{used / 1024:5.1f}/{gpu.memory_mb / 1024:.0f}G" if used is not None else ""
+                util_bar, mem_bar = bar(util, 10), bar(mem_pct, 10, mem_label if used is not None else None)
+            else:
+                util_bar, mem_bar = bar(util, 4), bar(mem_pct, 4)
+            if not gpu.healthy:
+                state = Text("UNHEALTHY", style="bold red")
+            elif gpu.drained:
+                state = Text("drained" + ("" if view.operator_drained else "*"), style="yellow")
+            elif view.held_by_runner:
+                state = Text("busy", style="green")
+            else:
+                state = Text("free", style="cyan")
+            temp = reading.temperature_c if reading else None
+            power = reading.power_w if reading else None
+            out.append((gpu.id, {
+                "idx": str(index),
+                "model": _short(gpu.model, 20 if wide else 13),
+                "vendor": gpu.vendor.value,
+                "util": util_bar,
+                "mem": mem_bar,
+                "hist": spark(self.history.utilization(gpu.id), 20),
+                "temp": Text("?", style="dim") if temp is None else Text(f"{temp:.0f}°", style="red" if temp >= 85 else ""),
+                "power": "?" if power is None else f"{power:.0f}W",
+                "state": state,
+                "runner": _short(view.held_by_runner, 14 if wide else 9),
+                "job": "-" if view.held_by_job is None else str(view.held_by_job),
+            }))
+        return out
+
+
+class RunnerTable(_DataTable):
+    COLUMNS = (
+        Col("id", "Runner", 14, 22),
+        Col("state", "State", 8, 9),
+        Col("kind", "Kind", 0, 8),
+        Col("tags", "Tags", 16, 30),
+        Col("platform", "Platform", 0, 14),
+        Col("gpu", "GPU", 8, 14),
+        Col("job", "Job", 7, 8),
+        Col("age", "Age", 6, 7),
+    )
+
+    def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
+        data: RunnersResponse | None = self.data
+        if data is None:
+            return []
+        now = self.clock()
+        wide = self.wide
+        out = []
+        for view in sorted(data.runners, key=lambda v: v.runner.id):
+            r = view.runner
+            state = "draining" if r.draining and view.state not in ("draining", "stopping") else view.state
+            out.append((r.id, {
+                "id": _short(r.id, 22 if wide else 14),
+                "state": _state(state),
+                "kind": r.kind.value,
+                "tags": _short(",".join(r.tags), 30 if wide else 16),
+                "platform": r.platform or "-",
+                "gpu": _short(r.gpu, 14 if wide else 8),
+                "job": "-" if view.job is None else str(view.job),
+                "age": since(view.started_at, now),
+            }))
+        return out
+
+
+class QueueTable(_DataTable):
+    COLUMNS = (
+        Col("tags", "Tag set", 16, 28),
+        Col("jobs", "Jobs", 5, 5),
+        Col("running", "Run", 0, 5),
+        Col("served", "Srv", 0, 5),
+        Col("waiting", "Wait", 5, 5),
+        Col("oldest", "Waited", 6, 7),
+        Col("reason", "Why it waits (planner)", 30, 70),
+    )
+
+    def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
+        data: JobsResponse | None = self.data
+        if data is None:
+            return []
+        now = self.clock()
+        out = []
+        for group in group_queue(data.jobs):
+            waiting = Text(str(group.waiting), style="yellow" if group.waiting else "")
+            out.append((group.key, {
+                "tags": group.key,
+                "jobs": str(group.jobs),
+                "running": str(group.running),
+                "served": str(group.served),
+                "waiting": waiting,
+                "oldest": since(group.oldest, now),
+                "reason": Text(group.reason, style="yellow") if group.reason else Text("served", style="green") if not group.unplanned else "not planned yet",
+            }))
+        return out
+
+
+class FleetTable(_DataTable):
+    COLUMNS = (
+        Col("host", "Host", 14, 20),
+        Col("runner", "Runner", 14, 22),
+        Col("state", "State", 8, 9),
+        Col("tags", "Tags", 16, 30),
+        Col("platform", "Platform", 0, 14),
+        Col("gpu", "GPU", 0, 14),
+        Col("job", "Job", 7, 8),
+        Col("age", "Age", 6, 7),
+    )
+
+    def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
+        hosts: list[FleetHost] | None = self.data
+        if not hosts:
+            return []
+        now = self.clock()
+        wide = self.wide
+        out: list[tuple[str, dict[str, Cell]]] = []
+        for host in hosts:
+            label = Text(_short(host.hostname, 20 if wide else 14), style="bold")
+            if host.this_host:
+                label.append(" *", style="cyan")
+            if not host.runners:
+                out.append((f"{host.hostname}/", {"host": label, "runner": Text("no runners", style="dim")}))
+            for i, r in enumerate(host.runners):
+                out.append((f"{host.hostname}/{r.id}", {
+                    "host": label if i == 0 else Text(f"  {len(host.runners)} runners" if i == 1 else "", style="dim"),
+                    "runner": _short(r.id, 22 if wide else 14),
+                    "state": _state(r.state),
+                    "tags": _short(",".join(r.tags), 30 if wide else 16),
+                    "platform": r.platform or "-",
+                    "gpu": _short(r.gpu, 14),
+                    "job": "-" if r.job is None else str(r.job),
+                    "age": since(r.started_at, now),
+                }))
+        return out
+
