@@ -97,7 +97,19 @@ class Agent:
 
     # --- inventory ------------------------------------------------------------------------------
     def _observe_host(self) -> Host:
-        return build_host(self.config, self.cpu, [s.gpu for s in self.gpus.observe()], self.hostname)
+        gpus = [s.gpu for s in self.gpus.observe()]
+        previous = getattr(self, "_host", None)
+        if previous is not None and "nvidia" in self.gpus.problems:
+            # NVML broke (e.g. driver upgraded under us) while NVIDIA GPUs are still on the bus:
+            # "unknown" is not "absent". Keep them, unhealthy: no new job lands on them, busy
+            # runners drain, nothing is torn down as if the cards were gone.
+            seen = {g.id for g in gpus}
+            gpus += [
+                g.model_copy(update={"healthy": False})
+                for g in previous.gpus
+                if g.vendor.value == "nvidia" and g.id not in seen
+            ]
+        return build_host(self.config, self.cpu, gpus, self.hostname)
 
     def refresh_host(self) -> None:
         """Hotplug or health changed: read the GPUs again and re-plan now."""

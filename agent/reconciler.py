@@ -67,6 +67,7 @@ class Reconciler:
         self._gone: set[int] = set()  # jobs webhooks said left pending since the last poll
         self._first_seen: dict[int, float] = {}  # job id → monotonic time first seen pending
         self._names = 0
+        self._queue_key: tuple[frozenset[int], frozenset[tuple[int, str]]] | None = None
         self._stopping = False
 
     # --- inputs from webhooks ---------------------------------------------------------------
@@ -83,17 +84,21 @@ class Reconciler:
 
     # --- the loop --------------------------------------------------------------------------------
     async def run_forever(self) -> None:
+        """A full pass every poll interval (also after a failure: no retry storm against a
+        GitLab or Docker that is down); quick passes in between when something wakes the loop."""
         poll = self.config.gitlab.poll_interval
+        next_full = 0.0
         while not self._stopping:
-            full = time.monotonic() - self._queue_at >= poll
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + poll
             try:
                 await self.reconcile_once(full_poll=full)
             except Exception:  # a bug in one pass must not end the agent; the next pass retries
                 log.exception("reconcile pass failed")
                 self.state.bus.publish("agent.error", "reconcile pass failed (see the journal)")
             try:
-                timeout = max(0.05, poll - (time.monotonic() - self._queue_at))
-                await asyncio.wait_for(self.state.wake.wait(), timeout=timeout)
+                await asyncio.wait_for(self.state.wake.wait(), timeout=max(0.05, next_full - time.monotonic()))
             except TimeoutError:
                 pass
             self.state.wake.clear()
@@ -137,7 +142,10 @@ class Reconciler:
                 self._hints.clear()
                 self._gone.clear()
             if full_poll or self._registrations is None:
-                self._registrations = await self.gitlab.list_registrations(self.hostname)
+                every = await self.gitlab.list_registrations()
+                self._registrations = [r for r in every if r.host == self.hostname]
+                state.fleet = [r for r in every if r.host != self.hostname]
+                state.fleet_seen = now
             state.set_health("gitlab", True)
         except GitLabError as exc:
             state.set_health("gitlab", False, str(exc))
@@ -164,6 +172,7 @@ class Reconciler:
         plan = make_plan(host_view, runners, pending, policy, now)
 
         await self._act(plan, containers, now)
+        self._publish_queue_change(pending, plan)
         state.plan, state.plan_time = plan, now
         state.jobs = pending
         state.reconcile_count += 1
@@ -310,6 +319,19 @@ class Reconciler:
         )
 
     # --- publish ------------------------------------------------------------------------------------------
+    def _publish_queue_change(self, pending: list[Job], plan: Plan) -> None:
+        """One `queue.changed` event when the pending set or a waiting reason changed, so
+        consumers (the TUI) re-read the queue only then."""
+        key = (frozenset(j.id for j in pending), frozenset((w.job, w.reason) for w in plan.waiting))
+        if key == self._queue_key:
+            return
+        self._queue_key = key
+        reasons: dict[str, int] = {}
+        for w in plan.waiting:
+            reasons[w.reason.value] = reasons.get(w.reason.value, 0) + 1
+        summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none waiting"
+        self.state.bus.publish("queue.changed", f"{len(pending)} pending ({summary})", pending=len(pending), waiting=reasons)
+
     def _publish_state(self, containers: list[ManagedContainer], runners: list[Runner], job_of: dict[int, int] | None) -> None:
         by_name = {r.id: r for r in runners}
         views = []

@@ -73,6 +73,10 @@ class AgentState:
         self.runners: list[RunnerView] = []
         self.jobs: list[Job] = []
         self.plan: Plan | None = None
+        # Other AutoGit hosts' runners on the same GitLab (gitlab.adapter.Registration), from
+        # the registration listing of the last full pass; `fleet_seen` is when that was.
+        self.fleet: list = []
+        self.fleet_seen: datetime | None = None
         self.plan_time: datetime | None = None
         self.gitlab = ComponentHealth()
         self.docker = ComponentHealth()

@@ -131,27 +131,34 @@ async def empty_app(seconds: float) -> tuple[float, float]:
 async def console(sock: str, conn, rate: int, seconds: float) -> tuple[float, float, int, int]:
     from autogit.agent.api.client import AgentClient
     from autogit.tui.app import AutoGitApp
-    from autogit.tui.widgets.tables import GpuTable, QueueTable, RunnerTable
+    from autogit.tui.widgets.tables import GpuTable, QueueTable
 
     t0 = time.perf_counter()
     app = AutoGitApp(AgentClient(sock), socket_path=sock, owns_client=True)
     async with app.run_test(size=(200, 50)) as pilot:
         main = app.main_screen
-        while not (app.connection == "connected" and main.is_mounted and main.query_one(QueueTable).row_count
-                   and main.query_one(RunnerTable).row_count and main.query_one(GpuTable).row_count):
+        # Every resource loaded and the visible tab (GPUs) filled; hidden tabs fill when shown.
+        while not (app.connection == "connected" and main.is_mounted and app.jobs is not None
+                   and app.runners is not None and main.query_one(GpuTable).row_count):
             await asyncio.sleep(0.005)
         await pilot.pause()  # the frame with every row is rendered
         first = time.perf_counter() - t0
         await asyncio.sleep(1.0)  # let the start-up settle
-        seen0 = app._events_seen
         c0, w0 = time.process_time(), time.perf_counter()
         conn.send((rate, seconds))
         sent = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await asyncio.sleep(0.6)
         cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
         logged = len(main.query_one("#event-log").events)
+        t1 = time.perf_counter()
+        main.action_tab("queue")  # the queue tab, built from 1,000 jobs on demand
+        while not main.query_one(QueueTable).row_count:
+            await asyncio.sleep(0.001)
+        await pilot.pause()
+        switch = time.perf_counter() - t1
+        assert main.query_one(QueueTable).row_count
     conn.send("stop")
-    return first, cpu, sent, logged - 0 * seen0
+    return first, cpu, sent, logged, switch
 
 
 def main() -> None:
@@ -171,13 +178,14 @@ def main() -> None:
     assert parent.recv() == "ready"
 
     base_first, base_cpu = asyncio.run(empty_app(args.seconds))
-    first, cpu, sent, logged = asyncio.run(console(sock, parent, args.rate, args.seconds))
+    first, cpu, sent, logged, switch = asyncio.run(console(sock, parent, args.rate, args.seconds))
     proc.join(10)
 
     print(f"world: {args.gpus} GPUs, {args.runners} runners, {args.jobs} pending jobs; stream {args.rate} events/s for {args.seconds:g} s")
     print(f"baseline  empty Textual app: first frame {base_first * 1000:7.1f} ms   idle CPU {base_cpu * 100:5.2f} % of a core")
     print(f"autogit-tui                 : first frame {first * 1000:7.1f} ms   CPU following {cpu * 100:5.2f} % of a core"
           f"   ({sent} events sent, {logged} in the log)")
+    print(f"switching to the queue tab (1,000 jobs grouped): {switch * 1000:.1f} ms")
     print(f"goals: first frame < 1000 ms: {'met' if first < 1 else 'MISSED'};  CPU < 5 %: {'met' if cpu < 0.05 else 'MISSED'}")
 
 

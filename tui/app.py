@@ -27,9 +27,10 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
+from textual.timer import Timer
 
 from autogit.agent.api.client import DEFAULT_SOCKET, AgentApiError, AgentClient, AgentUnavailable
-from autogit.agent.api.schema import API_VERSION, Event, GpusResponse, JobsResponse, PlanResponse, RunnersResponse, StatusResponse
+from autogit.agent.api.schema import API_VERSION, Event, GpusResponse, JobsResponse, RunnersResponse, StatusResponse
 
 from .data import RESOURCES, FleetHost, Problem, ReadingHistory, diagnose, fleet_from_payload, fleet_from_runners, resources_for_event
 from .screens.confirm import ConfirmScreen
@@ -97,7 +98,6 @@ class AutoGitApp(App[None]):
     gpus: reactive[GpusResponse | None] = reactive(None, always_update=True)
     runners: reactive[RunnersResponse | None] = reactive(None, always_update=True)
     jobs: reactive[JobsResponse | None] = reactive(None, always_update=True)
-    plan: reactive[PlanResponse | None] = reactive(None, always_update=True)
     fleet: reactive[list[FleetHost] | None] = reactive(None, always_update=True)
     connection: reactive[str] = reactive("connecting")
     admin: reactive[bool | None] = reactive(None)  # None: unknown until the agent says (403)
@@ -109,12 +109,13 @@ class AutoGitApp(App[None]):
         socket_path: str | None = None,
         clock: Clock | None = None,
         readings_interval: float | None = 2.0,
-        coalesce: float = 0.5,
+        coalesce: float = 2.0,
         backoff: tuple[float, float] = (0.5, 10.0),
         replay: int = 200,
         ansi: bool = False,
         tick: float | None = 5.0,
         owns_client: bool = False,
+        log_interval: float = 1.0,
     ) -> None:
         super().__init__()
         self.client = client
@@ -134,7 +135,11 @@ class AutoGitApp(App[None]):
         self._dirty_flag = asyncio.Event()
         self._retry_flag = asyncio.Event()
         self._last_seq = 0
-        self._events_seen = 0
+        self._log_batch: list[Event] = []
+        self._fleet_note = ""
+        self._paused_shown: bool | None = None
+        self._log_timer: Timer | None = None
+        self.log_interval = log_interval
         if ansi:
             self.theme = "ansi-dark"
 
@@ -213,20 +218,28 @@ class AutoGitApp(App[None]):
                 await asyncio.sleep(self.coalesce)  # let a burst of events collapse into one read
                 dirty, self._dirty = self._dirty, set()
                 self._dirty_flag.clear()
-                for name in RESOURCES:
-                    if name in dirty:
-                        self.post_message(Fetched(name, await getattr(self.client, name)()))
+                fresh = {name: await getattr(self.client, name)() for name in RESOURCES if name in dirty}
                 if dirty & {"runners", "status"}:
-                    await self._fetch_fleet()
+                    fleet = await self._read_fleet()
+                    if fleet is not None:
+                        fresh["fleet"] = fleet
+                self.post_message(Fetched("many", fresh))  # one message: one repaint
         except (AgentUnavailable, AgentApiError):
             return  # the session worker sees the broken stream and takes over
 
-    async def _fetch_fleet(self) -> None:
+    async def _read_fleet(self) -> list[FleetHost] | None:
         fetch = getattr(self.client, "fleet", None)
-        if fetch is not None:  # a /v1/fleet endpoint: runners of every host on this GitLab
-            payload = await fetch()
-            raw = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
-            self.post_message(Fetched("fleet", fleet_from_payload(raw, self.status.hostname if self.status else None)))
+        if fetch is None:
+            return None  # derived from /v1/runners instead (see _derive_fleet)
+        # A /v1/fleet endpoint: runners of every host on this GitLab, by host.
+        payload = await fetch()
+        raw = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
+        return fleet_from_payload(raw, self.status.hostname if self.status else None)
+
+    async def _fetch_fleet(self) -> None:
+        fleet = await self._read_fleet()
+        if fleet is not None:
+            self.post_message(Fetched("fleet", fleet))
 
     @work(group="actions", exit_on_error=False)
     async def _act(self, kind: str, target: str | None) -> None:
@@ -253,16 +266,30 @@ class AutoGitApp(App[None]):
 
     # --- messages from the workers: assign state, nothing else ------------------------------------------
     def on_fetched(self, message: Fetched) -> None:
-        if message.name == "gpus":
-            self.history.record(message.data.gpus)
-        setattr(self, message.name, message.data)
+        fresh = message.data if message.name == "many" else {message.name: message.data}
+        for name, data in fresh.items():
+            if name == "gpus":
+                self.history.record(data.gpus)
+            setattr(self, name, data)
+        if message.name == "many" and self._log_batch:
+            self._flush_log()  # the same repaint
 
     def on_event_arrived(self, message: EventArrived) -> None:
-        if self.main_screen is not None:
-            for log in self.main_screen.query(EventLog):
-                log.add(message.event)
+        # The log is written in batches: one repaint per `log_interval`, not one per event.
+        if not self._log_batch:
+            self._log_timer = self.set_timer(self.log_interval, self._flush_log)
+        self._log_batch.append(message.event)
         if message.live:
             self._mark_dirty(resources_for_event(message.event.type))
+
+    def _flush_log(self) -> None:
+        if self._log_timer is not None:
+            self._log_timer.stop()
+            self._log_timer = None
+        batch, self._log_batch = self._log_batch, []
+        if self.main_screen is not None and batch:
+            for log in self.main_screen.query(EventLog):
+                log.add_many(batch)
 
     def _mark_dirty(self, resources: frozenset[str]) -> None:
         if resources:
@@ -311,7 +338,10 @@ class AutoGitApp(App[None]):
             self.admin = status.access == "admin"  # type: ignore[attr-defined]
         if (main := self._main()) is not None:
             main.query_one(AgentHeader).status = status
-            main.refresh_bindings()
+            paused = status.paused if status is not None else None
+            if paused != self._paused_shown:  # the footer re-lays itself out: only on a change
+                self._paused_shown = paused
+                main.refresh_bindings()
         self._derive_fleet()
 
     def watch_gpus(self, gpus: GpusResponse | None) -> None:
@@ -334,11 +364,13 @@ class AutoGitApp(App[None]):
         if (main := self._main()) is not None:
             main.query_one(FleetTable).data = fleet
             hosts = fleet or []
-            note = main.query_one("#fleet-note")
             if hosts and hosts[0].source == "agent":
-                note.update("This host only: the agent has no fleet endpoint yet (GET /v1/fleet) to list the other hosts' runners from GitLab.")  # type: ignore[attr-defined]
+                text = "This host only: the agent has no fleet endpoint yet (GET /v1/fleet) to list the other hosts' runners from GitLab."
             else:
-                note.update(f"{len(hosts)} hosts on this GitLab, grouped by host (* this host).")  # type: ignore[attr-defined]
+                text = f"{len(hosts)} hosts on this GitLab, grouped by host (* this host)."
+            if text != self._fleet_note:  # an auto-height widget: updating it costs a layout pass
+                self._fleet_note = text
+                main.query_one("#fleet-note").update(text)  # type: ignore[attr-defined]
 
     def watch_admin(self) -> None:
         if (main := self._main()) is not None:
@@ -397,6 +429,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE.svg", help="render one full frame to an SVG file and exit")
     p.add_argument("--size", type=_size, default=(120, 36), metavar="WxH", help="terminal size for --screenshot (default 120x36)")
     p.add_argument("--tab", choices=("gpus", "runners", "queue", "fleet", "events"), default="gpus", help="tab to open on")
+    p.add_argument("--now", type=datetime.fromisoformat, metavar="ISO-TIME",
+                   help="freeze the console's clock (reproducible screenshots)")
     p.add_argument("--ansi", action="store_true", help="16-colour theme (chosen by itself when the terminal lacks 256 colours)")
     p.add_argument("--version", action="version", version=f"autogit-tui (API {API_VERSION})")
     return p
@@ -407,14 +441,16 @@ def _low_colour() -> bool:
     return os.environ.get("COLORTERM", "") not in ("truecolor", "24bit") and "256" not in term and term not in ("xterm-kitty", "")
 
 
-async def _screenshot(app: AutoGitApp, path: str, tab: str, wait_s: float = 10.0) -> None:
+async def _screenshot(app: AutoGitApp, pilot: Any, path: str, tab: str, wait_s: float = 10.0) -> None:
     try:
         await asyncio.wait_for(app.first_frame.wait(), wait_s)
     except TimeoutError:
         pass
-    if app.main_screen is not None:
+    await pilot.pause(0.2)
+    if app.main_screen is not None and app.screen is app.main_screen:
         app.main_screen.action_tab(tab)
-    await asyncio.sleep(0.3)  # let the frame settle
+    await pilot.pause(0.2)  # let the batched event log and the frame settle
+    await pilot.wait_for_scheduled_animations()
     directory, name = os.path.split(os.path.abspath(path))
     app.save_screenshot(filename=name, path=directory)
     app.exit()
@@ -423,12 +459,15 @@ async def _screenshot(app: AutoGitApp, path: str, tab: str, wait_s: float = 10.0
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     client = AgentClient(args.socket)
-    app = AutoGitApp(client, socket_path=args.socket, ansi=args.ansi or (not args.screenshot and _low_colour()), owns_client=True)
+    frozen = args.now.replace(tzinfo=args.now.tzinfo or timezone.utc) if args.now else None
+    app = AutoGitApp(client, socket_path=args.socket, ansi=args.ansi or (not args.screenshot and _low_colour()), owns_client=True,
+                     clock=(lambda: frozen) if frozen else None)
     if args.screenshot:
         app.readings_interval = None
+        app.log_interval = 0.05
 
         async def pilot(p: Any) -> None:
-            await _screenshot(app, args.screenshot, args.tab)
+            await _screenshot(app, p, args.screenshot, args.tab)
 
         app.run(headless=True, size=args.size, auto_pilot=pilot)
         print(args.screenshot)

@@ -35,8 +35,9 @@ __all__ = [
     "spark",
 ]
 
-# What the app fetches, in the order of the first full load.
-RESOURCES = ("status", "gpus", "runners", "jobs", "plan")
+# What the app fetches, in the order of the first full load. (/v1/plan is not read: /v1/jobs
+# already carries the plan's reason for each waiting job.)
+RESOURCES = ("status", "gpus", "runners", "jobs")
 
 # Event type prefix -> resources whose GET answer it may change. The stream says *that*
 # something changed; the app then re-reads what changed (level-triggered, like the agent).
@@ -49,8 +50,8 @@ _BY_PREFIX: dict[str, frozenset[str]] = {
     "job": frozenset({"jobs", "status"}),
     "jobs": frozenset({"jobs", "status"}),
     "queue": frozenset({"jobs", "status"}),
-    "plan": frozenset({"plan", "jobs", "status"}),
-    "reconcile": frozenset({"plan", "jobs", "status"}),
+    "plan": frozenset({"jobs", "status"}),
+    "reconcile": frozenset({"jobs", "status"}),
     "scaling": frozenset({"status", "jobs"}),
     "agent": frozenset({"status"}),
     "gitlab": frozenset({"status"}),

@@ -21,6 +21,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from .schema import (
+    FleetResponse,
     ActionResponse,
     ErrorResponse,
     Event,
@@ -112,6 +113,9 @@ class AgentClient:
 
     async def gpus(self) -> GpusResponse:
         return await self._request("GET", "/v1/gpus", GpusResponse)
+
+    async def fleet(self) -> FleetResponse:
+        return await self._request("GET", "/v1/fleet", FleetResponse)
 
     async def runners(self) -> RunnersResponse:
         return await self._request("GET", "/v1/runners", RunnersResponse)

@@ -46,6 +46,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/runners", "runners", "Runners this host has, as observed.", "RunnersResponse"),
     Route("GET", "/v1/jobs", "jobs", "Pending jobs: the runner serving each, or why it waits.", "JobsResponse"),
     Route("GET", "/v1/plan", "plan", "The planner's latest decisions.", "PlanResponse"),
+    Route("GET", "/v1/fleet", "fleet", "Runners of every AutoGit host on the same GitLab, by host.", "FleetResponse"),
     Route(
         "GET", "/v1/events", "events", "Live event stream, one Event per line (NDJSON); blank lines are heartbeats.",
         "Event", errors=(400,), query=(_SINCE,), content_type="application/x-ndjson",

@@ -32,6 +32,9 @@ __all__ = [
     "ErrorResponse",
     "ErrorType",
     "Event",
+    "FleetHost",
+    "FleetResponse",
+    "FleetRunner",
     "Gpu",
     "GpuReading",
     "GpuView",
@@ -88,6 +91,7 @@ class StatusResponse(Wire):
     last_reconcile: datetime | None = Field(None, description="When the latest plan was made.")
     reconcile_count: int = 0
     last_event_seq: int = Field(0, description="Sequence number of the newest event (for ?since=).")
+    access: Literal["read", "admin"] | None = Field(None, description="What the caller may do: read, or act (admin).")
 
 
 class GpuView(Wire):
@@ -129,6 +133,30 @@ class PlanResponse(Wire):
     plan: Plan | None = Field(None, description="None before the first reconcile pass.")
     plan_time: datetime | None = None
     reconcile_count: int = 0
+
+
+class FleetRunner(Wire):
+    id: str = Field(description="Runner name (container name on its host).")
+    gitlab_id: int | None = None
+    state: str = Field(description="This host: starting | idle | busy | draining | stopping. Others: GitLab's status (online, offline, ...).")
+    tags: list[str] = Field(default_factory=list)
+    platform: str | None = None
+    gpu: str | None = None
+    job: int | None = None
+    started_at: datetime | None = None
+
+
+class FleetHost(Wire):
+    hostname: str
+    last_seen: datetime | None = Field(None, description="When this agent last listed the host's runners in GitLab.")
+    runners: list[FleetRunner]
+
+
+class FleetResponse(Wire):
+    """Runners of every host whose AutoGit agent registers against the same GitLab, found by
+    the `autogit:<host>:<name>` description of their registrations; this host's in full detail."""
+
+    hosts: list[FleetHost]
 
 
 class ErrorType(StrEnum):
@@ -184,6 +212,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     RunnersResponse,
     JobsResponse,
     PlanResponse,
+    FleetResponse,
     ErrorResponse,
     ActionRequest,
     ActionResponse,

@@ -63,6 +63,7 @@ _STATUS_TYPES = {
     503: ErrorType.UNAVAILABLE,
 }
 _PEER = web.RequestKey("peer", Peer)
+_ACCESS = web.RequestKey("access", Access)
 _REFUSAL_EVENT_INTERVAL = 10.0  # seconds between 'api.refused' events per uid (bounded history)
 
 
@@ -161,7 +162,7 @@ def bind_unix_socket(path: Path, group: str | None, mode: int = 0o660, backlog: 
         sock.bind(str(tmp))
         os.chmod(tmp, mode)
         gid = _group_id(group)
-        if gid is not None:
+        if gid is not None and os.stat(tmp).st_gid != gid:  # already right when it is our primary group
             try:
                 os.chown(tmp, -1, gid)
             except PermissionError:
@@ -312,6 +313,7 @@ class ApiServer:
             what = "act (root or group %s needed)" % self.config.admin_group if needed is Access.ADMIN else "read (group %s needed)" % self.config.group
             return self._refuse(request, peer, f"{peer.label} may not {what}")
         request[_PEER] = peer
+        request[_ACCESS] = access
         return await handler(request)
 
     def _refuse(self, request: web.Request, peer: Peer | None, message: str) -> web.Response:
@@ -326,7 +328,10 @@ class ApiServer:
 
     # --- reads ---
     async def _h_status(self, request: web.Request) -> web.Response:
-        return _model_response(views.status_view(self.state, self.hostname))
+        status = views.status_view(self.state, self.hostname)
+        # The caller's own rights, so a console can hide actions it may not take.
+        access = "admin" if request.get(_ACCESS) is Access.ADMIN else "read"
+        return _model_response(status.model_copy(update={"access": access}))
 
     async def _h_gpus(self, request: web.Request) -> web.Response:
         return _model_response(views.gpus_view(self.state))
@@ -339,6 +344,9 @@ class ApiServer:
 
     async def _h_plan(self, request: web.Request) -> web.Response:
         return _model_response(views.plan_view(self.state))
+
+    async def _h_fleet(self, request: web.Request) -> web.Response:
+        return _model_response(views.fleet_view(self.state, self.hostname))
 
     async def _h_openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi_body, content_type=_JSON)

@@ -6,6 +6,9 @@ from collections import Counter
 
 from ..state import AgentState
 from .schema import (
+    FleetHost,
+    FleetResponse,
+    FleetRunner,
     Counts,
     GpusResponse,
     GpuView,
@@ -56,6 +59,23 @@ def jobs_view(state: AgentState) -> JobsResponse:
         else:
             views.append(JobView(job=job, status=JobStatus.UNPLANNED))
     return JobsResponse(jobs=views, plan_time=state.plan_time)
+
+
+def fleet_view(state: AgentState, hostname: str) -> FleetResponse:
+    own = [
+        FleetRunner(
+            id=rv.runner.id, gitlab_id=rv.gitlab_id, state=rv.state, tags=rv.runner.tags, platform=rv.runner.platform,
+            gpu=rv.runner.gpu, job=rv.job, started_at=rv.started_at,
+        )
+        for rv in state.runners
+    ]
+    hosts = [FleetHost(hostname=hostname, last_seen=state.plan_time, runners=own)]
+    others: dict[str, list[FleetRunner]] = {}
+    for reg in state.fleet:
+        others.setdefault(reg.host, []).append(FleetRunner(id=reg.name, gitlab_id=reg.id, state=reg.status or "unknown", tags=reg.tags))
+    for host in sorted(others):
+        hosts.append(FleetHost(hostname=host, last_seen=state.fleet_seen, runners=sorted(others[host], key=lambda r: r.id)))
+    return FleetResponse(hosts=hosts)
 
 
 def plan_view(state: AgentState) -> PlanResponse:

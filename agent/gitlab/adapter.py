@@ -40,6 +40,17 @@ class Registration(Frozen):
     id: int
     description: str
     tags: list[str] = Field(default_factory=list)
+    status: str | None = Field(None, description="GitLab's runner status: online, offline, ...")
+
+    @property
+    def host(self) -> str | None:
+        """The host named in an `autogit:<host>:<name>` description."""
+        parts = self.description.split(":", 2)
+        return parts[1] if len(parts) == 3 and parts[0] == "autogit" else None
+
+    @property
+    def name(self) -> str:
+        return self.description.split(":", 2)[-1]
 
 
 class CreatedRunner(Frozen):
@@ -197,13 +208,13 @@ class GitLabAdapter:
             if "404" not in str(exc):  # already gone: the goal is reached
                 raise
 
-    async def list_registrations(self, hostname: str) -> list[Registration]:
-        """This host's runners, found by their description prefix."""
-        prefix = description_prefix(hostname)
+    async def list_registrations(self) -> list[Registration]:
+        """The runners of every AutoGit host this token can see (one listing serves both this
+        host's leak clean-up and the fleet view), found by their `autogit:` description."""
         path = "/runners/all" if self._runner_target()["runner_type"] == "instance_type" else "/runners"
         rows = await self._call(lambda: self._list(path, {}))
         return [
-            Registration(id=r["id"], description=r.get("description") or "", tags=r.get("tag_list") or [])
+            Registration(id=r["id"], description=r.get("description") or "", tags=r.get("tag_list") or [], status=r.get("status"))
             for r in rows
-            if (r.get("description") or "").startswith(prefix)
+            if (r.get("description") or "").startswith("autogit:")
         ]

@@ -189,7 +189,9 @@ class DockerRuntime:
                 # job container and is enforced there through config.toml.
                 nano_cpus=int(min(spec.cpus, 1.0) * 1e9) if spec.cpus else None,
                 mem_limit=f"{max(256, min(spec.memory_mb, 1024))}m" if spec.memory_mb else None,
-                restart_policy={"Name": "unless-stopped"},
+                # Reusable runners come back after a Docker restart; a one-job runner that exits
+                # has done its job and must stay down (the agent removes it).
+                restart_policy={"Name": "no" if self.config.mode is RunnerMode.ONE_JOB else "unless-stopped"},
                 network=self.config.network,
                 stop_signal="SIGQUIT",
                 init=False,

@@ -45,10 +45,24 @@ def _need(ok: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+def _docker_ok(tries: int = 10) -> bool:
+    """`docker info` answers (retried: a busy engine can miss one call)."""
+    if not shutil.which("docker"):
+        return False
+    for _ in range(tries):
+        try:
+            if subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0:
+                return True
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(1)
+    return False
+
+
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The package under test and an 'upgrade' of it (same files, version +e2e1)."""
-    _need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0 if shutil.which("docker") else False, "a Docker engine")
+    _need(_docker_ok(), "a Docker engine")
     _need(shutil.which("debootstrap") is not None, "debootstrap")
     if os.environ.get("AUTOGIT_DEB"):
         deb = Path(os.environ["AUTOGIT_DEB"]).resolve()

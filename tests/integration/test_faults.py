@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 async def sim():
     simulator = GitLabSimulator(host="127.0.0.1")
     await simulator.start()
+    simulator.add_project(2, "autogit/other", group_id=1)  # the harness's scope is projects 1 and 2
     yield simulator
     await simulator.stop()
 
@@ -160,7 +161,9 @@ async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_imag
         sim.set_fault("500", 10)
         fault_end = time.monotonic() + 20
         saw_500 = saw_timeout = False
-        while time.monotonic() < fault_end:
+        # A hanging request answers normally once the window closes, so stop checking a little
+        # more than one request timeout (3 s here) before the end.
+        while time.monotonic() < fault_end - 4:
             if time.monotonic() > fault_end - 10 and not saw_timeout:
                 sim.set_fault("timeout", fault_end - time.monotonic())
             plan = await h.reconciler.reconcile_once()
@@ -172,6 +175,8 @@ async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_imag
             assert sorted(c.name for c in now) == busy and all(c.stopping_since is None for c in now)
             await asyncio.sleep(0.5)
         assert saw_500 and saw_timeout
+        while time.monotonic() < fault_end:
+            await asyncio.sleep(0.2)
         sim.set_fault("none")
 
         await h.until(lambda: finished(sim, jobs) and not sim.runners, 120, "recovery: jobs done, runners reaped")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 from aiohttp import web
-from conftest import build_app, wait_until
+from tui_harness import build_app, wait_until
 from tui_harness import H100, L4, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
 
 from autogit.agent.model import Gpu, GpuVendor, Job
@@ -39,13 +39,18 @@ async def test_first_load_fills_every_view(agent: AgentServer) -> None:
         assert cell_text(gpus, H100, "state") == "busy"
         assert cell_text(gpus, "0000:03:00.0", "state") == "UNHEALTHY"
         assert cell_text(gpus, "0000:c1:00.0", "util").strip() == "?"  # unknown is not 0 %
+        assert app.screen.query_one(RunnerTable).row_count == 0  # hidden tabs are built when shown
+        await pilot.press("2")
         assert app.screen.query_one(RunnerTable).row_count == 6
+        await pilot.press("3")
         queue = app.screen.query_one(QueueTable)
         assert cell_text(queue, "s390x", "reason").startswith("no-matching-hardware")
+        await pilot.press("4")
         fleet = app.screen.query_one(FleetTable)
         assert fleet.row_count == 6
         log = app.screen.query_one("#event-log", EventLog)
-        assert [e.type for e in log.events][-1] == "gpu.unhealthy"  # replayed history
+        await wait_until(pilot, lambda: len(log.events) == 6, what="the replayed history")
+        assert log.events[-1].type == "gpu.unhealthy"
         await pilot.press("2")
         assert app.screen.active_tab == "runners"
         await pilot.press("3", "4", "5", "1")
@@ -70,11 +75,13 @@ async def test_follows_the_scenario_through_the_event_stream(agent: AgentServer)
         assert gpus.selected_key() == "0000:c1:00.0"
         assert cell_text(gpus, "GPU-00aa-new", "idx") == "0"  # sorted by PCI bus id
 
+        await pilot.press("3")
         jobs = [Job(id=9100 + i, project_id=5, tags=["arm64"], created_at=NOW) for i in range(5)]
         agent.in_loop(jobs_arrive, agent.state, jobs)
         queue = app.screen.query_one(QueueTable)
         await wait_until(pilot, lambda: cell_text(queue, "arm64", "jobs") == "7", what="7 arm64 jobs")
 
+        await pilot.press("2")
         agent.in_loop(runner_started, agent.state, _runner("gpu-box-1-a3", "starting", ["amd64", "docker"]))
         runners = app.screen.query_one(RunnerTable)
         await wait_until(pilot, lambda: runners.row_count == 7, what="the new runner")
@@ -123,13 +130,11 @@ async def test_non_admin_is_refused_politely() -> None:
         async with app.run_test(size=(120, 36)) as pilot:
             await connected(pilot)
             assert app.screen.query_one(GpuTable).row_count == 4  # reading works
-            await pilot.press("d", "y")
-            await wait_until(pilot, lambda: app.admin is False, what="the 403")
-            notes = [n.message for n in app._notifications]
-            assert any("may not act" in m and "autogit-admin" in m for m in notes), notes
-            assert server.in_loop(lambda: server.state.intents.drained_gpus) == frozenset()
-            # The actions are now hidden from the footer and refused without a round trip.
+            # The agent's status says this caller may only read: actions are hidden up front.
+            await wait_until(pilot, lambda: app.admin is False, what="access=read from /v1/status")
             assert app.screen.check_action("drain", ()) is False
+            await pilot.press("d", "y")
+            assert server.in_loop(lambda: server.state.intents.drained_gpus) == frozenset()
             await pilot.press("p")
             assert isinstance(app.screen, MainScreen)
     finally:
@@ -154,7 +159,7 @@ async def test_reconnects_by_itself_after_the_agent_restarts(agent: AgentServer)
         gpus = app.screen.query_one(GpuTable)
         await wait_until(pilot, lambda: gpus.row_count == 3, what="the fresh state")
         log = app.screen.query_one("#event-log", EventLog)
-        await wait_until(pilot, lambda: log.events[-1].type == "gpu.removed", what="the missed event")
+        await wait_until(pilot, lambda: bool(log.events) and log.events[-1].type == "gpu.removed", what="the missed event")
 
 
 async def test_filter_narrows_the_active_tab(agent: AgentServer) -> None:

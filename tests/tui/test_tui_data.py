@@ -64,7 +64,7 @@ def test_event_kinds_map_to_resources() -> None:
     assert resources_for_event("gpu.drained") == {"gpus", "status"}
     assert "jobs" in resources_for_event("runner.started")
     assert resources_for_event("api.refused") == frozenset()
-    assert resources_for_event("something.new") >= {"status", "gpus", "runners", "jobs", "plan"}
+    assert resources_for_event("something.new") >= {"status", "gpus", "runners", "jobs"}
 
 
 def test_renderers() -> None:

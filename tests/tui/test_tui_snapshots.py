@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import build_app
+from tui_harness import build_app
 from tui_harness import AgentServer, make_state, socket_dir
 
 from autogit.tui.screens.disconnected import DisconnectedScreen
@@ -28,7 +28,8 @@ def agent_m() -> Iterator[AgentServer]:
 def _ready(*keys: str):
     async def run_before(pilot) -> None:
         app = pilot.app
-        while not (app.connection == "connected" and app.jobs is not None and app.fleet is not None):
+        while not (app.connection == "connected" and app.jobs is not None and app.fleet is not None
+                   and len(app.screen.query_one("#event-log").events) == 6):
             await pilot.pause(0.05)
         await pilot.pause(0.1)
         for key in keys:

@@ -8,6 +8,9 @@ Every time is fixed (NOW) so snapshots are byte-stable; the plan comes from the 
 
 from __future__ import annotations
 
+from autogit.tui.app import AutoGitApp
+from autogit.agent.api.client import AgentClient
+
 import asyncio
 import os
 import subprocess
@@ -223,3 +226,24 @@ class Relay:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(5)
+
+
+def build_app(socket_path: str, **kw) -> AutoGitApp:
+    kw.setdefault("clock", clock)
+    kw.setdefault("readings_interval", None)
+    kw.setdefault("tick", None)
+    kw.setdefault("coalesce", 0.05)
+    kw.setdefault("backoff", (0.1, 0.5))
+    kw.setdefault("log_interval", 0.05)
+    return AutoGitApp(AgentClient(socket_path, timeout=3.0), socket_path=socket_path, owns_client=True, **kw)
+
+
+
+async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` holds: the app and the agent are on different loops,
+    so this polls the app's state (never the agent's) between pauses."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)

@@ -15,6 +15,7 @@ from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
 from ..widgets.events import EventLog
 from ..widgets.header import AgentHeader
+from ..widgets.table import KeyedTable
 from ..widgets.tables import FleetTable, GpuTable, QueueTable, RunnerTable
 
 if TYPE_CHECKING:
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["MainScreen", "TABS"]
 
 TABS = ("gpus", "runners", "queue", "fleet", "events")
-WIDE_TABLES = 120  # columns at which tables show every column
-WIDE_LAYOUT = 170  # columns at which the activity column appears
+WIDE_TABLES = 150  # columns at which tables show every column
+WIDE_LAYOUT = 190  # columns at which the activity column appears
 
 
 class MainScreen(Screen):
@@ -81,7 +82,7 @@ class MainScreen(Screen):
     def apply_size(self, width: int) -> None:
         self.set_class(width >= WIDE_LAYOUT, "-wide")
         wide = width >= WIDE_TABLES
-        self.query_one(AgentHeader).compact = width < WIDE_TABLES
+        self.query_one(AgentHeader).compact = width < 110
         for table in self.query("#tabs KeyedTable"):
             table.wide = wide  # type: ignore[attr-defined]
 
@@ -100,6 +101,9 @@ class MainScreen(Screen):
         with box.prevent(Input.Changed):
             box.value = value
         box.set_class(bool(value), "-shown")
+        widget = self._filterable(self.active_tab)
+        if isinstance(widget, KeyedTable):
+            widget.show()
         self.refresh_bindings()
         self._focus_active()
 

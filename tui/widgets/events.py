@@ -31,9 +31,16 @@ class EventLog(RichLog):
         return not needle or needle in event.type.casefold() or needle in event.message.casefold()
 
     def add(self, event: Event) -> None:
-        self.events.append(event)
-        if self._matches(event):
-            self.write(event_line(event, self.compact), scroll_end=None)
+        self.add_many([event])
+
+    def add_many(self, events: list[Event]) -> None:
+        self.events.extend(events)
+        shown = [event_line(e, self.compact) for e in events if self._matches(e)]
+        if shown:
+            lines = shown[0]
+            for line in shown[1:]:
+                lines = lines + "\n" + line
+            self.write(lines, scroll_end=None)
 
     def watch_filter_text(self) -> None:
         self.clear()

@@ -46,6 +46,7 @@ class KeyedTable(DataTable):
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Cell, ...]] = {}
         self._active: list[Col] = []
+        self._stale = False
 
     # --- columns ---
     def _columns_for(self, wide: bool) -> list[Col]:
@@ -76,14 +77,24 @@ class KeyedTable(DataTable):
         """(row key, {column key: cell}) in display order. Subclasses override."""
         return []
 
+    def show(self) -> None:
+        """Called when its tab becomes visible: catch up on updates skipped while hidden."""
+        if self._stale:
+            self.refresh_rows(force=True)
+
     def selected_key(self) -> str | None:
         if not self._keys or self.cursor_row < 0 or self.cursor_row >= len(self._keys):
             return None
         return self._keys[self.cursor_row]
 
-    def refresh_rows(self) -> None:
+    def refresh_rows(self, force: bool = False) -> None:
         if not self.is_mounted:
             return
+        pane = self.parent
+        if not force and pane is not None and not pane.display:
+            self._stale = True  # a hidden tab: rebuilt when it is shown, not on every update
+            return
+        self._stale = False
         cols = [c.key for c in self._active]
         needle = self.filter_text.casefold().strip()
         rows: list[Row] = []

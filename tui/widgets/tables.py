@@ -148,7 +148,7 @@ class QueueTable(_DataTable):
         Col("served", "Srv", 0, 5),
         Col("waiting", "Wait", 5, 5),
         Col("oldest", "Waited", 6, 7),
-        Col("reason", "Why it waits (planner)", 30, 70),
+        Col("reason", "Why it waits (planner)", 38, 70),
     )
 
     def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
