@@ -126,6 +126,11 @@ class RunnerConfig(Frozen):
     )
     check_interval: PositiveInt = Field(3, description="gitlab-runner's check_interval (seconds between job requests).")
     privileged_jobs: bool = Field(False, description="Run job containers privileged (needed for docker-in-docker).")
+    executor: Literal["docker", "shell"] = Field(
+        "docker",
+        description="docker: jobs run in sibling containers and get the GPU through config.toml; "
+        "shell: jobs run inside the runner container, which then gets the GPU itself.",
+    )
 
 
 class GpuConfig(Frozen):

@@ -228,7 +228,7 @@ class Reconciler:
             if reg.id not in live:
                 await self._delete_registration(reg.id, f"registration {reg.id} ({reg.description}) has no container")
         for name in self.runtime.stale_dirs({c.name for c in containers}):
-            self.runtime._discard_dir(name)
+            self.runtime.discard_dir(name)
         return keep
 
     async def _remove(self, c: ManagedContainer, why: str) -> None:

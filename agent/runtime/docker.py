@@ -13,6 +13,7 @@ resource limits, GPUs and devices for jobs go into config.toml's [runners.docker
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
 import shutil
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 import requests
 import tomli_w
 from pydantic import Field, SecretStr
@@ -73,10 +75,11 @@ def _label(key: str) -> str:
 
 
 class DockerRuntime:
-    def __init__(self, config: RunnerConfig, hostname: str, cdi: bool = False) -> None:
+    def __init__(self, config: RunnerConfig, hostname: str, cdi: bool = False, dev_root: Path = Path("/dev")) -> None:
         self.config = config
         self.hostname = hostname
         self.cdi = cdi
+        self.dev_root = dev_root  # where /dev/kfd is found on the host (tests point it elsewhere)
         self._client: docker.DockerClient | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -119,16 +122,13 @@ class DockerRuntime:
                 else:
                     docker_table["gpus"] = f"device={gpu.id}"
             else:
-                devices = [gpu.render_node] if gpu.render_node else []
-                if gpu.vendor is GpuVendor.AMD:
-                    devices.insert(0, "/dev/kfd")
-                docker_table["devices"] = devices
-                docker_table["group_add"] = ["render", "video"]
+                docker_table["devices"] = self.gpu_devices(gpu)
+                docker_table["group_add"] = self.gpu_groups()
         runner: dict[str, Any] = {
             "name": spec.name,
             "url": spec.url,
             "token": spec.token.get_secret_value(),
-            "executor": "docker",
+            "executor": self.config.executor,
             "limit": 1,
             "request_concurrency": 1,
             "docker": docker_table,
@@ -140,6 +140,38 @@ class DockerRuntime:
             "log_level": "info",
             "runners": [runner],
         }
+
+    def gpu_devices(self, gpu: Gpu) -> list[str]:
+        """AMD: /dev/kfd (compute, shared by all AMD GPUs) plus this card's render node; Intel:
+        its render node. As `host:container` pairs; the container paths are the standard ones."""
+        pairs = []
+        if gpu.vendor is GpuVendor.AMD:
+            pairs.append((str(self.dev_root / "kfd"), "/dev/kfd"))
+        if gpu.render_node:
+            pairs.append((gpu.render_node, f"/dev/dri/{Path(gpu.render_node).name}"))
+        return [host if host == inside else f"{host}:{inside}" for host, inside in pairs]
+
+    @staticmethod
+    def gpu_groups() -> list[str]:
+        """The host's render and video groups, by number: device nodes belong to the host's GIDs,
+        and a job image may not know the names."""
+        out = []
+        for name in ("render", "video"):
+            try:
+                out.append(str(grp.getgrnam(name).gr_gid))
+            except KeyError:
+                continue
+        return out
+
+    def _container_gpu(self, spec: RunnerSpec) -> dict[str, Any]:
+        """With the shell executor the job runs in the runner container, so it gets the GPU."""
+        gpu = spec.gpu
+        if gpu is None or self.config.executor != "shell":
+            return {}
+        if gpu.vendor is GpuVendor.NVIDIA:
+            return {"device_requests": [docker.types.DeviceRequest(driver="nvidia", device_ids=[gpu.id], capabilities=[["gpu"]])]}
+        devices = [d if ":" in d else f"{d}:{d}" for d in self.gpu_devices(gpu)]
+        return {"devices": [f"{d}:rwm" for d in devices], "group_add": self.gpu_groups()}
 
     def _write_config(self, spec: RunnerSpec) -> Path:
         directory = self._dir(spec.name)
@@ -195,12 +227,13 @@ class DockerRuntime:
                 network=self.config.network,
                 stop_signal="SIGQUIT",
                 init=False,
+                **self._container_gpu(spec),
             )
 
         try:
             await self._call(run)
         except BaseException:
-            self._discard_dir(spec.name)
+            self.discard_dir(spec.name)
             raise
         found = await self.get(spec.name)
         assert found is not None
@@ -253,19 +286,17 @@ class DockerRuntime:
         directory = self._dir(name)
         if directory.exists():
             (directory / "stopping").touch()
-        try:
-            await self._call(lambda: self._docker().containers.get(name).kill(signal="SIGQUIT"))
-        except docker.errors.NotFound:
-            return
-        except DockerError as exc:
-            if "is not running" not in str(exc):
-                raise
+        await self._signal(name, "SIGQUIT")
 
     async def force_kill(self, name: str) -> None:
+        await self._signal(name, "SIGKILL")
+
+    async def _signal(self, name: str, signal: str) -> None:
+        """Signal a container; one that is gone or no longer running needs nothing more."""
         try:
-            await self._call(lambda: self._docker().containers.get(name).kill(signal="SIGKILL"))
+            await self._call(lambda: self._docker().containers.get(name).kill(signal=signal))
         except docker.errors.NotFound:
-            pass
+            return
         except DockerError as exc:
             if "is not running" not in str(exc):
                 raise
@@ -277,9 +308,9 @@ class DockerRuntime:
             await self._call(lambda: self._docker().containers.get(name).remove(force=True))
         except docker.errors.NotFound:
             pass
-        self._discard_dir(name)
+        self.discard_dir(name)
 
-    def _discard_dir(self, name: str) -> None:
+    def discard_dir(self, name: str) -> None:
         shutil.rmtree(self._dir(name), ignore_errors=True)
 
     def stale_dirs(self, known: set[str]) -> list[str]:

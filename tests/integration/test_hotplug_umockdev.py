@@ -8,7 +8,6 @@ Only NVML is a double (NvmlDouble, at the pynvml boundary); sysfs, udev and the 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 from umockdev_support import add_amd, add_intel, add_nvidia, add_pci, remove_devices, umockdev_testbed  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the doubles package
 from doubles.nvml_double import NvmlDouble, h100  # noqa: E402
 
 from autogit.agent.events import Event, EventBus  # noqa: E402

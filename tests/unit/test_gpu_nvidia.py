@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 
 import pynvml
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the doubles package
 from doubles.nvml_double import NvmlDouble, h100, rtx4090  # noqa: E402
 
 from autogit.agent.inventory.gpu import GpuInventory, NvidiaBackend, NvmlHealthThread, normalise_bus_id, observe_gpus  # noqa: E402

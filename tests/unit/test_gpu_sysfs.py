@@ -7,85 +7,20 @@ back; and /sys/class/drm/<name> links into the device tree.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pynvml
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the doubles package
-from doubles.nvml_double import NvmlDouble  # noqa: E402
+from doubles.nvml_double import NvmlDouble
+from sysfs_trees import GIB, write_attrs, add_gpu, amd_7900xtx
 
 from autogit.agent.inventory.gpu import AmdBackend, GpuInventory, IntelBackend, observe_gpus
 from autogit.agent.inventory.gpu.intel import is_integrated
 from autogit.agent.model import GpuVendor
 from autogit.agent.tags import gpu_tags
 
-GIB = 1 << 30
 NO_NVIDIA = {GpuVendor.AMD, GpuVendor.INTEL}
-
-
-def _link(link: Path, target: Path) -> None:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(target, link.parent))
-
-
-def _write(base: Path, attrs: dict[str, str]) -> None:
-    for name, value in attrs.items():
-        (base / name).parent.mkdir(parents=True, exist_ok=True)
-        (base / name).write_text(value + "\n")
-
-
-def add_gpu(
-    root: Path,
-    bus_id: str,
-    vendor: str,
-    device: str,
-    driver: str,
-    minor: int,
-    attrs: dict[str, str] | None = None,
-    card_attrs: dict[str, str] | None = None,
-    render: bool = True,
-    display_class: str = "0x030000",
-) -> Path:
-    sys = root / "sys"
-    port = "0000:00:02.0" if bus_id.endswith("00:02.0") else "0000:00:01.0"
-    pci = sys / "devices/pci0000:00" / (bus_id if bus_id == port else f"{port}/{bus_id}")
-    pci.mkdir(parents=True)
-    _write(pci, {"vendor": vendor, "device": device, "class": display_class, **(attrs or {})})
-    (pci / "uevent").write_text(f"DRIVER={driver}\nPCI_CLASS={display_class[2:].upper()}\nPCI_SLOT_NAME={bus_id}\n")
-    (sys / "bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
-    _link(pci / "driver", sys / "bus/pci/drivers" / driver)
-    _link(pci / "subsystem", sys / "bus/pci")
-    _link(sys / "bus/pci/devices" / bus_id, pci)
-    names = [f"card{minor}"] + ([f"renderD{128 + minor}"] if render else [])
-    for name in names:
-        node = pci / "drm" / name
-        node.mkdir(parents=True)
-        (node / "dev").write_text(f"226:{128 + minor if name.startswith('render') else minor}\n")
-        _link(node / "device", pci)
-        _link(sys / "class/drm" / name, node)
-    _write(pci / "drm" / f"card{minor}", card_attrs or {})
-    # A display connector: must not be taken for a card.
-    (pci / "drm" / f"card{minor}" / f"card{minor}-DP-1").mkdir()
-    _link(sys / "class/drm" / f"card{minor}-DP-1", pci / "drm" / f"card{minor}" / f"card{minor}-DP-1")
-    return pci
-
-
-def amd_7900xtx(root: Path, bus_id: str = "0000:03:00.0", minor: int = 1, **extra: str) -> Path:
-    return add_gpu(
-        root, bus_id, "0x1002", "0x744c", "amdgpu", minor,
-        {
-            "mem_info_vram_total": str(24 * GIB),
-            "mem_info_vram_used": str(512 << 20),
-            "gpu_busy_percent": "7",
-            "hwmon/hwmon3/name": "amdgpu",
-            "hwmon/hwmon3/temp1_input": "45000",
-            "hwmon/hwmon3/power1_average": "31000000",
-            **extra,
-        },
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -129,7 +64,7 @@ def test_amd_product_name_power_input_and_dkms_version(tmp_path: Path, dev: Path
         {"product_name": "AMD Instinct MI300X", "mem_info_vram_total": str(192 * GIB),
          "hwmon/hwmon5/power1_input": "140500000"},
     )  # fmt: skip
-    _write(tmp_path / "sys/module/amdgpu", {"version": "6.10.5"})
+    write_attrs(tmp_path / "sys/module/amdgpu", {"version": "6.10.5"})
     [snap] = AmdBackend(tmp_path, dev).observe()
     assert snap.gpu.model == "AMD Instinct MI300X"
     assert snap.kfd is False  # amdgpu without /dev/kfd: no ROCm compute
