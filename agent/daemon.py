@@ -30,7 +30,7 @@ from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
 from .model import Host
 from .reconciler import Reconciler
-from .runtime.docker import DockerRuntime
+from .runtime.docker import DockerRuntime, use_cdi
 from .state import AgentPhase, AgentState
 from .systemd import Notifier
 
@@ -81,6 +81,8 @@ class Agent:
         if config.gitlab.url is not None and secrets.gitlab_token is not None:
             self.gitlab = GitLabAdapter(config.gitlab, secrets.gitlab_token)
         self.runtime = DockerRuntime(config.runner, self.hostname)
+        if config.gpu.cdi != "never" and any(g.vendor.value == "nvidia" for g in self._host.gpus):
+            self.runtime.cdi = use_cdi(config.gpu.cdi, self.runtime.cdi_spec_dirs())
         self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
         self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
         self.webhook: WebhookListener | None = None

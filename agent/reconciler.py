@@ -224,7 +224,7 @@ class Reconciler:
                 self.state.bus.publish("runner.killed", f"runner {c.name} did not stop within {self.config.runner.shutdown_timeout:g}s; killed", runner=c.name)
             keep.append(c)
         live = {c.gitlab_id for c in keep}
-        for reg in registrations.values():
+        for reg in list(self._registrations or []):  # what _remove() has not deleted already
             if reg.id not in live:
                 await self._delete_registration(reg.id, f"registration {reg.id} ({reg.description}) has no container")
         for name in self.runtime.stale_dirs({c.name for c in containers}):

@@ -30,11 +30,34 @@ from pydantic import Field, SecretStr
 from ..config import RunnerConfig, RunnerMode
 from ..model import Frozen, Gpu, GpuVendor, RunnerKind
 
-__all__ = ["DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL"]
+__all__ = ["DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "nvidia_cdi_specs", "use_cdi"]
 
 LABEL = "io.autogit"
 MANAGED_BY = "autogit-agent"
 _CONFIG_MOUNT = "/etc/gitlab-runner"
+
+
+def nvidia_cdi_specs(spec_dirs: list[str]) -> bool:
+    """Whether any CDI spec in these directories (dockerd's `CDISpecDirs`) names NVIDIA GPUs."""
+    for directory in spec_dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".yaml", ".yml", ".json")):
+                continue
+            try:
+                if "nvidia.com/gpu" in Path(directory, name).read_text(errors="replace"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def use_cdi(mode: str, spec_dirs: list[str]) -> bool:
+    """gpu.cdi: always, never, or auto (CDI when dockerd has CDI on and NVIDIA specs exist)."""
+    return mode == "always" or (mode == "auto" and nvidia_cdi_specs(spec_dirs))
 
 
 class DockerError(RuntimeError):
@@ -96,6 +119,13 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             self._client = None  # reconnect next time (the engine may have restarted)
             raise DockerError(f"Docker engine: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+
+    def cdi_spec_dirs(self) -> list[str]:
+        """dockerd's CDI spec directories (empty when CDI is off or the engine is unreachable)."""
+        try:
+            return list(self._docker().info().get("CDISpecDirs") or [])
+        except (docker.errors.DockerException, requests.RequestException, OSError):
+            return []
 
     async def ping(self) -> None:
         await self._call(lambda: self._docker().ping())

@@ -65,5 +65,9 @@ async def test_thirty_mixed_jobs_run_on_matching_runners_and_nothing_leaks(harne
     await harness.until(lambda: not sim.runners, timeout=60, what="runners to be reaped")
     assert await harness.runtime.list() == []
     assert not list((harness.config.runner.config_dir).glob("*"))
-    kinds = {e.data.get("kind") for e in harness.state.bus.history() if e.type == "runner.started"}
+    history = harness.state.bus.history()
+    deleted = [e.data["gitlab_id"] for e in history if e.type == "registration.deleted"]
+    started = [e.data["gitlab_id"] for e in history if e.type == "runner.started"]
+    assert sorted(deleted) == sorted(started)  # each registration deleted exactly once
+    kinds = {e.data.get("kind") for e in history if e.type == "runner.started"}
     assert {RunnerKind.NATIVE.value, RunnerKind.EMULATED.value} <= kinds
