@@ -176,7 +176,7 @@ class AutoGitApp(App[None]):
                 self.post_message(Fetched("status", status))
                 for name in RESOURCES[1:]:
                     self.post_message(Fetched(name, await getattr(self.client, name)()))
-                await self._fetch_fleet()
+                await self._fetch_fleet(status.hostname)
                 attempt = 0
                 self.post_message(ConnectionChanged("connected"))
                 head = status.last_event_seq
@@ -227,17 +227,18 @@ class AutoGitApp(App[None]):
         except (AgentUnavailable, AgentApiError):
             return  # the session worker sees the broken stream and takes over
 
-    async def _read_fleet(self) -> list[FleetHost] | None:
+    async def _read_fleet(self, hostname: str | None = None) -> list[FleetHost] | None:
         fetch = getattr(self.client, "fleet", None)
         if fetch is None:
             return None  # derived from /v1/runners instead (see _derive_fleet)
         # A /v1/fleet endpoint: runners of every host on this GitLab, by host.
         payload = await fetch()
         raw = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else payload
-        return fleet_from_payload(raw, self.status.hostname if self.status else None)
+        # The status message may not be applied yet: take this host's name from the caller.
+        return fleet_from_payload(raw, hostname or (self.status.hostname if self.status else None))
 
-    async def _fetch_fleet(self) -> None:
-        fleet = await self._read_fleet()
+    async def _fetch_fleet(self, hostname: str | None = None) -> None:
+        fleet = await self._read_fleet(hostname)
         if fleet is not None:
             self.post_message(Fetched("fleet", fleet))
 

@@ -9,6 +9,7 @@ executor's job containers.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
@@ -65,6 +66,9 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
     def inspect() -> None:
         for c in client.containers.list(all=True, filters={"label": f"io.autogit.host={h.hostname}"}):
             seen_devices[c.name] = [d["PathInContainer"] for d in c.attrs["HostConfig"].get("Devices") or []]
+            # Runner tokens live only in config.toml: never in a container's env, command or labels.
+            exposed = json.dumps([c.attrs["Config"].get("Env"), c.attrs["Config"].get("Cmd"), c.attrs["Args"], c.attrs["Config"].get("Labels")])
+            assert "glrt-" not in exposed, exposed
             path = h.config.runner.config_dir / c.name / "config.toml"
             if path.exists():
                 configs[c.name] = tomllib.loads(path.read_text())
@@ -92,6 +96,9 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
             assert seen_devices[name] == []
             assert "devices" not in configs[name]["runners"][0]["docker"]
 
+        tokens = [r.token for r in sim.runners] + [configs[name]["runners"][0]["token"] for name in configs]
+        assert all(t.startswith("glrt-") for t in tokens)
+        assert not any(t in e.model_dump_json() for e in h.state.bus.history() for t in tokens)  # nor in events
         gpu_trace = sim.job(gpu_job).trace.decode()
         plain_trace = sim.job(plain_job).trace.decode()
         assert sim.job(gpu_job).status == "success", gpu_trace
