@@ -1,0 +1,76 @@
+"""The GitLab adapter over real HTTP against the simulator (a double of GitLab's documented API)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from autogit.agent.config import GitLabConfig
+from autogit.agent.gitlab.adapter import GitLabAdapter, GitLabError
+from autogit.agent.sim.gitlab_sim import GitLabSimulator
+
+
+@pytest.fixture
+async def sim():
+    simulator = GitLabSimulator()
+    await simulator.start()
+    simulator.add_project(2, "autogit/two", group_id=1)
+    simulator.add_group(9, "elsewhere")
+    simulator.add_project(3, "elsewhere/three", group_id=9)
+    yield simulator
+    await simulator.stop()
+
+
+def adapter(sim: GitLabSimulator, **gitlab) -> GitLabAdapter:
+    config = GitLabConfig.model_validate({"url": sim.url, "request_timeout": 3, **gitlab})
+    return GitLabAdapter(config, SecretStr(sim.private_token))
+
+
+async def test_queue_for_each_scope_kind_with_pagination(sim):
+    for i in range(130):  # more than one page of 100
+        sim.add_job(project_id=1 + i % 3, tags=["amd64"] if i % 2 else [])
+    projects = adapter(sim, scope={"kind": "projects", "projects": [1, 2]})
+    queue = await projects.observe_queue()
+    assert len(queue.pending) == sum(1 for i in range(130) if i % 3 != 2) and queue.running == []
+    assert {j.project_id for j in queue.pending} == {1, 2}
+    groups = adapter(sim, scope={"kind": "groups", "groups": [9]})
+    assert {j.project_id for j in (await groups.observe_queue()).pending} == {3}
+    instance = adapter(sim, scope={"kind": "instance"})
+    assert len((await instance.observe_queue()).pending) == 130
+    job = next(j for j in queue.pending if j.tags)
+    status, fetched = await projects.get_job(job.project_id, job.id)
+    assert status == "pending" and fetched == job
+
+
+async def test_project_runner_is_enabled_in_every_project_of_the_scope_and_found_again(sim):
+    gl = adapter(sim, scope={"kind": "projects", "projects": [1, 2]})
+    created = await gl.create_runner("autogit:h1:r1", ["arm64"], run_untagged=False)
+    assert created.token.get_secret_value().startswith("glrt-") and "glrt-" not in repr(created)
+    runner = next(r for r in sim.runners if r.id == created.id)
+    assert (runner.project_id, runner.assigned_projects, runner.tag_list, runner.run_untagged) == (1, {2}, ["arm64"], False)
+    await gl.create_runner("not-ours", [], run_untagged=True)
+    regs = await gl.list_registrations()
+    assert [(r.id, r.host, r.name) for r in regs] == [(created.id, "h1", "r1")]
+    await gl.delete_runner(created.id)
+    await gl.delete_runner(created.id)  # already gone: still done, no error
+    assert [r.description for r in sim.runners] == ["not-ours"]
+
+
+async def test_5xx_is_retried_with_backoff_and_reported_when_it_persists(sim):
+    sim.add_job(project_id=1)
+    sim.set_fault("500", 0.5)
+    retrying = adapter(sim, scope={"kind": "projects", "projects": [1]}, max_retries=4)
+    assert len((await retrying.observe_queue()).pending) == 1  # succeeded after the fault window
+    assert retrying.calls == 1  # one logical call; python-gitlab retried inside it
+    sim.set_fault("500", 5)
+    once = adapter(sim, scope={"kind": "projects", "projects": [1]}, max_retries=0)
+    with pytest.raises(GitLabError) as err:
+        await once.observe_queue()
+    assert "500" in str(err.value) and sim.private_token not in str(err.value)
+
+
+async def test_wrong_token_is_a_clear_error(sim):
+    config = GitLabConfig.model_validate({"url": sim.url, "scope": {"kind": "projects", "projects": [1]}})
+    with pytest.raises(GitLabError) as err:
+        await GitLabAdapter(config, SecretStr("glpat-wrong")).observe_queue()
+    assert "401" in str(err.value) and "glpat-wrong" not in str(err.value)
