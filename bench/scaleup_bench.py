@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
+import random
 import subprocess
 import sys
 import tempfile
@@ -57,11 +57,11 @@ def bare_docker_run(image: str, n: int) -> tuple[list[float], list[float]]:
     sdk, cli = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        c = client.containers.run(image, command=["run"], detach=True)
+        c = client.containers.run(image, command=["run"], detach=True, network_mode="host")
         sdk.append((time.perf_counter() - t0) * 1000)
         c.remove(force=True)
         t0 = time.perf_counter()
-        cid = subprocess.run(["docker", "run", "-d", image, "run"], capture_output=True, text=True, check=True).stdout.strip()
+        cid = subprocess.run(["docker", "run", "-d", "--network", "host", image, "run"], capture_output=True, text=True, check=True).stdout.strip()
         cli.append((time.perf_counter() - t0) * 1000)
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
     client.close()
@@ -100,6 +100,7 @@ async def scale_up(image: str, n: int, webhooks: bool, poll: float) -> list[floa
         sim.add_webhook(f"http://127.0.0.1:{listener.port}{config.webhook.path}", "bench")
     task = asyncio.create_task(reconciler.run_forever())
     latencies = []
+    jitter = random.Random(42)
     try:
         await asyncio.sleep(1)
         for _ in range(n):
@@ -110,8 +111,8 @@ async def scale_up(image: str, n: int, webhooks: bool, poll: float) -> list[floa
             latencies.append((started[job.id] - t0) * 1000)
             while sim.job(job.id).status not in {"success", "failed"}:
                 await asyncio.sleep(0.05)
-            # Jitter the next arrival against the poll timer, as real jobs are.
-            await asyncio.sleep((hash(job.id) % 1000) / 1000 * min(poll, 2))
+            # Arrivals at random points of the poll cycle, as real jobs come.
+            await asyncio.sleep(jitter.uniform(0, poll))
     finally:
         reconciler.stop()
         await task
