@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -28,6 +29,7 @@ from .config import AgentConfig
 from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
 from .metrics import AgentMetrics
 from .model import Host, Job, Plan, Runner, StartRunner
+from .planner import REASON_IDLE, REASON_MAKE_ROOM
 from .planner import plan as make_plan
 from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
 from .state import AgentPhase, AgentState, RunnerView
@@ -38,6 +40,7 @@ log = logging.getLogger("autogit.reconciler")
 
 
 class Reconciler:
+    START_CONCURRENCY = 4
     def __init__(
         self,
         config: AgentConfig,
@@ -66,7 +69,6 @@ class Reconciler:
         self._hints: dict[int, Job] = {}  # pending jobs learned from webhooks since the last poll
         self._gone: set[int] = set()  # jobs webhooks said left pending since the last poll
         self._first_seen: dict[int, float] = {}  # job id → monotonic time first seen pending
-        self._names = 0
         self._queue_key: tuple[frozenset[int], frozenset[tuple[int, str]]] | None = None
         self._stopping = False
 
@@ -171,7 +173,7 @@ class Reconciler:
         policy = self.config.scaling.model_copy(update={"paused": state.intents.paused or self.config.scaling.paused})
         plan = make_plan(host_view, runners, pending, policy, now)
 
-        await self._act(plan, containers, now)
+        await self._act(plan, containers, now, full_poll)
         self._publish_queue_change(pending, plan)
         state.plan, state.plan_time = plan, now
         state.jobs = pending
@@ -250,9 +252,14 @@ class Reconciler:
     def _timed(self, action: str) -> contextlib.AbstractContextManager[None]:
         return self.metrics.time_scale_action(action) if self.metrics is not None else contextlib.nullcontext()
 
-    async def _act(self, plan: Plan, containers: list[ManagedContainer], now: datetime) -> None:
+    async def _act(self, plan: Plan, containers: list[ManagedContainer], now: datetime, full_poll: bool = True) -> None:
         bus = self.state.bus
-        for stop in plan.stop:
+        stops = plan.stop
+        if not full_poll:
+            # A quick pass (webhook, hotplug, action) sees GitLab's busy state as of the last
+            # poll: start what is needed now, but reap idle runners only on fresh information.
+            stops = [s for s in stops if s.reason not in {REASON_IDLE, REASON_MAKE_ROOM}]
+        for stop in stops:
             with self._timed("stop"):
                 await self.runtime.request_stop(stop.runner)
             bus.publish("runner.stopping", f"runner {stop.runner} stopping ({stop.reason})", runner=stop.runner, reason=stop.reason)
@@ -263,18 +270,24 @@ class Reconciler:
         for name in sorted(self.state.intents.drained_runners & {c.name for c in containers if c.stopping_since is None}):
             await self.runtime.request_stop(name)
             bus.publish("runner.draining", f"runner {name} draining (operator)", runner=name, reason="operator")
-        for start in plan.start:
-            try:
-                with self._timed("start"):
-                    await self._start(start)
-            except (GitLabError, DockerError) as exc:
-                bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags)
-                break  # the world changed under us; the next pass decides again
+        if plan.start:
+            # Starts are independent (registration + container each): a burst of jobs gets its
+            # runners in parallel, a few at a time so GitLab and dockerd are not flooded.
+            gate = asyncio.Semaphore(self.START_CONCURRENCY)
+
+            async def start_one(start: StartRunner) -> None:
+                async with gate:
+                    try:
+                        with self._timed("start"):
+                            await self._start(start)
+                    except (GitLabError, DockerError) as exc:
+                        bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags)
+
+            await asyncio.gather(*(start_one(s) for s in plan.start))
 
     async def _start(self, start: StartRunner) -> None:
         assert self.gitlab is not None
-        self._names += 1
-        name = f"autogit-{self.hostname}-{start.kind.value}-{int(time.time() * 1000) % 10**10:010d}{self._names % 100:02d}"
+        name = f"autogit-{self.hostname}-{start.kind.value}-{uuid.uuid4().hex[:10]}"
         description = f"{description_prefix(self.hostname)}{name}"
         t0 = time.monotonic()
         created = await self.gitlab.create_runner(description, start.tags, start.run_untagged)
