@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from datetime import UTC
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 65, 66, 69, 78
 
@@ -60,7 +61,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from datetime import timezone
 
     from .planner import plan
     from .render import plan_text
@@ -74,7 +74,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         _err(str(exc))
         return EX_DATAERR
-    result = plan(scenario.host, scenario.planner_runners(), scenario.jobs, scenario.policy, scenario.now.astimezone(timezone.utc))
+    result = plan(scenario.host, scenario.planner_runners(), scenario.jobs, scenario.policy, scenario.now.astimezone(UTC))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from pydantic import Field
@@ -87,7 +87,7 @@ class EventBus:
         self._subscribers: set[Subscription] = set()
         self._seq = itertools.count(1)
         self._queue_size = max(4, queue_size)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._listeners: list[Callable[[Event], None]] = []
         self.last_seq = 0
 

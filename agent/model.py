@@ -6,7 +6,7 @@ models. The planner reads them and never mutates them: they are frozen.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -44,7 +44,7 @@ def _check_tag(tag: str) -> str:
 def _as_utc(moment: datetime) -> datetime:
     # GitLab sends UTC offsets; a naive time in a scenario means UTC. Mixing naive and aware
     # datetimes would make comparisons raise, so every boundary time becomes aware.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

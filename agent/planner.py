@@ -229,7 +229,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
     starts: list[StartRunner] = []
     served: list[JobServed] = []
     waiting: list[JobWait] = []
-    capacity_waits: list[tuple[Job, _Demand]] = []
+    capacity_waits: list[_Demand] = []  # one entry per job that waits for capacity
 
     def idle_runner_for(tags: frozenset[str]) -> Runner | None:
         candidates = idle_by_tags.get(tags)
@@ -284,7 +284,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
                 blocker = "every matching GPU is held by a runner"
         if blocker is not None:
             wait(job, no_capacity, detail=blocker)
-            capacity_waits.append((job, demand))
+            capacity_waits.append(demand)
             continue
         capacity.add(demand.arch, policy.runner_cpus, policy.runner_memory_mb, gpu.id if gpu else None)
         served.append(JobServed.trusted(job=job.id, runner=f"start:{len(starts)}"))
@@ -295,7 +295,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
 
     # Idle runners that serve nothing make room for jobs that wait for capacity (stop now,
     # start on the next pass once they are gone: caps hold at every instant).
-    for job, demand in capacity_waits:
+    for demand in capacity_waits:
         if not spare_ids:
             break
         victim = _room_maker(demand, spare, spare_ids, capacity, host)

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from .config import AgentConfig
 from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
@@ -57,7 +57,7 @@ class Reconciler:
         self.runtime = runtime
         self.gitlab = gitlab
         self.host_source = host_source
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.on_pass = on_pass
         self.metrics = metrics
         self.hostname = runtime.hostname

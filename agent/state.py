@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from enum import StrEnum
 
 from pydantic import Field
@@ -65,7 +65,7 @@ class Intents(Frozen):
 class AgentState:
     def __init__(self, bus: EventBus | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self.bus = bus or EventBus()
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.phase = AgentPhase.STARTING
         self.started_at = self._clock()
         self.host: Host | None = None

@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pyudev
@@ -39,7 +39,7 @@ from autogit.agent.model import GpuVendor, Host, Job, Policy  # noqa: E402
 from autogit.agent.planner import plan  # noqa: E402
 
 BUS_ID = "0000:83:00.0"
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 JOB = Job(id=1, project_id=1, tags=["gpu", "amd"], created_at=NOW)
 POLICY = Policy()
 

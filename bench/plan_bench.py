@@ -13,7 +13,7 @@ import json
 import random
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from autogit.agent.planner import plan
 from autogit.agent.scenario import parse_scenario
@@ -21,7 +21,7 @@ from autogit.agent.scenario import parse_scenario
 
 def make_scenario(n_jobs: int, n_runners: int, n_gpus: int, seed: int = 7) -> str:
     rnd = random.Random(seed)
-    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     gpus = [
         {"id": f"GPU-{i:04d}", "vendor": "nvidia", "model": "NVIDIA H100 80GB HBM3" if i % 4 == 0 else "NVIDIA L4",
          "memory_mb": 81559 if i % 4 == 0 else 23034, "healthy": i != 5, "drained": i == 6}

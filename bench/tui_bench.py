@@ -18,13 +18,13 @@ import multiprocessing as mp
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from textual.app import App
 from textual.widgets import Static
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 # --- the agent side (child process) -----------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from textual import work
@@ -47,7 +47,7 @@ Clock = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # --- messages (workers -> app) ---------------------------------------------------------------------
@@ -460,7 +460,7 @@ async def _screenshot(app: AutoGitApp, pilot: Any, path: str, tab: str, wait_s: 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     client = AgentClient(args.socket)
-    frozen = args.now.replace(tzinfo=args.now.tzinfo or timezone.utc) if args.now else None
+    frozen = args.now.replace(tzinfo=args.now.tzinfo or UTC) if args.now else None
     app = AutoGitApp(client, socket_path=args.socket, ansi=args.ansi or (not args.screenshot and _low_colour()), owns_client=True,
                      clock=(lambda: frozen) if frozen else None)
     if args.screenshot:

@@ -12,7 +12,7 @@ heartbeat line every 15 s, so silence for longer means it is gone).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -179,7 +179,7 @@ def _api_error(status: int, raw: bytes) -> AgentApiError:
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "never"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _health(name: str, health: Any) -> str:

@@ -310,7 +310,7 @@ class ApiServer:
         access = access_for(peer, self.config.group, self.config.admin_group)
         needed = Access.ADMIN if request.method not in ("GET", "HEAD") else Access.READ
         if access < needed:
-            what = "act (root or group %s needed)" % self.config.admin_group if needed is Access.ADMIN else "read (group %s needed)" % self.config.group
+            what = f"act (root or group {self.config.admin_group} needed)" if needed is Access.ADMIN else f"read (group {self.config.group} needed)"
             return self._refuse(request, peer, f"{peer.label} may not {what}")
         request[_PEER] = peer
         request[_ACCESS] = access

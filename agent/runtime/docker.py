@@ -16,7 +16,7 @@ import asyncio
 import grp
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,7 @@ class DockerRuntime:
         marker = self._dir(container.name) / "stopping"
         stopping = None
         try:
-            stopping = datetime.fromtimestamp(marker.stat().st_mtime, timezone.utc)
+            stopping = datetime.fromtimestamp(marker.stat().st_mtime, UTC)
         except OSError:
             pass
         runner_id = labels.get(_label("runner-id"))

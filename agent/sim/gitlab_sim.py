@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 import aiohttp
@@ -71,7 +71,7 @@ _BASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar("sim_base
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(status: int, message: str, key: str = "message") -> web.Response:
@@ -395,7 +395,7 @@ class GitLabSimulator:
                 try:
                     async with session.post(target.url, json=payload, headers=headers) as resp:
                         record["status"] = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     record["error"] = type(exc).__name__
                 self.webhook_deliveries.append(record)
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ci_policy import require
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,11 +39,7 @@ PKG = "autogit-agent"
 
 
 def _need(ok: bool, what: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI (scripts/dev-setup installs it)")
-    pytest.skip(f"{what} is not available")
+    require(ok, f"{what} is not available (scripts/dev-setup installs it)")
 
 
 def _docker_ok(tries: int = 10) -> bool:

@@ -17,7 +17,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from autogit.agent.planner import plan
 from autogit.agent.state import AgentPhase, AgentState, GpuReading, RunnerView
 
 T = TypeVar("T")
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 GPU_SMALL = "GPU-5d2a-small"
 GPU_BIG = "GPU-9f1c-big"
 

@@ -4,13 +4,13 @@ real reconciler against the GitLab simulator (a double) and the real Docker engi
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from ci_policy import require
 from pydantic import SecretStr
 
 from autogit.agent.config import AgentConfig
@@ -31,10 +31,7 @@ def _docker_ok() -> bool:
 
 @pytest.fixture(scope="session")
 def runner_image() -> str:
-    if not _docker_ok():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Docker is required in CI (scripts/dev-setup starts dockerd)")
-        pytest.skip("no Docker engine")
+    require(_docker_ok(), "no Docker engine (scripts/dev-setup starts dockerd)")
     out = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]

@@ -12,11 +12,12 @@ import shutil
 import subprocess
 
 import pytest
+from ci_policy import needs
 from api_harness import GPU_BIG, ServerThread, api_config, make_state, socket_dir
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "runuser", "curl")),
-    reason="needs root, useradd/groupadd, runuser and curl",
+pytestmark = needs(
+    os.geteuid() == 0 and all(shutil.which(t) for t in ("useradd", "groupadd", "runuser", "curl")),
+    "needs root, useradd/groupadd, runuser and curl",
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runner_harness import Harness, finished, runner_image  # noqa: F401 (fixture)
+from runner_harness import Harness, finished
 
 from autogit.agent.sim.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentPhase

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from runner_harness import Harness, finished, runner_image  # noqa: F401 (fixture)
+from ci_policy import require
+from runner_harness import Harness, finished
 from sysfs_trees import amd_7900xtx
 
 from autogit.agent.inventory.gpu import AmdBackend
@@ -43,8 +44,7 @@ async def sim():
 
 
 async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, runner_image, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mknod of device nodes needs root")
+    require(os.geteuid() == 0, "mknod of device nodes needs root")
     dev = tmp_path / "dev"
     _char_device(dev / "kfd")
     _char_device(dev / "dri/renderD129")  # the card (minor 1)

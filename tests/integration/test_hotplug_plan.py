@@ -8,11 +8,11 @@ Run under umockdev-wrapper (scripts/test does).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
-from umockdev_support import add_amd, remove_devices, umockdev_testbed  # noqa: F401
+from umockdev_support import add_amd, remove_devices
 
 from autogit.agent.config import AgentConfig
 from autogit.agent.daemon import Agent
@@ -21,7 +21,7 @@ from autogit.agent.planner import plan
 
 pytestmark = pytest.mark.umockdev
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 GPU_JOB = Job(id=7, project_id=1, tags=["gpu", "rocm"], created_at=NOW)
 
 

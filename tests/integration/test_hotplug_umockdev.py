@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from umockdev_support import add_amd, add_intel, add_nvidia, add_pci, remove_devices, umockdev_testbed  # noqa: F401
+from umockdev_support import add_amd, add_intel, add_nvidia, add_pci, remove_devices
 
 from doubles.nvml_double import NvmlDouble, h100  # noqa: E402
 

@@ -8,7 +8,7 @@ jobs finished. Nothing of the project's own is mocked.
 from __future__ import annotations
 
 import pytest
-from runner_harness import Harness, finished, harness, runner_image  # noqa: F401 (fixtures)
+from runner_harness import Harness, finished
 
 from autogit.agent.model import RunnerKind, WaitReason
 

@@ -6,14 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from ci_policy import needs
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SERVICE = UNITS / "autogit-agent.service"
 # Measured 1.5 ("OK"); the threshold leaves a little room, but any real loosening fails.
 SECURITY_THRESHOLD = 20
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+pytestmark = needs(shutil.which("systemd-analyze") is not None, "needs systemd-analyze")
 
 
 def fake_root(tmp_path: Path, unit_text: str) -> Path:
@@ -75,7 +75,7 @@ def test_unit_keeps_what_the_agent_needs():
     assert "PrivateUsers=yes" not in lines  # would unmap the docker group
 
 
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="needs systemd-sysusers")
+@needs(shutil.which("systemd-sysusers") is not None, "needs systemd-sysusers")
 def test_sysusers_creates_user_groups_and_docker_membership(tmp_path):
     root = tmp_path / "sysroot"
     (root / "etc").mkdir(parents=True)
@@ -89,7 +89,7 @@ def test_sysusers_creates_user_groups_and_docker_membership(tmp_path):
     assert "autogit" in groups["docker"].split(",")
 
 
-@pytest.mark.skipif(shutil.which("systemd-tmpfiles") is None, reason="needs systemd-tmpfiles")
+@needs(shutil.which("systemd-tmpfiles") is not None, "needs systemd-tmpfiles")
 def test_tmpfiles_creates_directories_with_their_modes(tmp_path):
     root = tmp_path / "tmproot"
     (root / "etc").mkdir(parents=True)

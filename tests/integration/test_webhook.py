@@ -9,7 +9,7 @@ import json
 import aiohttp
 import pytest
 from pydantic import SecretStr
-from runner_harness import Harness, runner_image  # noqa: F401 (fixture)
+from runner_harness import Harness
 
 from autogit.agent.config import WebhookConfig
 from autogit.agent.events import EventBus

@@ -3,7 +3,6 @@ scripted scenario in tui_harness.py, and the app wired to it through the real cl
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tui_harness import AgentServer, build_app, make_state, socket_dir  # noqa: E402,F401
 
-from autogit.agent.api.client import AgentClient  # noqa: E402
 from autogit.tui.app import AutoGitApp  # noqa: E402
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import pytest
+from ci_policy import needs
 from aiohttp import web
 from tui_harness import build_app, wait_until
 from tui_harness import H100, L4, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
@@ -118,7 +118,7 @@ async def test_drain_a_gpu_after_confirmation(agent: AgentServer) -> None:
         await wait_until(pilot, lambda: app.status is not None and not app.status.paused, what="resumed")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the relay as another user")
+@needs(os.geteuid() == 0, "needs root to run the relay as another user")
 async def test_non_admin_is_refused_politely() -> None:
     # The real server's real auth: the agent's socket group is nogroup (READ for nobody), the
     # admin group root; a relay running as nobody makes the agent see nobody's credentials.

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from autogit.agent.planner import plan
 from autogit.agent.state import AgentPhase, AgentState, GpuReading, RunnerView
 
 T = TypeVar("T")
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 H100 = "GPU-9f1c2e7a-h100"
 L4 = "GPU-5d2a33b0-l4"
 MI300 = "0000:c1:00.0"

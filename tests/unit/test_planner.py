@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
 from autogit.agent.model import Gpu, Host, Job, Policy, Runner, RunnerKind, WaitReason
 from autogit.agent.planner import fair_order, plan
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOST = Host(hostname="h", arch="amd64", emulated=["arm64"], cpus=64, memory_mb=262144)
 POLICY = Policy(max_runners=10, idle_timeout=300, runner_cpus=1, runner_memory_mb=1024, reserved_cpus=0, reserved_memory_mb=0)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from autogit.agent.model import Gpu, Host, Job, Policy, Runner, RunnerKind
 from autogit.agent.planner import plan
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TAG_POOL = ["amd64", "x86_64", "arm64", "riscv64", "gpu", "cuda", "rocm", "h100", "docker", "big", "vram-80g"]
 
 tag_sets = st.lists(st.sampled_from(TAG_POOL), max_size=3, unique=True)

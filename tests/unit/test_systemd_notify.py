@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+from ci_policy import needs
 
 from autogit.agent.systemd import Notifier, NotifyError, listen_fds
 
@@ -119,7 +120,7 @@ def test_listen_fds_ignores_another_process_env():
     assert listen_fds({}) == []
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")
+@needs(shutil.which("systemd-socket-activate") is not None, "needs systemd-socket-activate")
 def test_socket_activation_end_to_end(tmp_path):
     # systemd-socket-activate binds the socket and execs the child with LISTEN_FDS=1, like systemd.
     path = tmp_path / "act.sock"
