@@ -141,6 +141,7 @@ class GpuConfig(Frozen):
         "auto", description="Hand NVIDIA GPUs to jobs as CDI devices: auto uses CDI when dockerd has CDI specs."
     )
     health_interval: PositiveFloat = Field(5.0, description="Seconds one NVML event wait blocks before it loops.")
+    readings_interval: PositiveFloat = Field(2.0, description="Seconds between live GPU readings (utilisation, memory, temperature, power).")
     ignore: list[str] = Field(default_factory=list, description="GPU ids (UUID or PCI bus id) never to schedule.")
 
 

@@ -99,7 +99,9 @@ class Agent:
 
     # --- inventory ------------------------------------------------------------------------------
     def _observe_host(self) -> Host:
-        gpus = [s.gpu for s in self.gpus.observe()]
+        snapshots = self.gpus.observe()
+        self.state.gpu_readings = {s.gpu.id: s.reading for s in snapshots}
+        gpus = [s.gpu for s in snapshots]
         previous = getattr(self, "_host", None)
         if previous is not None and "nvidia" in self.gpus.problems:
             # NVML broke (e.g. driver upgraded under us) while NVIDIA GPUs are still on the bus:
@@ -114,10 +116,21 @@ class Agent:
         return build_host(self.config, self.cpu, gpus, self.hostname)
 
     def refresh_host(self) -> None:
-        """Hotplug or health changed: read the GPUs again and re-plan now."""
-        self._host = self._observe_host()
-        self.state.gpu_readings = {s.gpu.id: s.reading for s in self.gpus.observe()}
-        self.state.wake.set()
+        """Hotplug, health or readings changed: read the GPUs again; re-plan if the planner's
+        view of them (the set, health, drains) changed."""
+        host = self._observe_host()
+        if host != self._host:
+            self._host = host
+            self.state.wake.set()
+
+    async def _watch_gpus(self) -> None:
+        """Live readings (utilisation, memory, temperature, power) for the API, the metrics and
+        the TUI, every `gpu.readings_interval` seconds; also catches a GPU that went bad
+        between health events. A no-op on hosts without GPUs."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self.config.gpu.readings_interval)
+            if self._host.gpus:
+                self.refresh_host()
 
     # --- inputs -------------------------------------------------------------------------------
     async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:
@@ -205,6 +218,7 @@ class Agent:
         self._on_event(self.state.bus.publish("agent.ready", f"agent ready ({self.state.phase.value})"))
         loop_task = asyncio.create_task(self.reconciler.run_forever())
         watchdog_task = asyncio.create_task(self._watchdog())
+        gpu_task = asyncio.create_task(self._watch_gpus())
         await self._stop.wait()
 
         self.notifier.stopping()
@@ -215,6 +229,7 @@ class Agent:
         except TimeoutError:
             log.warning("the pass in flight did not finish within %ss; stopping anyway", self.config.stop_timeout)
         watchdog_task.cancel()
+        gpu_task.cancel()
         if self._hotplug is not None:
             self._hotplug.stop()
         if self.webhook is not None:

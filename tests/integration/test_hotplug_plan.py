@@ -34,7 +34,11 @@ async def _until(condition, what: str, timeout: float = 5.0) -> None:
 async def test_plugging_a_gpu_in_and_out_changes_the_plan(umockdev_testbed, tmp_path: Path) -> None:
     tb = umockdev_testbed
     config = AgentConfig.model_validate(
-        {"api": {"socket": str(tmp_path / "agent.sock")}, "runner": {"config_dir": str(tmp_path / "runners")}, "gpu": {"vendors": ["amd"]}}
+        {
+            "api": {"socket": str(tmp_path / "agent.sock")},
+            "runner": {"config_dir": str(tmp_path / "runners")},
+            "gpu": {"vendors": ["amd"], "readings_interval": 0.05},
+        }
     )
     agent = Agent(config, None)
     await agent._start_hotplug()
@@ -52,6 +56,15 @@ async def test_plugging_a_gpu_in_and_out_changes_the_plan(umockdev_testbed, tmp_
         assert agent.state.wake.is_set()  # the reconciler is woken for an immediate pass
         after = decide()
         assert [(s.kind, s.gpu) for s in after.start] == [(RunnerKind.GPU, "0000:83:00.0")]
+
+        # Live readings follow the card without any uevent (the agent's readings loop).
+        readings = asyncio.create_task(agent._watch_gpus())
+        try:
+            assert agent.state.gpu_readings["0000:83:00.0"].utilization_pct == 3.0
+            tb.set_attribute(card[0], "gpu_busy_percent", "93")
+            await _until(lambda: agent.state.gpu_readings["0000:83:00.0"].utilization_pct == 93.0, "the new reading")
+        finally:
+            readings.cancel()
 
         holder = Runner(id="r-gpu", tags=["gpu", "rocm"], kind=RunnerKind.GPU, gpu="0000:83:00.0", busy=True)
         agent.state.wake.clear()
