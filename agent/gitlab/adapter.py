@@ -6,7 +6,8 @@ API calls per observation (docs/runners/gitlab-api-cost.md):
   (+1 per 100 jobs beyond the first page);
 - scope `groups`: one `GET /groups/:id/projects?include_subgroups=true` per group per 100
   projects (cached for `project_refresh` seconds), then as `projects`;
-- scope `instance`: the same over `GET /projects` (every project the token can see, cached);
+- scope `instance`: one GraphQL `Query.jobs(statuses: [PENDING, RUNNING])` per 100 jobs,
+  whatever the number of projects (admin token: that query is empty for other users);
 - registrations: one `GET /runners?type=...` per 100 runners, made every pass.
 Every call has a timeout; 429 and 5xx are retried with backoff (python-gitlab's
 retry_transient_errors, honouring Retry-After) up to `max_retries` times.
@@ -75,6 +76,11 @@ def description_prefix(hostname: str) -> str:
     return f"autogit:{hostname}:"
 
 
+def _gid(global_id: str) -> int:
+    """GraphQL global id → REST id: 'gid://gitlab/Ci::Build/123' → 123."""
+    return int(global_id.rsplit("/", 1)[1])
+
+
 def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
     return Job(
         id=data["id"],
@@ -99,6 +105,8 @@ class GitLabAdapter:
             per_page=100,
         )
         self._project_refresh = project_refresh
+        # GitLab's GraphQL docs authenticate with a bearer token (a personal access token works).
+        self._graphql_headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
         self._projects: list[int] = []
         self._projects_at = 0.0
         # python-gitlab takes max_retries per request (with retry_transient_errors, on 429/5xx).
@@ -133,19 +141,17 @@ class GitLabAdapter:
         if self._projects and time.monotonic() - self._projects_at < self._project_refresh:
             return self._projects
         ids: set[int] = set()
-        if scope.kind == "groups":
-            for group in scope.groups:
-                rows = await self._call(lambda g=group: self._list(f"/groups/{g}/projects", {"include_subgroups": True, "simple": True}))
-                ids.update(r["id"] for r in rows)
-        else:
-            rows = await self._call(lambda: self._list("/projects", {"simple": True, "archived": False}))
+        for group in scope.groups:
+            rows = await self._call(lambda g=group: self._list(f"/groups/{g}/projects", {"include_subgroups": True, "simple": True}))
             ids.update(r["id"] for r in rows)
         self._projects, self._projects_at = sorted(ids), time.monotonic()
         return self._projects
 
     async def observe_queue(self) -> QueueSnapshot:
         """Pending jobs (the planner's input) and running ones (who is busy), in one call per
-        project: `scope[]=pending&scope[]=running`."""
+        project: `scope[]=pending&scope[]=running`; instance-wide, one GraphQL query."""
+        if self.config.scope.kind == "instance":
+            return await self._observe_instance_queue()
         pending: list[Job] = []
         running: list[RunningJob] = []
         for project in await self._scope_projects():
@@ -157,6 +163,50 @@ class GitLabAdapter:
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
         return QueueSnapshot(pending=pending, running=running)
+
+    _JOBS_QUERY = (
+        "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
+        " nodes { id name status tags createdAt project { id } runner { id } }"
+        " pageInfo { hasNextPage endCursor } } }"
+    )
+
+    def _graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        # python-gitlab's GraphQL client is experimental (no pagination, no rate limits): one
+        # POST through its session, with its auth headers, timeout and TLS settings.
+        url = self._gl.url.rstrip("/") + "/api/graphql"
+        for attempt in range(self.config.max_retries + 1):
+            resp = self._gl.session.post(
+                url, json={"query": query, "variables": variables}, headers=self._graphql_headers,
+                timeout=self.config.request_timeout, verify=self._gl.ssl_verify,
+            )  # fmt: skip
+            if resp.status_code in (429, 500, 502, 503, 504) and attempt < self.config.max_retries:
+                time.sleep(float(resp.headers.get("Retry-After") or 0.5 * 2**attempt))
+                continue
+            if resp.status_code != 200:
+                raise GitLabError(f"GitLab answered {resp.status_code} to GraphQL")
+            doc = resp.json()
+            if doc.get("errors"):
+                raise GitLabError(f"GitLab GraphQL error: {str(doc['errors'][0].get('message'))[:200]}")
+            return doc["data"]
+        raise GitLabError("GitLab GraphQL: retries exhausted")
+
+    async def _observe_instance_queue(self) -> QueueSnapshot:
+        pending: list[Job] = []
+        running: list[RunningJob] = []
+        after: str | None = None
+        while True:
+            data = await self._call(lambda a=after: self._graphql(self._JOBS_QUERY, {"after": a}))
+            jobs = data["jobs"]
+            for node in jobs["nodes"]:
+                job_id, project_id = _gid(node["id"]), _gid(node["project"]["id"])
+                if node["status"] == "PENDING":
+                    pending.append(Job(id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"], name=node.get("name")))
+                elif node["status"] == "RUNNING":
+                    runner = node.get("runner")
+                    running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None))
+            if not jobs["pageInfo"]["hasNextPage"]:
+                return QueueSnapshot(pending=pending, running=running)
+            after = jobs["pageInfo"]["endCursor"]
 
     async def get_job(self, project_id: int, job_id: int) -> tuple[str, Job]:
         """One job (webhooks carry no tags, so the agent fetches the job): (status, job)."""

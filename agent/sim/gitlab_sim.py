@@ -35,9 +35,11 @@ The same operations exist as methods: add_job, jobs, runners, set_fault, add_web
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import logging
+import re
 import secrets
 import threading
 import time
@@ -512,6 +514,7 @@ class GitLabSimulator:
         for method, path, handler in user:
             r.add_route(method, API + path, self._authed(handler))
         r.add_route("DELETE", API + "/runners", self._delete_runner_by_token)
+        r.add_route("POST", "/api/graphql", self._authed(self._graphql))
         r.add_route("POST", API + "/runners/verify", self._verify_runner)
         r.add_route("POST", API + "/jobs/request", self._request_job)
         r.add_route("PATCH", API + "/jobs/{jid:\\d+}/trace", self._patch_trace)
@@ -621,6 +624,40 @@ class GitLabSimulator:
             return _error(404, "404 Group Not Found")
         projects = [p for p in self._projects.values() if p.group_id == int(gid)]
         return self._paginate(request, [self._project_obj(p) for p in sorted(projects, key=lambda p: -p.id)])
+
+    async def _graphql(self, request: web.Request) -> web.Response:
+        """The one GraphQL query the agent makes for an instance-wide queue: `Query.jobs`
+        ("all jobs on this GitLab instance", admins only) with `statuses`, `first`, `after`;
+        nodes carry global ids (gid://gitlab/Ci::Build/N) and Relay `pageInfo`. Anything else
+        gets GraphQL's error shape (HTTP 200 with `errors`)."""
+        try:
+            body = await request.json()
+            query, variables = str(body["query"]), dict(body.get("variables") or {})
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"errors": [{"message": "Invalid request"}]}, status=400)
+        found = re.search(r"jobs\(\s*statuses:\s*\[([A-Z_,\s]*)\]", query)
+        if found is None:
+            return web.json_response({"errors": [{"message": "the simulator answers only Query.jobs(statuses: [...])"}]})
+        statuses = {s.strip().lower() for s in found.group(1).split(",") if s.strip()}
+        first = min(100, int(variables.get("first") or 100))
+        offset = int(base64.b64decode(variables["after"]).decode()) if variables.get("after") else 0
+        jobs = [j for j in sorted(self.jobs, key=lambda j: -j.id) if j.status in statuses]
+        page = jobs[offset : offset + first]
+        nodes = [
+            {
+                "id": f"gid://gitlab/Ci::Build/{j.id}",
+                "name": j.name,
+                "status": j.status.upper(),
+                "tags": list(j.tags),
+                "createdAt": _iso(j.created_at),
+                "project": {"id": f"gid://gitlab/Project/{j.project_id}"},
+                "runner": None if j.runner_id is None else {"id": f"gid://gitlab/Ci::Runner/{j.runner_id}"},
+            }
+            for j in page
+        ]
+        end = offset + len(page)
+        info = {"hasNextPage": end < len(jobs), "endCursor": base64.b64encode(str(end).encode()).decode() if page else None}
+        return web.json_response({"data": {"jobs": {"nodes": nodes, "pageInfo": info}}})
 
     async def _list_jobs(self, request: web.Request) -> web.Response:
         project = self._project_or_none(request.match_info["pid"])

@@ -37,6 +37,7 @@ async def test_queue_for_each_scope_kind_with_pagination(sim):
     assert {j.project_id for j in (await groups.observe_queue()).pending} == {3}
     instance = adapter(sim, scope={"kind": "instance"})
     assert len((await instance.observe_queue()).pending) == 130
+    assert instance.calls == 2  # GraphQL Query.jobs: 100 a page, whatever the number of projects
     job = next(j for j in queue.pending if j.tags)
     status, fetched = await projects.get_job(job.project_id, job.id)
     assert status == "pending" and fetched == job
