@@ -368,7 +368,7 @@ class AutoGitApp(App[None]):
             if hosts and hosts[0].source == "agent":
                 text = "This host only: the agent has no fleet endpoint yet (GET /v1/fleet) to list the other hosts' runners from GitLab."
             else:
-                text = f"{len(hosts)} hosts on this GitLab, grouped by host (* this host)."
+                text = f"{len(hosts)} host{'' if len(hosts) == 1 else 's'} on this GitLab, grouped by host (* this host)."
             if text != self._fleet_note:  # an auto-height widget: updating it costs a layout pass
                 self._fleet_note = text
                 main.query_one("#fleet-note").update(text)  # type: ignore[attr-defined]
