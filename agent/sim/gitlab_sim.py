@@ -807,24 +807,26 @@ class GitLabSimulator:
             return None
         return next((r for r in self.runners if secrets.compare_digest(r.token.encode(), token.encode())), None)
 
-    async def _delete_runner_by_token(self, request: web.Request) -> web.Response:
+    async def _runner_from_body(self, request: web.Request) -> tuple[SimRunner | None, dict[str, Any], web.Response | None]:
+        """The runner named by the body's `token`, or GitLab's 400 (no token) / 403 (unknown)."""
         p = await self._params(request)
         if not p.get("token"):
-            return _error(400, "token is missing", key="error")
+            return None, p, _error(400, "token is missing", key="error")
         runner = self._runner_by_token(p.get("token"))
-        if runner is None:
-            return _error(403, "403 Forbidden")
+        return runner, p, (_error(403, "403 Forbidden") if runner is None else None)
+
+    async def _delete_runner_by_token(self, request: web.Request) -> web.Response:
+        runner, _, refused = await self._runner_from_body(request)
+        if refused is not None or runner is None:
+            return refused or _error(403, "403 Forbidden")
         with self._lock:
             self._runners.pop(runner.id, None)
         return web.Response(status=204)
 
     async def _verify_runner(self, request: web.Request) -> web.Response:
-        p = await self._params(request)
-        if not p.get("token"):
-            return _error(400, "token is missing", key="error")
-        runner = self._runner_by_token(p.get("token"))
-        if runner is None:
-            return _error(403, "403 Forbidden")
+        runner, p, refused = await self._runner_from_body(request)
+        if refused is not None or runner is None:
+            return refused or _error(403, "403 Forbidden")
         if p.get("system_id"):
             runner.system_ids.add(str(p["system_id"]))
         return web.json_response({"id": runner.id, "token": runner.token, "token_expires_at": None})
