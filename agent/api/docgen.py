@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .openapi import ROUTES, openapi_document
+from .schema import API_VERSION
 
 __all__ = ["render"]
 
@@ -77,6 +78,21 @@ def render() -> str:
         "Event stream: `GET /v1/events` sends one [Event](#event) per line as it happens and a blank line every 15 s",
         "when quiet. With `?since=N` it first replays the kept events after `N`. A consumer that falls behind gets a",
         "last `stream.dropped` event and the stream ends; reconnect with `?since=` to catch up.",
+        "",
+        "## Version and compatibility",
+        "",
+        f"This is API `{API_VERSION}`: every route but `/metrics` starts with `/{API_VERSION}/`, and `GET /{API_VERSION}/status` answers",
+        f"`\"api_version\": \"{API_VERSION}\"`. Within `{API_VERSION}` the agent may add fields to any object, at any depth",
+        "(a response, a GPU inside a host, an entry of a plan, an event), and never renames or removes a field or",
+        "changes what one means. A new value of an enumeration (a phase, vendor, runner kind, wait reason, job status",
+        "or error type) counts as a change of meaning. A rename, a removal or a change of meaning needs a new version",
+        "(`/v2/`), served beside this one for a while.",
+        "",
+        "So a client must ignore fields it does not know. The agent's own clients (`autogit-tui`, `autogit-agent",
+        "status`) parse with the wire models of `autogit.agent.api.schema`, which ignore unknown fields at every",
+        "depth. A test serves them an agent that adds fields to every object and checks that they still read and",
+        "render the same thing. Request bodies are the opposite: [ActionRequest](#actionrequest) is strict, so a",
+        "misspelt field is a 400, not something silently ignored.",
         "",
         "## Schemas",
     ]

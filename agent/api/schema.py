@@ -2,24 +2,29 @@
 
 Every response body is one of these models; the OpenAPI document is generated from their JSON
 schemas, so the docs, the server and the TUI cannot drift apart. The TUI imports this module and
-`client.py` only, never agent internals: the domain models it needs are re-exported here.
+`client.py` only, never agent internals.
 
-Compatibility rule for v1: fields may be added (clients ignore what they do not know, so the
-response models below accept extra fields when *parsing*), never renamed or removed. Request
-bodies are strict (extra=forbid): a typo in an action body is an error, not a silent no-op.
+Compatibility rule for v1: fields may be added at any depth, never renamed, removed or given
+another meaning; a new value of an enumeration (phase, vendor, kind, wait reason, job status,
+error type) is a change of meaning too, so it needs a new API version. Every response model
+here, nested ones included, ignores fields it does not know (extra="ignore"), so an older
+client keeps working against a newer agent. That is why the objects the wire carries (Gpu,
+Host, Job, Runner, Plan, Event, ...) are their own models here, mirroring the agent's internal
+ones field for field (a unit test holds them equal): the internal models stay strict
+(extra="forbid": a typo in a scenario or a config is loud). Request bodies are strict too: a typo
+in an action body is an error, not a silent no-op.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..events import Event
-from ..model import Gpu, Host, Job, JobWait, Plan, Runner, WaitReason
-from ..state import AgentPhase, ComponentHealth, GpuReading, RunnerView
+from ..model import GpuVendor, RunnerKind, WaitReason
+from ..state import AgentPhase
 
 __all__ = [
     "API_VERSION",
@@ -28,6 +33,7 @@ __all__ = [
     "AgentPhase",
     "ComponentHealth",
     "Counts",
+    "DrainRunner",
     "ErrorBody",
     "ErrorResponse",
     "ErrorType",
@@ -37,21 +43,28 @@ __all__ = [
     "FleetRunner",
     "Gpu",
     "GpuReading",
+    "GpuVendor",
     "GpuView",
     "GpusResponse",
     "Host",
     "Job",
     "JobStatus",
     "JobView",
+    "JobServed",
     "JobWait",
     "JobsResponse",
     "Plan",
     "PlanResponse",
     "Runner",
+    "RunnerKind",
     "RunnerView",
     "RunnersResponse",
+    "StartRunner",
     "StatusResponse",
+    "StopRunner",
     "WaitReason",
+    "Wire",
+    "WIRE_MIRRORS",
     "RESPONSE_MODELS",
 ]
 
@@ -59,10 +72,155 @@ API_VERSION = "v1"
 
 
 class Wire(BaseModel):
-    """Base of response bodies: immutable; unknown fields are ignored so an older client keeps
-    working against a newer agent that added fields."""
+    """Base of every response model, nested ones included: immutable; unknown fields are ignored
+    so an older client keeps working against a newer agent that added fields. `from_attributes`
+    lets the server build one from the agent's internal model of the same shape."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", from_attributes=True)
+
+
+# --- the agent's vocabulary as the wire carries it (mirrors of agent.model / state / events) ---
+
+
+class Gpu(Wire):
+    """One schedulable GPU: a whole GPU, or one MIG instance of an NVIDIA GPU in MIG mode (its id
+    is then the instance's 'MIG-…' UUID)."""
+
+    id: str = Field(description="Stable id: the NVIDIA UUID, else the PCI bus id.")
+    vendor: GpuVendor
+    model: str = Field(description="Marketing name, e.g. 'NVIDIA H100 80GB HBM3'.")
+    memory_mb: int = Field(description="Total device memory in MiB.")
+    healthy: bool = True
+    drained: bool = Field(False, description="Set by an operator or on loss: never scheduled.")
+    pci_bus_id: str | None = Field(None, description="Normalised sysfs form, e.g. '0000:01:00.0'.")
+    render_node: str | None = Field(None, description="e.g. '/dev/dri/renderD128' (AMD, Intel).")
+    driver_version: str | None = None
+    integrated: bool = Field(False, description="Intel integrated graphics (shares host memory).")
+    tags: list[str] = Field(default_factory=list, description="Extra tags beyond the derived ones.")
+    compute_capability: str | None = Field(None, description="NVIDIA CUDA compute capability 'major.minor', e.g. '9.0'; None: unknown or not NVIDIA.")
+    gfx_target: str | None = Field(None, description="AMD ISA target from the KFD topology, e.g. 'gfx90a'.")
+    mig_mode: bool = Field(False, description="NVIDIA MIG mode is on: the GPU runs jobs only through its MIG instances, never whole.")
+    mig_parent: str | None = Field(None, description="Set on a MIG instance: the id (UUID) of the whole GPU it is a slice of.")
+    mig_profile: str | None = Field(None, description="A MIG instance's profile, e.g. '1g.10gb'.")
+
+
+class Host(Wire):
+    hostname: str = "localhost"
+    arch: str = Field(description="Docker platform architecture: amd64, arm64, riscv64, arm/v7.")
+    emulated: list[str] = Field(
+        default_factory=list,
+        description="Foreign architectures runnable here through QEMU binfmt_misc with the F flag.",
+    )
+    cpus: int
+    memory_mb: int
+    gpus: list[Gpu] = Field(default_factory=list)
+
+
+class Job(Wire):
+    """A pending GitLab CI job, with GitLab's own field meanings."""
+
+    id: int
+    project_id: int
+    tags: list[str] = Field(default_factory=list, description="GitLab's tag_list.")
+    created_at: datetime
+    name: str | None = None
+
+
+class Runner(Wire):
+    """A runner this host has (starting, idle or busy), as observed."""
+
+    id: str
+    tags: list[str] = Field(default_factory=list)
+    run_untagged: bool = False
+    kind: RunnerKind = RunnerKind.NATIVE
+    platform: str | None = Field(None, description="Platform its jobs run on, e.g. 'linux/arm64'.")
+    gpu: str | None = Field(None, description="Id of the GPU it holds exclusively.")
+    busy: bool = False
+    idle_since: datetime | None = Field(None, description="When it last became idle; None: unknown.")
+    draining: bool = Field(False, description="Takes no new job; removed once idle.")
+    cpus: float | None = Field(None, description="Reserved CPUs; None: the policy's.")
+    memory_mb: int | None = Field(None, description="Reserved MiB; None: the policy's.")
+
+
+class StartRunner(Wire):
+    kind: RunnerKind
+    tags: list[str]
+    run_untagged: bool
+    platform: str
+    gpu: str | None = None
+    for_jobs: list[int] = Field(default_factory=list, description="Jobs it is started for.")
+    cpus: float
+    memory_mb: int
+
+
+class StopRunner(Wire):
+    runner: str
+    reason: str
+
+
+class DrainRunner(Wire):
+    runner: str
+    reason: str
+
+
+class JobWait(Wire):
+    job: int
+    reason: WaitReason
+    detail: str = ""
+    missing_tags: list[str] = Field(default_factory=list, description="Tags no runner of this host could ever carry.")
+
+
+class JobServed(Wire):
+    job: int
+    runner: str = Field(description="An idle runner's id, or 'start:N' for the N-th start.")
+
+
+class Plan(Wire):
+    """The planner's decisions for one observation."""
+
+    start: list[StartRunner] = Field(default_factory=list)
+    stop: list[StopRunner] = Field(default_factory=list)
+    drain: list[DrainRunner] = Field(default_factory=list)
+    served: list[JobServed] = Field(default_factory=list)
+    waiting: list[JobWait] = Field(default_factory=list)
+
+
+class ComponentHealth(Wire):
+    ok: bool | None = Field(None, description="None: not checked yet or not configured.")
+    error: str | None = None
+    since: datetime | None = Field(None, description="When it last changed between ok and failing.")
+    errors_total: int = 0
+
+
+class GpuReading(Wire):
+    """Live readings of one GPU; None where the backend cannot tell ('unknown' is not zero)."""
+
+    utilization_pct: float | None = None
+    memory_used_mb: int | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+class RunnerView(Wire):
+    """A runner as the agent sees it: the planner's Runner plus its container's facts."""
+
+    runner: Runner
+    container: str | None = Field(None, description="Container name.")
+    gitlab_id: int | None = Field(None, description="GitLab's runner id.")
+    state: str = Field("starting", description="starting | idle | busy | draining | stopping")
+    job: int | None = Field(None, description="The job it is running.")
+    started_at: datetime | None = None
+
+
+class Event(Wire):
+    seq: int = Field(description="Monotonic sequence number, from 1; use it with ?since=.")
+    time: datetime
+    type: str = Field(description="Dotted kind, e.g. 'runner.started', 'gpu.removed'.")
+    message: str = Field(description="One human line.")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- response bodies ---
 
 
 class Counts(Wire):
@@ -204,6 +362,25 @@ class ActionResponse(Wire):
     event_seq: int | None = Field(None, description="Sequence number of the event the action published.")
     changed: bool = Field(True, description="False when the intent was already in place (idempotent).")
 
+
+# Wire model -> the internal model it mirrors, as "module:Class" of autogit.agent (a unit test
+# holds their fields equal, so the server can build one from the other).
+WIRE_MIRRORS: dict[type[Wire], str] = {
+    Gpu: "model:Gpu",
+    Host: "model:Host",
+    Job: "model:Job",
+    Runner: "model:Runner",
+    StartRunner: "model:StartRunner",
+    StopRunner: "model:StopRunner",
+    DrainRunner: "model:DrainRunner",
+    JobWait: "model:JobWait",
+    JobServed: "model:JobServed",
+    Plan: "model:Plan",
+    ComponentHealth: "state:ComponentHealth",
+    GpuReading: "state:GpuReading",
+    RunnerView: "state:RunnerView",
+    Event: "events:Event",
+}
 
 # Every model the OpenAPI document names under components/schemas.
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (

@@ -1,4 +1,7 @@
-"""AgentState -> wire models. Pure functions of one state snapshot: no I/O, easy to test."""
+"""AgentState -> wire models. Pure functions of one state snapshot: no I/O, easy to test.
+
+The state holds the agent's strict internal models; the wire models are built from them by
+attribute (schema.Wire has from_attributes), so the server never sends an internal model."""
 
 from __future__ import annotations
 
@@ -85,7 +88,10 @@ def plan_view(state: AgentState) -> PlanResponse:
 def status_view(state: AgentState, hostname: str) -> StatusResponse:
     gpus = state.gpus()
     held = {rv.runner.gpu for rv in state.runners if rv.runner.gpu}
-    waiting = sum(1 for v in jobs_view(state).jobs if v.status is JobStatus.WAITING)
+    running = {rv.job for rv in state.runners if rv.job is not None}
+    served = {s.job for s in state.plan.served} if state.plan else set()
+    waits = {w.job for w in state.plan.waiting} if state.plan else set()
+    waiting = sum(1 for job in state.jobs if job.id in waits and job.id not in running and job.id not in served)
     counts = Counts(
         runners=dict(sorted(Counter(rv.state for rv in state.runners).items())),
         runners_total=len(state.runners),
