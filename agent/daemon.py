@@ -25,7 +25,7 @@ from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
 from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
-from .inventory.gpu import GpuInventory
+from .inventory.gpu import GpuInventory, mig_instance_changes
 from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
 from .model import Host
@@ -120,6 +120,8 @@ class Agent:
         view of them (the set, health, drains) changed."""
         host = self._observe_host()
         if host != self._host:
+            for kind, message, data in mig_instance_changes(self._host.gpus, host.gpus):
+                self.state.bus.publish(kind, message, **data)
             self._host = host
             self.state.wake.set()
 

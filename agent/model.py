@@ -79,7 +79,9 @@ class GpuVendor(StrEnum):
 
 
 class Gpu(Frozen):
-    """One whole GPU as the planner sees it; the inventory adds the live readings."""
+    """One schedulable GPU as the planner sees it: a whole GPU, or one MIG instance of an NVIDIA
+    GPU in MIG mode (its id is then the instance's 'MIG-…' UUID). The inventory adds the live
+    readings."""
 
     id: str = Field(description="Stable id: the NVIDIA UUID, else the PCI bus id.")
     vendor: GpuVendor
@@ -92,6 +94,17 @@ class Gpu(Frozen):
     driver_version: str | None = None
     integrated: bool = Field(False, description="Intel integrated graphics (shares host memory).")
     tags: TagSet = Field(default_factory=list, description="Extra tags beyond the derived ones.")
+    compute_capability: str | None = Field(
+        None, description="NVIDIA CUDA compute capability 'major.minor', e.g. '9.0'; None: unknown or not NVIDIA."
+    )
+    gfx_target: str | None = Field(None, description="AMD ISA target from the KFD topology, e.g. 'gfx90a'.")
+    mig_mode: bool = Field(
+        False, description="NVIDIA MIG mode is on: the GPU runs jobs only through its MIG instances, never whole."
+    )
+    mig_parent: str | None = Field(
+        None, description="Set on a MIG instance: the id (UUID) of the whole GPU it is a slice of."
+    )
+    mig_profile: str | None = Field(None, description="A MIG instance's profile, e.g. '1g.10gb'.")
 
 
 class Host(Frozen):

@@ -10,7 +10,9 @@ How it decides (ADR-001 explains why):
 3. A job is served by an idle runner that GitLab would give it to (job tags ⊆ runner tags;
    untagged jobs only on run_untagged runners), else by a new runner if every cap allows:
    total, per architecture, CPU and memory budget, and for GPU jobs one free healthy GPU
-   (the smallest that fits, so big GPUs stay free for the jobs that need them).
+   (the smallest that fits, so big GPUs stay free for the jobs that need them). A MIG
+   instance is a GPU of its own; a GPU in MIG mode is never taken whole, and an instance is
+   never taken while a runner holds its parent (ADR-006).
 4. Idle runners that serve nothing are stopped to make room for waiting jobs, reaped after
    the idle timeout (beyond the warm pool), or stopped when their GPU is gone. Busy runners
    are never stopped: when they must go they are drained instead.
@@ -50,6 +52,7 @@ REASON_DRAINED = "drained"
 REASON_GPU_GONE = "gpu-gone"
 REASON_GPU_UNHEALTHY = "gpu-unhealthy"
 REASON_GPU_DRAINED = "gpu-drained"
+REASON_GPU_MIG_MODE = "gpu-mig-mode"  # the whole GPU a runner holds was switched to MIG mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,9 @@ class _Capacity:
     cpus: float = 0.0
     memory_mb: int = 0
     per_arch: Counter[str] = field(default_factory=Counter)
-    held_gpus: set[str] = field(default_factory=set)
+    # GPU id → the GPUs that share its silicon: a MIG instance's parent, a parent's instances.
+    mig_family: dict[str, frozenset[str]] = field(default_factory=dict)
+    taken_gpus: set[str] = field(default_factory=set)  # held by a runner, or sharing silicon with one
 
     def add(self, arch: str, cpus: float, memory_mb: int, gpu: str | None) -> None:
         self.total += 1
@@ -82,7 +87,8 @@ class _Capacity:
         self.cpus += cpus
         self.memory_mb += memory_mb
         if gpu is not None:
-            self.held_gpus.add(gpu)
+            self.taken_gpus.add(gpu)
+            self.taken_gpus |= self.mig_family.get(gpu, frozenset())
 
     def blocker(self, arch: str) -> str | None:
         """Which cap a new runner for `arch` would break, or None if it fits."""
@@ -119,7 +125,7 @@ def _runner_arch(runner: Runner, host: Host) -> str:
     return host.arch
 
 
-def _gpu_problem(runner: Runner, gpus: dict[str, Gpu]) -> str | None:
+def _gpu_problem(runner: Runner, gpus: dict[str, Gpu], split: frozenset[str]) -> str | None:
     if runner.gpu is None:
         return None
     gpu = gpus.get(runner.gpu)
@@ -129,7 +135,24 @@ def _gpu_problem(runner: Runner, gpus: dict[str, Gpu]) -> str | None:
         return REASON_GPU_UNHEALTHY
     if gpu.drained:
         return REASON_GPU_DRAINED
+    if gpu.id in split:
+        return REASON_GPU_MIG_MODE
     return None
+
+
+def _split_gpus(gpus: Sequence[Gpu]) -> frozenset[str]:
+    """GPUs that are never held whole: in MIG mode, or with MIG instances listed."""
+    return frozenset({g.id for g in gpus if g.mig_mode} | {g.mig_parent for g in gpus if g.mig_parent is not None})
+
+
+def _mig_families(gpus: Sequence[Gpu]) -> dict[str, frozenset[str]]:
+    """GPU id → the ids it must never be held together with (its MIG parent or instances)."""
+    family: dict[str, set[str]] = defaultdict(set)
+    for gpu in gpus:
+        if gpu.mig_parent is not None:
+            family[gpu.id].add(gpu.mig_parent)
+            family[gpu.mig_parent].add(gpu.id)
+    return {gpu_id: frozenset(ids) for gpu_id, ids in family.items()}
 
 
 class _Classifier:
@@ -140,6 +163,7 @@ class _Classifier:
         self.profiles = host_profiles(host, policy)
         self.native = self.profiles[0]
         self.gpus = {g.id: g for g in host.gpus}
+        self.split = _split_gpus(host.gpus)
         self.cache: dict[frozenset[str], _Demand | JobWait] = {}
 
     def classify(self, tags: frozenset[str]) -> _Demand | JobWait:
@@ -162,9 +186,14 @@ class _Classifier:
         if gpu_fits:
             if not self.policy.gpus:
                 return self._wait(WaitReason.GPU_UNAVAILABLE, "GPU scheduling is off in the policy")
-            usable = sorted((g for g in gpu_fits if g.healthy and not g.drained), key=lambda g: (g.memory_mb, g.id))
+            # Smallest first (then by id): the planner takes the first free one.
+            split = self.split
+            usable = sorted((g for g in gpu_fits if g.healthy and not g.drained and g.id not in split), key=lambda g: (g.memory_mb, g.id))
             if not usable:
                 names = ", ".join(sorted(g.id for g in gpu_fits))
+                if any(g.id in split for g in gpu_fits if g.healthy and not g.drained):
+                    detail = f"every matching GPU is in MIG mode and runs jobs only through its MIG instances (tag `mig`): {names}"
+                    return self._wait(WaitReason.GPU_UNAVAILABLE, detail)
                 return self._wait(WaitReason.GPU_UNAVAILABLE, f"every matching GPU is unhealthy or drained: {names}")
             return _Demand(RunnerKind.GPU, native.arch, tuple(sorted(tags)), False, tuple(usable))
         return self._no_hardware(tags)
@@ -182,6 +211,8 @@ class _Classifier:
                 detail += f" (no QEMU binfmt handler with the F flag for {', '.join(foreign)})"
             return JobWait(job=0, reason=WaitReason.NO_MATCHING_HARDWARE, detail=detail, missing_tags=never)
         detail = f"no single runner here carries all of {sorted(tags)}"
+        if "gpu" in tags and any(t == "mig" or t.startswith("mig-") for t in tags):
+            detail += " (`gpu` asks for a whole GPU; a MIG instance carries `mig` instead)"
         return JobWait(job=0, reason=WaitReason.NO_MATCHING_HARDWARE, detail=detail, missing_tags=missing)
 
     @staticmethod
@@ -203,6 +234,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
         policy,
         cpu_budget=max(0.0, host.cpus - policy.reserved_cpus),
         memory_budget=max(0, host.memory_mb - policy.reserved_memory_mb),
+        mig_family=_mig_families(host.gpus),
     )
     stops: list[StopRunner] = []
     drains: list[DrainRunner] = []
@@ -212,7 +244,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
         cpus = policy.runner_cpus if runner.cpus is None else runner.cpus
         memory = policy.runner_memory_mb if runner.memory_mb is None else runner.memory_mb
         capacity.add(_runner_arch(runner, host), cpus, memory, runner.gpu)
-        problem = _gpu_problem(runner, gpus)
+        problem = _gpu_problem(runner, gpus, classifier.split)
         if runner.busy:
             if problem is not None and not runner.draining:
                 drains.append(DrainRunner.trusted(runner=runner.id, reason=problem))
@@ -222,6 +254,10 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
             stops.append(StopRunner.trusted(runner=runner.id, reason=REASON_DRAINED))
         else:
             idle.append((runner, frozenset(runner.tags)))
+
+    def gpu_memory(runner: Runner) -> int:
+        held = gpus.get(runner.gpu) if runner.gpu is not None else None
+        return held.memory_mb if held is not None else 0
 
     claimed: set[str] = set()
     idle_by_tags: dict[frozenset[str], list[Runner]] = {}
@@ -234,8 +270,9 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
     def idle_runner_for(tags: frozenset[str]) -> Runner | None:
         candidates = idle_by_tags.get(tags)
         if candidates is None:
-            # Most specific runner first: keep versatile runners for jobs only they can take.
-            candidates = sorted((r for r, rt in idle if _matches(tags, r, rt)), key=lambda r: (len(r.tags), r.id))
+            # Most specific runner first: keep versatile runners for jobs only they can take; among
+            # equals the one on the smallest GPU, so big GPUs stay free for the jobs that need them.
+            candidates = sorted((r for r, rt in idle if _matches(tags, r, rt)), key=lambda r: (len(r.tags), gpu_memory(r), r.id))
             idle_by_tags[tags] = candidates
         i = cursor.get(tags, 0)
         while i < len(candidates) and candidates[i].id in claimed:
@@ -279,9 +316,9 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
                 blocked[demand.arch] = blocker
         gpu: Gpu | None = None
         if blocker is None and demand.kind is RunnerKind.GPU:
-            gpu = next((g for g in demand.gpus if g.id not in capacity.held_gpus), None)
+            gpu = next((g for g in demand.gpus if g.id not in capacity.taken_gpus), None)
             if gpu is None:
-                blocker = "every matching GPU is held by a runner"
+                blocker = "every matching GPU is held by a runner (or its MIG parent or instance is)"
         if blocker is not None:
             wait(job, no_capacity, detail=blocker)
             capacity_waits.append(demand)

@@ -7,6 +7,7 @@ its tags are a subset of one profile (GitLab's rule: job tags ⊆ runner tags).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -14,11 +15,16 @@ from .model import Gpu, GpuVendor, Host, Policy, RunnerKind
 
 __all__ = [
     "ARCH_TAGS",
+    "CC_FLOORS",
+    "VRAM_FLOORS_GIB",
     "Profile",
     "arch_tags",
+    "compute_capability_tags",
     "gpu_family",
     "gpu_tags",
     "host_profiles",
+    "memory_gib",
+    "memory_tags",
     "platform_for_arch",
     "tag_for_arch",
 ]
@@ -79,21 +85,77 @@ def gpu_family(model: str) -> str | None:
     return family
 
 
-def _memory_class(memory_mb: int) -> str | None:
+# "At least" steps of GPU memory, in GiB: the sizes real boards and MIG slices are sold as
+# (docs/gpu/README.md names the first card on each step). A GPU carries `vram-ge-<N>g` for every
+# step N up to its own size, so a job that names a floor matches every GPU at or above it and
+# none below; the planner's smallest-that-fits rule then keeps the big boards for big jobs.
+VRAM_FLOORS_GIB: tuple[int, ...] = (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 141, 180, 192, 256, 288)
+
+# "At least" steps of CUDA compute capability: every generation of NVIDIA data-centre and
+# desktop GPU from Pascal on (6.0 P100, 7.0 V100, 7.5 T4, 8.0 A100, 8.6 A10/RTX 30, 8.9 L4/L40S/
+# RTX 40, 9.0 H100/H200, 10.0 B200, 12.0 RTX 50/RTX PRO 6000). Ordered as numbers, the way CUDA
+# code tests `__CUDA_ARCH__ >= 800`: a floor names a feature level (BF16 from 8.0, FP8 from 8.9),
+# not binary compatibility, for which a job names the exact `cc-X.Y` tag.
+CC_FLOORS: tuple[tuple[int, int], ...] = ((6, 0), (7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0))
+
+
+def memory_gib(memory_mb: int) -> int | None:
+    """The memory a GPU is sold with, in whole GiB: the reported size rounded *up*.
+
+    Drivers report less than the board carries (the driver's and firmware's reservations): an
+    H100 80GB reports 81559 MiB (79.6 GiB), its 7g.80gb MIG slice 79.25 GiB, a 1g.10gb slice
+    9.75 GiB, an H200 about 140.4 GiB. Rounding up gives 80, 80, 10 and 141, the sizes on the
+    box and in NVIDIA's own MIG profile names; rounding to the nearest would call the whole-GPU
+    slice 79. The usable memory is therefore less than a GiB below this number. None: unknown.
+    """
     if memory_mb <= 0:
         return None
-    return f"vram-{round(memory_mb / 1024)}g"
+    return math.ceil(memory_mb / 1024)
+
+
+def memory_tags(memory_mb: int) -> frozenset[str]:
+    """The exact class `vram-<GiB>g` and every floor `vram-ge-<N>g` at or below it."""
+    gib = memory_gib(memory_mb)
+    if gib is None:
+        return frozenset()
+    return frozenset({f"vram-{gib}g", *(f"vram-ge-{floor}g" for floor in VRAM_FLOORS_GIB if floor <= gib)})
+
+
+def compute_capability_tags(compute_capability: str) -> frozenset[str]:
+    """'9.0' → cc-9.0 and every floor cc-ge-X.Y at or below it; an unparsable value: none."""
+    major, sep, minor = compute_capability.partition(".")
+    if not (sep and major.isdigit() and minor.isdigit()):
+        return frozenset()
+    level = (int(major), int(minor))
+    return frozenset({f"cc-{level[0]}.{level[1]}", *(f"cc-ge-{a}.{b}" for a, b in CC_FLOORS if (a, b) <= level)})
 
 
 def gpu_tags(gpu: Gpu) -> frozenset[str]:
-    """Tags one GPU yields: gpu, vendor, compute stack, family, memory class, driver major."""
-    tags = {"gpu", gpu.vendor.value, _VENDOR_STACK[gpu.vendor], *gpu.tags}
+    """Tags one GPU yields: `gpu` (a whole GPU) or `mig` and `mig-<profile>` (a MIG instance),
+    vendor, compute stack, family, memory class and floors, compute capability and its floors
+    (NVIDIA), gfx target (AMD), driver major.
+
+    A MIG instance does not carry `gpu`: jobs written for a whole GPU (ADR-004) must never land
+    on a slice, and GitLab's tags cannot say "not", so only the tag's absence keeps them off;
+    a job asks for a slice with `mig` (ADR-006).
+    """
+    tags = {gpu.vendor.value, _VENDOR_STACK[gpu.vendor], *gpu.tags}
+    if gpu.mig_parent is None:
+        tags.add("gpu")
+    else:
+        tags.add("mig")
+        if gpu.mig_profile:
+            tags.add(f"mig-{gpu.mig_profile}")
     if (family := gpu_family(gpu.model)) is not None:
         tags.add(family)
-    if not gpu.integrated and (memory := _memory_class(gpu.memory_mb)) is not None:
-        tags.add(memory)
+    if not gpu.integrated:
+        tags |= memory_tags(gpu.memory_mb)
     if gpu.vendor is GpuVendor.INTEL:
         tags.add("igpu" if gpu.integrated else "dgpu")
+    if gpu.compute_capability:
+        tags |= compute_capability_tags(gpu.compute_capability)
+    if gpu.gfx_target:
+        tags.add(gpu.gfx_target)
     if gpu.driver_version:
         tags.add(f"{gpu.vendor.value}-driver-{gpu.driver_version.split('.')[0]}")
     return frozenset(tags)

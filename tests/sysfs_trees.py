@@ -73,3 +73,23 @@ def amd_7900xtx(root: Path, bus_id: str = "0000:03:00.0", minor: int = 1, **extr
     )  # fmt: skip
 
 
+
+
+def kfd_node(root: Path, node: int, gfx_target_version: int, render_minor: int = 0, gpu_id: int = 0) -> Path:
+    """One amdkfd topology node as the kernel lays it out (kfd_topology.c): a `properties` file
+    of "name value" lines under /sys/devices/virtual/kfd/kfd/topology/nodes/N, reached through
+    the /sys/class/kfd/kfd link. A CPU node has gfx_target_version 0 and gpu_id 0."""
+    sys = root / "sys"
+    base = sys / "devices/virtual/kfd/kfd"
+    if not (sys / "class/kfd/kfd").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        link(sys / "class/kfd/kfd", base)
+    directory = base / "topology/nodes" / str(node)
+    directory.mkdir(parents=True)
+    (directory / "gpu_id").write_text(f"{gpu_id}\n")
+    (directory / "properties").write_text(
+        f"cpu_cores_count {0 if gpu_id else 16}\nsimd_count {0 if not gpu_id else 192}\n"
+        f"gfx_target_version {gfx_target_version}\ndrm_render_minor {render_minor if gpu_id else 0}\n"
+        f"vendor_id {4098 if gpu_id else 0}\n"
+    )
+    return directory

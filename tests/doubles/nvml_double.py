@@ -9,7 +9,15 @@ raise AttributeError rather than silently reaching the real library.
 
 Default values are what an H100 SXM reports (nvidia-smi / NVML on driver 580.159.04):
 'NVIDIA H100 80GB HBM3', 85520809984 bytes (81559 MiB), CUDA 13000 → '13.0',
-bus id '00000000:01:00.0' (NVML's 8-digit upper-case domain).
+bus id '00000000:01:00.0' (NVML's 8-digit upper-case domain), compute capability 9.0.
+
+MIG is modelled as NVML documents it (nvml.h, group nvmlMultiInstanceGPU, as vendored in
+NVIDIA/go-nvml `pkg/nvml/nvml.h`; signatures and return shapes as in nvidia-ml-py's `pynvml.py`):
+a GPU whose current MIG mode is NVML_DEVICE_MIG_ENABLE has up to `max_mig_devices` MIG devices
+in sparse slots; each is reached by nvmlDeviceGetMigDeviceHandleByIndex and answers the
+ordinary device queries (UUID 'MIG-…', name '<parent> MIG <profile>', its own memory). The
+double only reads MIG state: like the agent, it has no nvmlDeviceSetMigMode or instance
+creation (a test edits `mig_devices` and `mig_mode` to play an operator's change).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 
 import pynvml
 
-__all__ = ["DoubleGpu", "NvmlDouble", "h100", "rtx4090"]
+__all__ = ["DoubleGpu", "DoubleMigDevice", "NvmlDouble", "h100", "h100_mig", "mig_device", "rtx4090"]
 
 _ALL_HEALTH_EVENTS = (
     pynvml.nvmlEventTypeSingleBitEccError
@@ -30,6 +38,18 @@ _ALL_HEALTH_EVENTS = (
     | pynvml.nvmlEventTypeXidCriticalError
     | pynvml.nvmlEventTypeClock
 )
+
+
+@dataclass
+class DoubleMigDevice:
+    """One MIG device (a compute instance in its GPU instance) as NVML shows it."""
+
+    uuid: str
+    profile: str  # e.g. '1g.10gb'; NVML's name for it is '<parent name> MIG <profile>'
+    memory_total: int  # bytes
+    memory_used: int = 0  # bytes
+    gpu_instance_id: int = 0
+    compute_instance_id: int = 0
 
 
 @dataclass
@@ -43,6 +63,9 @@ class DoubleGpu:
     temperature_c: int = 31
     power_mw: int = 69_871
     mig_mode: tuple[int, int] | None = (0, 0)  # (current, pending); None: NotSupported
+    max_mig_devices: int = 7  # MIG devices possible in MIG mode (H100: seven 1g slices)
+    mig_devices: dict[int, DoubleMigDevice] = field(default_factory=dict)  # slot index → device
+    compute_capability: tuple[int, int] = (9, 0)
     supported_events: int = _ALL_HEALTH_EVENTS
     not_supported: frozenset[str] = frozenset()  # functions answering NVML_ERROR_NOT_SUPPORTED
     lost: bool = False  # every call on it raises NVMLError_GpuIsLost
@@ -64,15 +87,49 @@ def rtx4090(**changes: Any) -> DoubleGpu:
         temperature_c=44,
         power_mw=23_512,
         mig_mode=None,
+        max_mig_devices=0,
+        compute_capability=(8, 9),
         supported_events=pynvml.nvmlEventTypeXidCriticalError | pynvml.nvmlEventTypePState,
     )
     values.update(changes)
     return DoubleGpu(**values)
 
 
+# Memory NVML reports per H100 80GB MIG profile (`nvidia-smi mig -lgip`: 1g.10gb 9.75 GiB,
+# 1g.20gb and 2g.20gb 19.62 GiB, 3g.40gb and 4g.40gb 39.50 GiB, 7g.80gb 79.25 GiB).
+H100_MIG_MEMORY = {
+    "1g.10gb": 9984 << 20,
+    "1g.20gb": 20096 << 20,
+    "2g.20gb": 20096 << 20,
+    "3g.40gb": 40448 << 20,
+    "4g.40gb": 40448 << 20,
+    "7g.80gb": 81152 << 20,
+}
+
+
+def mig_device(profile: str, n: int, **changes: Any) -> DoubleMigDevice:
+    """The n-th MIG device of an H100 80GB, of this profile."""
+    values: dict[str, Any] = dict(
+        uuid=f"MIG-{n:08x}-aaaa-5bbb-8ccc-{n:012x}",
+        profile=profile,
+        memory_total=H100_MIG_MEMORY[profile],
+        memory_used=13 << 20,
+        gpu_instance_id=n + 1,
+    )
+    values.update(changes)
+    return DoubleMigDevice(**values)
+
+
+def h100_mig(*profiles: str, **changes: Any) -> DoubleGpu:
+    """An H100 in MIG mode with one MIG device per profile given, in slots 0, 1, …"""
+    devices = {i: mig_device(profile, i) for i, profile in enumerate(profiles)}
+    return DoubleGpu(mig_mode=(1, 1), mig_devices=devices, **changes)
+
+
 @dataclass(eq=False)
 class _Handle:
     uuid: str
+    mig_parent: str | None = None  # set on a MIG device handle: its parent GPU's UUID
 
 
 @dataclass(eq=False)
@@ -104,12 +161,14 @@ class NvmlDouble:
         cuda_version: int = 13000,
         init_error: type[pynvml.NVMLError] | None = None,
         missing_functions: frozenset[str] = frozenset(),
+        privileged: bool = True,
     ) -> None:
         self.gpus = list(gpus) if gpus is not None else [h100()]
         self.driver_version = driver_version
         self.cuda_version = cuda_version
         self.init_error = init_error  # e.g. NVMLError_LibraryNotFound: no libnvidia-ml.so.1
         self.missing_functions = missing_functions  # symbols an older driver lacks
+        self.privileged = privileged  # root: whole-GPU aggregates in MIG mode are readable
         self.refcount = 0
         self.init_count = 0
         self.handle_fetches = 0
@@ -152,12 +211,29 @@ class NvmlDouble:
 
     def _gpu(self, func: str, handle: _Handle) -> DoubleGpu:
         self._check(func)
-        gpu = next((g for g in self.gpus if g.uuid == handle.uuid), None)
+        uuid = handle.uuid if handle.mig_parent is None else handle.mig_parent
+        gpu = next((g for g in self.gpus if g.uuid == uuid), None)
         if gpu is None or gpu.lost:  # unplugged or fallen off the bus
             raise pynvml.NVMLError_GpuIsLost()
         if func in gpu.not_supported:
             raise pynvml.NVMLError_NotSupported()
         return gpu
+
+    def _mig(self, func: str, handle: _Handle) -> DoubleMigDevice | None:
+        """The MIG device a handle names; None for a whole-GPU handle. A MIG handle whose
+        instance was destroyed "would remain invalid and must be requested again" (nvml.h,
+        nvmlDeviceGetMigDeviceHandleByIndex): INVALID_ARGUMENT, as for any invalid handle."""
+        gpu = self._gpu(func, handle)
+        if handle.mig_parent is None:
+            return None
+        mig = next((m for m in gpu.mig_devices.values() if m.uuid == handle.uuid), None)
+        if mig is None or not self._mig_enabled(gpu):
+            raise pynvml.NVMLError_InvalidArgument()
+        return mig
+
+    @staticmethod
+    def _mig_enabled(gpu: DoubleGpu) -> bool:
+        return gpu.mig_mode is not None and gpu.mig_mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
 
     # --- pynvml: initialisation and system --------------------------------------------------
     def nvmlInitWithFlags(self, flags: int) -> None:
@@ -199,10 +275,16 @@ class NvmlDouble:
             return self._handles.setdefault(gpu.uuid, _Handle(gpu.uuid))
 
     def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
-        return self._gpu("nvmlDeviceGetUUID", handle).uuid
+        # "When used with MIG device handles the API returns globally unique UUIDs" (nvml.h).
+        mig = self._mig("nvmlDeviceGetUUID", handle)
+        return mig.uuid if mig is not None else self._gpu("nvmlDeviceGetUUID", handle).uuid
 
     def nvmlDeviceGetName(self, handle: _Handle) -> str:
-        return self._gpu("nvmlDeviceGetName", handle).name
+        # "When used with MIG device handles the API returns MIG device names" (nvml.h), e.g.
+        # 'NVIDIA A100-SXM4-40GB MIG 1g.5gb' as CUDA and nvidia-smi show them.
+        gpu = self._gpu("nvmlDeviceGetName", handle)
+        mig = self._mig("nvmlDeviceGetName", handle)
+        return gpu.name if mig is None else f"{gpu.name} MIG {mig.profile}"
 
     def nvmlDeviceGetPciInfo(self, handle: _Handle) -> Any:
         info = pynvml.nvmlPciInfo_t()
@@ -211,11 +293,25 @@ class NvmlDouble:
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> Any:
         gpu = self._gpu("nvmlDeviceGetMemoryInfo", handle)
+        mig = self._mig("nvmlDeviceGetMemoryInfo", handle)
+        if mig is not None:  # "Per-instance information can be queried by using specific MIG device handles"
+            return pynvml.c_nvmlMemory_t(total=mig.memory_total, free=mig.memory_total - mig.memory_used, used=mig.memory_used)
+        if self._mig_enabled(gpu) and not self.privileged:
+            # "In MIG mode, if device handle is provided, the API returns aggregate information,
+            # only if the caller has appropriate privileges" (nvml.h, nvmlDeviceGetMemoryInfo).
+            raise pynvml.NVMLError_NoPermission()
         return pynvml.c_nvmlMemory_t(total=gpu.memory_total, free=gpu.memory_total - gpu.memory_used, used=gpu.memory_used)
 
     def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
         gpu = self._gpu("nvmlDeviceGetUtilizationRates", handle)
+        if handle.mig_parent is not None or self._mig_enabled(gpu):
+            # "On MIG-enabled GPUs, querying device utilization rates is not currently supported" (nvml.h).
+            raise pynvml.NVMLError_NotSupported()
         return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization_gpu, memory=0)
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: _Handle) -> tuple[int, int]:
+        # pynvml returns (major, minor) as a tuple (pynvml.py, nvmlDeviceGetCudaComputeCapability).
+        return self._gpu("nvmlDeviceGetCudaComputeCapability", handle).compute_capability
 
     def nvmlDeviceGetTemperatureV(self, handle: _Handle, sensor: int) -> int:
         return self._gpu("nvmlDeviceGetTemperatureV", handle).temperature_c
@@ -227,10 +323,58 @@ class NvmlDouble:
         return self._gpu("nvmlDeviceGetPowerUsage", handle).power_mw
 
     def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
+        # pynvml returns [current, pending] (pynvml.py); NOT_SUPPORTED "If device doesn't
+        # support MIG mode" (nvml.h). A MIG device is not itself MIG-capable.
         gpu = self._gpu("nvmlDeviceGetMigMode", handle)
-        if gpu.mig_mode is None:
+        if gpu.mig_mode is None or handle.mig_parent is not None:
             raise pynvml.NVMLError_NotSupported()
         return list(gpu.mig_mode)
+
+    # --- pynvml: MIG (read only) --------------------------------------------------------------
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: _Handle) -> int:
+        # "Returns zero if MIG is not supported or enabled." (nvml.h)
+        gpu = self._gpu("nvmlDeviceGetMaxMigDeviceCount", handle)
+        if handle.mig_parent is not None or not self._mig_enabled(gpu):
+            return 0
+        return gpu.max_mig_devices
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: _Handle, index: int) -> _Handle:
+        # nvml.h: NOT_SUPPORTED "if this query is not supported by the device" (no MIG mode),
+        # INVALID_ARGUMENT if "index ... [is] invalid", NOT_FOUND "if no valid MIG device was
+        # found at index" (slots are sparse once an instance is destroyed).
+        gpu = self._gpu("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+        if handle.mig_parent is not None or not self._mig_enabled(gpu):
+            raise pynvml.NVMLError_NotSupported()
+        if not 0 <= index < gpu.max_mig_devices:
+            raise pynvml.NVMLError_InvalidArgument()
+        mig = gpu.mig_devices.get(index)
+        if mig is None:
+            raise pynvml.NVMLError_NotFound()
+        with self._lock:
+            return self._handles.setdefault(mig.uuid, _Handle(mig.uuid, mig_parent=gpu.uuid))
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: _Handle) -> bool:
+        self._gpu("nvmlDeviceIsMigDeviceHandle", handle)
+        return handle.mig_parent is not None
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: _Handle) -> _Handle:
+        self._mig("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
+        if handle.mig_parent is None:
+            raise pynvml.NVMLError_InvalidArgument()  # "if migDevice ... is invalid" (nvml.h)
+        with self._lock:
+            return self._handles[handle.mig_parent]
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: _Handle) -> int:
+        mig = self._mig("nvmlDeviceGetGpuInstanceId", handle)
+        if mig is None:
+            raise pynvml.NVMLError_InvalidArgument()  # "Target MIG device handle" only (nvml.h)
+        return mig.gpu_instance_id
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: _Handle) -> int:
+        mig = self._mig("nvmlDeviceGetComputeInstanceId", handle)
+        if mig is None:
+            raise pynvml.NVMLError_InvalidArgument()
+        return mig.compute_instance_id
 
     # --- pynvml: events -----------------------------------------------------------------------
     def nvmlEventSetCreate(self) -> _EventSet:

@@ -36,14 +36,21 @@ def test_h100_is_detected_with_the_facts_nvml_reports() -> None:
 
 def test_h100_tags() -> None:
     [snap] = NvidiaBackend(NvmlDouble([h100()])).observe()
-    assert gpu_tags(snap.gpu) == {"gpu", "nvidia", "cuda", "h100", "vram-80g", "nvidia-driver-580"}
+    assert snap.gpu.compute_capability == "9.0" and snap.gpu.mig_mode is False and snap.gpu.mig_parent is None
+    assert gpu_tags(snap.gpu) == {
+        "gpu", "nvidia", "cuda", "h100", "nvidia-driver-580",
+        "vram-80g", *(f"vram-ge-{n}g" for n in (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80)),
+        "cc-9.0", "cc-ge-6.0", "cc-ge-7.0", "cc-ge-7.5", "cc-ge-8.0", "cc-ge-8.6", "cc-ge-8.9", "cc-ge-9.0",
+    }  # fmt: skip
 
 
 def test_two_gpus_keep_nvml_order_and_their_own_ids() -> None:
     snaps = NvidiaBackend(NvmlDouble([h100(), rtx4090()])).observe()
     assert [s.gpu.model for s in snaps] == ["NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"]
     assert snaps[1].pci_bus_id == "0000:41:00.0"
-    assert "rtx4090" in gpu_tags(snaps[1].gpu) and "vram-24g" in gpu_tags(snaps[1].gpu)
+    tags = gpu_tags(snaps[1].gpu)
+    assert {"rtx4090", "vram-24g", "vram-ge-24g", "cc-8.9", "cc-ge-8.9"} <= tags
+    assert "vram-ge-32g" not in tags and "cc-ge-9.0" not in tags
 
 
 @pytest.mark.parametrize("error", [pynvml.NVMLError_LibraryNotFound, pynvml.NVMLError_DriverNotLoaded])

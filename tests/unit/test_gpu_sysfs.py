@@ -13,9 +13,10 @@ import pynvml
 import pytest
 
 from doubles.nvml_double import NvmlDouble
-from sysfs_trees import GIB, write_attrs, add_gpu, amd_7900xtx
+from sysfs_trees import GIB, add_gpu, amd_7900xtx, kfd_node, write_attrs
 
 from autogit.agent.inventory.gpu import AmdBackend, GpuInventory, IntelBackend, observe_gpus
+from autogit.agent.inventory.gpu.amd import gfx_target_name
 from autogit.agent.inventory.gpu.intel import is_integrated
 from autogit.agent.model import GpuVendor
 from autogit.agent.tags import gpu_tags
@@ -48,14 +49,14 @@ def test_amd_card_is_read_from_sysfs(tmp_path: Path, dev: Path) -> None:
     assert snap.reading.memory_used_mb == 512
     assert snap.reading.temperature_c == 45.0  # millidegrees
     assert snap.reading.power_w == 31.0  # microwatts
-    assert gpu_tags(snap.gpu) == {"gpu", "amd", "rocm", "rx7900", "vram-24g"}
+    assert gpu_tags(snap.gpu) == {"gpu", "amd", "rocm", "rx7900", "vram-24g", *(f"vram-ge-{n}g" for n in (4, 8, 10, 12, 16, 20, 24))}
 
 
 def test_amd_unknown_device_is_named_by_its_id(tmp_path: Path, dev: Path) -> None:
     add_gpu(tmp_path, "0000:03:00.0", "0x1002", "0x15bf", "amdgpu", 0, {"mem_info_vram_total": str(GIB // 2)})
     [snap] = AmdBackend(tmp_path, dev).observe()
     assert snap.gpu.model == "AMD GPU 0x15bf"
-    assert gpu_tags(snap.gpu) == {"gpu", "amd", "rocm", "0x15bf", "vram-0g"}
+    assert gpu_tags(snap.gpu) == {"gpu", "amd", "rocm", "0x15bf", "vram-1g"}  # half a GiB, rounded up; below every floor
 
 
 def test_amd_product_name_power_input_and_dkms_version(tmp_path: Path, dev: Path) -> None:
@@ -70,7 +71,35 @@ def test_amd_product_name_power_input_and_dkms_version(tmp_path: Path, dev: Path
     assert snap.kfd is False  # amdgpu without /dev/kfd: no ROCm compute
     assert snap.reading.power_w == 140.5 and snap.reading.temperature_c is None
     assert snap.reading.utilization_pct is None and snap.reading.memory_used_mb is None  # unknown, not 0
-    assert gpu_tags(snap.gpu) == {"gpu", "amd", "rocm", "mi300x", "vram-192g", "amd-driver-6"}
+    assert gpu_tags(snap.gpu) == {
+        "gpu", "amd", "rocm", "mi300x", "vram-192g", "amd-driver-6",
+        *(f"vram-ge-{n}g" for n in (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 141, 180, 192)),
+    }  # fmt: skip
+
+
+def test_gfx_target_comes_from_the_kfd_node_of_the_cards_render_minor(tmp_path: Path, dev: Path) -> None:
+    # Two cards and a CPU node; node numbers deliberately not in render-minor order.
+    amd_7900xtx(tmp_path, "0000:03:00.0", minor=1)  # renderD129
+    add_gpu(tmp_path, "0000:c1:00.0", "0x1002", "0x74a1", "amdgpu", 2, {"mem_info_vram_total": str(192 * GIB)})  # renderD130
+    kfd_node(tmp_path, 0, 0)  # the CPU
+    kfd_node(tmp_path, 1, 90402, render_minor=130, gpu_id=41233)  # MI300X: gfx942
+    kfd_node(tmp_path, 2, 110000, render_minor=129, gpu_id=58012)  # RX 7900 XTX: gfx1100
+    rx7900, mi300x = AmdBackend(tmp_path, dev).observe()
+    assert (rx7900.gpu.gfx_target, mi300x.gpu.gfx_target) == ("gfx1100", "gfx942")
+    assert "gfx1100" in gpu_tags(rx7900.gpu) and "gfx942" in gpu_tags(mi300x.gpu)
+
+
+def test_without_kfd_the_gfx_target_is_unknown(tmp_path: Path, dev: Path) -> None:
+    amd_7900xtx(tmp_path)
+    [snap] = AmdBackend(tmp_path, dev).observe()
+    assert snap.gpu.gfx_target is None and not any(t.startswith("gfx") for t in gpu_tags(snap.gpu))
+
+
+def test_gfx_target_names_follow_rocm() -> None:
+    # major*10000 + minor*100 + stepping; the stepping is written in hex (rocprofiler-sdk).
+    assert [gfx_target_name(v) for v in (90010, 90402, 90500, 90012, 100300, 110000, 110501, 0)] == [
+        "gfx90a", "gfx942", "gfx950", "gfx90c", "gfx1030", "gfx1100", "gfx1151", None,
+    ]  # fmt: skip
 
 
 def test_each_card_gets_its_own_render_node(tmp_path: Path, dev: Path) -> None:

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, UTC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autogit.agent.model import Gpu, Host, Job, Policy, Runner, RunnerKind
+from autogit.agent.model import Gpu, Host, Job, Policy, Runner, RunnerKind, WaitReason
 from autogit.agent.planner import plan
+from autogit.agent.tags import VRAM_FLOORS_GIB, gpu_tags, host_profiles, memory_gib
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TAG_POOL = ["amd64", "x86_64", "arm64", "riscv64", "gpu", "cuda", "rocm", "h100", "docker", "big", "vram-80g"]
@@ -79,17 +80,21 @@ def runner_lists(draw):
     return out
 
 
-job_lists = st.lists(
-    st.builds(
-        Job,
-        id=st.integers(1, 10_000),
-        project_id=st.integers(1, 4),
-        tags=tag_sets,
-        created_at=st.integers(0, 3600).map(lambda s: NOW - timedelta(seconds=s)),
-    ),
-    max_size=25,
-    unique_by=lambda j: j.id,
-)
+def jobs_with(tags: st.SearchStrategy[list[str]], projects: int, most: int) -> st.SearchStrategy[list[Job]]:
+    return st.lists(
+        st.builds(
+            Job,
+            id=st.integers(1, 10_000),
+            project_id=st.integers(1, projects),
+            tags=tags,
+            created_at=st.integers(0, 3600).map(lambda s: NOW - timedelta(seconds=s)),
+        ),
+        max_size=most,
+        unique_by=lambda j: j.id,
+    )
+
+
+job_lists = jobs_with(tag_sets, projects=4, most=25)
 
 
 def _arch(platform: str | None) -> str:
@@ -107,7 +112,8 @@ def test_invariants(host, runners, jobs, policy):
     served = [s.job for s in p.served]
     waiting = [w.job for w in p.waiting]
     assert sorted(served + waiting) == sorted(jobs_by_id)
-    assert all(w.reason for w in p.waiting)
+    # ... from the planner's vocabulary, with a human detail (an enum member is always truthy).
+    assert all(isinstance(w.reason, WaitReason) and w.detail for w in p.waiting), p.waiting
 
     # GitLab's rule for every job counted on an existing runner or a new one.
     for s in p.served:
@@ -160,3 +166,126 @@ def test_deterministic_whatever_the_input_order(host, runners, jobs, policy, rnd
     rnd.shuffle(shuffled_jobs)
     again = plan(host, shuffled_runners, shuffled_jobs, policy, NOW)
     assert first.model_dump() == again.model_dump()
+
+
+# --- GPU fit: memory floors, smallest that fits, MIG instances ------------------------------------
+
+FIT_TAGS = ["gpu", "mig", "mig-1g.10gb", "nvidia", "h100", "vram-ge-10g", "vram-ge-24g", "vram-ge-40g", "vram-ge-80g", "cc-ge-9.0"]
+
+
+@st.composite
+def mig_hosts(draw):
+    """Whole GPUs of assorted sizes, some in MIG mode, and MIG instances under some parents
+    (also under a parent not flagged or not listed: an observation may be inconsistent)."""
+    wholes = []
+    for i in range(draw(st.integers(0, 4))):
+        wholes.append(
+            Gpu(
+                id=f"g{i}",
+                vendor="nvidia",
+                model=draw(st.sampled_from(["NVIDIA H100 80GB HBM3", "NVIDIA L4", "NVIDIA GeForce RTX 4090"])),
+                memory_mb=draw(st.sampled_from([9984, 23034, 24564, 40448, 49152, 81559])),
+                compute_capability=draw(st.sampled_from([None, "8.9", "9.0"])),
+                mig_mode=draw(st.booleans()),
+                healthy=draw(st.integers(0, 5)) > 0,
+                drained=draw(st.integers(0, 5)) == 0,
+            )
+        )
+    slices = []
+    for i in range(draw(st.integers(0, 5))):
+        profile, memory = draw(st.sampled_from([("1g.10gb", 9984), ("2g.20gb", 20096), ("3g.40gb", 40448)]))
+        slices.append(
+            Gpu(
+                id=f"m{i}",
+                vendor="nvidia",
+                model=f"NVIDIA H100 80GB HBM3 MIG {profile}",
+                memory_mb=memory,
+                compute_capability="9.0",
+                mig_parent=draw(st.sampled_from(["g0", "g1", "g9"])),
+                mig_profile=profile,
+                healthy=draw(st.integers(0, 5)) > 0,
+            )
+        )
+    return Host(hostname="h", arch="amd64", cpus=64, memory_mb=262144, gpus=wholes + slices)
+
+
+@st.composite
+def gpu_runner_lists(draw):
+    out = []
+    for i in range(draw(st.integers(0, 5))):
+        busy = draw(st.booleans())
+        out.append(
+            Runner(
+                id=f"r{i}",
+                tags=draw(st.lists(st.sampled_from(FIT_TAGS), max_size=2, unique=True)),
+                kind=RunnerKind.GPU,
+                gpu=draw(st.sampled_from(["g0", "g1", "g2", "m0", "m1", "m2", "gone"])),
+                busy=busy,
+                idle_since=None if busy else NOW - timedelta(seconds=draw(st.integers(0, 1000))),
+            )
+        )
+    return out
+
+
+fit_jobs = jobs_with(st.lists(st.sampled_from(FIT_TAGS), min_size=1, max_size=3, unique=True), projects=3, most=12)
+FIT_POLICY = Policy(max_runners=20, runner_cpus=0, runner_memory_mb=0, reserved_cpus=0, reserved_memory_mb=0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(mig_hosts(), gpu_runner_lists(), fit_jobs)
+def test_gpu_fit_invariants(host, runners, jobs):
+    p = plan(host, runners, jobs, FIT_POLICY, NOW)
+    gpus = {g.id: g for g in host.gpus}
+    jobs_by_id = {j.id: j for j in jobs}
+    profiles = {pr.gpu: pr.tags for pr in host_profiles(host, FIT_POLICY) if pr.gpu is not None}
+
+    def family(gpu_id: str) -> set[str]:
+        gpu = gpus.get(gpu_id)
+        related = {g.id for g in host.gpus if g.mig_parent == gpu_id}
+        if gpu is not None and gpu.mig_parent is not None:
+            related.add(gpu.mig_parent)
+        return related
+
+    split = {g.id for g in host.gpus if g.mig_mode} | {g.mig_parent for g in host.gpus if g.mig_parent}
+    # Every runner holds its GPU until it is gone, stopping or not: count them all.
+    holders = [(r.id, r.gpu) for r in runners if r.gpu] + [(f"start:{i}", s.gpu) for i, s in enumerate(p.start) if s.gpu]
+    for i, start in enumerate(p.start):
+        if start.gpu is None:
+            continue
+        others = {gpu for holder, gpu in holders if holder != f"start:{i}"}
+        # A GPU is held once; a MIG instance and its parent are never held at once.
+        assert start.gpu not in others and not family(start.gpu) & others
+        # Never a GPU taken whole while it is in MIG mode or has instances.
+        assert start.gpu not in split
+        # Floor tags never match a smaller card: a start's floors are within its GPU's size.
+        gib = memory_gib(gpus[start.gpu].memory_mb) or 0
+        floors = [int(t.removeprefix("vram-ge-").removesuffix("g")) for t in start.tags if t.startswith("vram-ge-")]
+        assert all(floor <= gib for floor in floors)
+        # Slices only for jobs that said `mig`, whole GPUs only for jobs that said `gpu` or neither.
+        if gpus[start.gpu].mig_parent is not None:
+            assert "gpu" not in start.tags
+        else:
+            assert not {"mig", "mig-1g.10gb"} & set(start.tags)
+
+    # The smallest that fits: no GPU that would have fitted a started job is left free and smaller.
+    taken = {gpu for _, gpu in holders}
+    blocked = taken | {f for gpu in taken for f in family(gpu)}
+    free = [g for g in host.gpus if g.id not in blocked and g.id not in split and g.healthy and not g.drained]
+    for start in p.start:
+        if start.gpu is None:
+            continue
+        job_tags = set(jobs_by_id[start.for_jobs[0]].tags)
+        chosen = gpus[start.gpu]
+        for g in free:
+            if job_tags <= profiles[g.id]:
+                assert (g.memory_mb, g.id) > (chosen.memory_mb, chosen.id), (g.id, chosen.id)
+
+
+@given(st.integers(0, 300 * 1024), st.sampled_from(VRAM_FLOORS_GIB))
+def test_a_memory_floor_tag_is_carried_exactly_by_gpus_at_or_above_it(memory_mb, floor):
+    tags = gpu_tags(Gpu(id="g", vendor="amd", model="AMD Instinct MI300X", memory_mb=memory_mb))
+    # At or above: the reported size, rounded up to whole GiB, reaches the floor; and the
+    # usable memory is then more than floor - 1 GiB (never a card a whole GiB smaller).
+    assert (f"vram-ge-{floor}g" in tags) == (memory_mb > 0 and -(-memory_mb // 1024) >= floor)
+    if f"vram-ge-{floor}g" in tags:
+        assert memory_mb > (floor - 1) * 1024

@@ -14,11 +14,11 @@ trees; under umockdev-wrapper the defaults see the testbed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...model import GpuVendor
+from ...model import Gpu, GpuVendor
 from .amd import AmdBackend
 from .base import PCI_VENDOR, GpuBackend, GpuSnapshot, HealthBook, normalise_bus_id, read_text
 from .intel import IntelBackend
@@ -34,6 +34,8 @@ __all__ = [
     "IntelBackend",
     "NvidiaBackend",
     "NvmlHealthThread",
+    "MigChange",
+    "mig_instance_changes",
     "normalise_bus_id",
     "observe_gpus",
 ]
@@ -100,6 +102,28 @@ def count_pci_gpus(sysfs: Path, vendor: GpuVendor) -> int:
         if read_text(devices / name / "vendor") == PCI_VENDOR[vendor]
         and (read_text(devices / name / "class") or "").startswith("0x03")
     )
+
+
+MigChange = tuple[str, str, dict[str, Any]]  # (event type, message, event data)
+
+
+def mig_instance_changes(before: Sequence[Gpu], after: Sequence[Gpu]) -> list[MigChange]:
+    """MIG instances that appeared or vanished between two reads, as hotplug events.
+
+    Creating or destroying a MIG instance changes no PCI device, so udev never reports it; the
+    agent sees it only by comparing reads (every gpu.readings_interval). Whole GPUs are left
+    out: their coming and going already arrives as udev events.
+    """
+    old = {g.id: g for g in before if g.mig_parent is not None}
+    new = {g.id: g for g in after if g.mig_parent is not None}
+    changes: list[MigChange] = []
+    for kind, verb, ids, source in (("gpu.added", "appeared", new.keys() - old.keys(), new), ("gpu.removed", "vanished", old.keys() - new.keys(), old)):
+        for gpu_id in sorted(ids):
+            gpu = source[gpu_id]
+            profile = gpu.mig_profile or "unknown profile"
+            data = {"gpu": gpu_id, "mig_parent": gpu.mig_parent, "mig_profile": gpu.mig_profile, "vendor": gpu.vendor.value}
+            changes.append((kind, f"MIG instance {gpu_id} ({profile}) of GPU {gpu.mig_parent} {verb}", data))
+    return changes
 
 
 _SHARED: dict[tuple[Path, Path, frozenset[GpuVendor], Any], GpuInventory] = {}

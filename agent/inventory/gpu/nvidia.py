@@ -10,6 +10,14 @@ costs seconds per GPU); handles and static facts (name, UUID, bus id, total memo
 once per enumeration, not per read. Re-enumeration happens only on `rescan()`, which the
 hotplug watcher calls when an NVIDIA PCI device is added, removed, bound or unbound.
 
+MIG (read only: the agent never changes MIG mode or the layout). A GPU in MIG mode is listed
+with `mig_mode` set, and each of its MIG instances as a GPU of its own: id = its 'MIG-…' UUID,
+its own memory, its profile ('1g.10gb', from the MIG device's name), the parent's compute
+capability and PCI address (so a health verdict on the parent covers its instances). Creating
+or destroying instances sends no uevent, so the layout is read again on every observe (the
+readings interval); instances that appear or vanish show as GPUs added or removed. A layout
+that cannot be read keeps the instances last seen, unhealthy: unknown is not absent.
+
 The NVML module is a constructor argument so tests replace exactly the pynvml boundary.
 """
 
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...model import Gpu, GpuVendor
@@ -30,6 +38,7 @@ __all__ = [
     "NvidiaBackend",
     "NvmlHealthThread",
     "cuda_version_string",
+    "mig_profile",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,28 @@ class _GpuLost(Exception):
     pass
 
 
+class _Unreadable(Exception):
+    """An NVML call failed for a reason other than "not supported" or "GPU lost" (logged once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _MigInstance:
+    uuid: str
+    name: str | None
+    memory_total: int  # bytes
+    memory_used: int | None  # bytes
+
+
+def mig_profile(name: str | None) -> str | None:
+    """'NVIDIA A100-SXM4-40GB MIG 1g.5gb' → '1g.5gb': NVML names a MIG device by its profile
+    ("When used with MIG device handles the API returns MIG device names which can be used to
+    identify devices based on their attributes", nvml.h, nvmlDeviceGetName)."""
+    if not name or "MIG " not in name:
+        return None
+    profile = name.rsplit("MIG ", 1)[1].strip()
+    return profile if profile and " " not in profile else None
+
+
 @dataclass(slots=True)
 class _Device:
     index: int
@@ -55,7 +86,10 @@ class _Device:
     name: str | None = None
     pci_bus_id: str | None = None
     memory_total: int | None = None  # bytes
+    compute_capability: str | None = None  # 'major.minor'
     lost: str | None = None
+    mig_enabled: bool | None = None  # last known current MIG mode; None: unsupported or never read
+    mig_instances: list[_MigInstance] = field(default_factory=list)  # as last read
 
     @property
     def id(self) -> str:
@@ -124,13 +158,15 @@ class NvidiaBackend:
             self._logged.add(key)
             log.warning("NVML %s failed: %s (reported as unknown from now on)", func, exc)
 
-    def _query(self, func: str, *args: Any) -> Any | None:
-        """Call one NVML function: None when unsupported or failing, _GpuLost when lost."""
+    def _call(self, func: str, *args: Any) -> Any | None:
+        """Call one NVML function: None when unsupported, _GpuLost when lost, _Unreadable
+        (logged once) on any other failure, for callers that must tell unknown from absent."""
         nv = self._nv
         fn = getattr(nv, func, None)
         if fn is None:  # an older nvidia-ml-py without this binding
-            self._log_once(func, AttributeError(f"pynvml has no {func}"))
-            return None
+            exc = AttributeError(f"pynvml has no {func}")
+            self._log_once(func, exc)
+            raise _Unreadable(str(exc))
         try:
             return fn(*args)
         except nv.NVMLError_GpuIsLost as exc:
@@ -139,6 +175,13 @@ class NvidiaBackend:
             return None
         except self._errors(nv) as exc:
             self._log_once(func, exc)
+            raise _Unreadable(f"{func}: {exc}") from exc
+
+    def _query(self, func: str, *args: Any) -> Any | None:
+        """Call one NVML function: None when unsupported or failing, _GpuLost when lost."""
+        try:
+            return self._call(func, *args)
+        except _Unreadable:
             return None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -192,6 +235,9 @@ class NvidiaBackend:
                     device.pci_bus_id = normalise_bus_id(bus)
                 memory = self._query("nvmlDeviceGetMemoryInfo", h)
                 device.memory_total = None if memory is None else int(memory.total)
+                capability = self._query("nvmlDeviceGetCudaComputeCapability", h)
+                if capability is not None:
+                    device.compute_capability = f"{int(capability[0])}.{int(capability[1])}"
             except _GpuLost:
                 device.lost = LOST
             devices.append(device)
@@ -232,7 +278,12 @@ class NvidiaBackend:
         with self._lock:
             if not self._start():
                 return []
-            return [self._snapshot(d) for d in self._devices]
+            snapshots = []
+            for d in self._devices:
+                parent = self._snapshot(d)
+                snapshots.append(parent)
+                snapshots.extend(self._mig_snapshots(d, parent))
+            return snapshots
 
     def _temperature(self, handle: Any) -> float | None:
         nv = self._nv
@@ -262,15 +313,18 @@ class NvidiaBackend:
                 util = self._query("nvmlDeviceGetUtilizationRates", h)
                 temperature = self._temperature(h)
                 milliwatts = self._query("nvmlDeviceGetPowerUsage", h)
-                modes = self._query("nvmlDeviceGetMigMode", h)
+                try:
+                    modes = self._call("nvmlDeviceGetMigMode", h)
+                    d.mig_enabled = None if modes is None else modes[0] == self._nv.NVML_DEVICE_MIG_ENABLE
+                    mig = d.mig_enabled
+                except _Unreadable:
+                    mig = None  # unknown this time: d.mig_enabled keeps what was last seen
                 reading = GpuReading(
                     utilization_pct=None if util is None else float(util.gpu),
                     memory_used_mb=None if memory is None else int(memory.used) // _MIB,
                     temperature_c=temperature,
                     power_w=None if milliwatts is None else milliwatts / 1000,
                 )
-                if modes is not None:
-                    mig = modes[0] == self._nv.NVML_DEVICE_MIG_ENABLE
             except _GpuLost:
                 # A lost GPU does not come back without a reset, which re-adds the device.
                 d.lost = LOST
@@ -282,6 +336,8 @@ class NvidiaBackend:
             healthy=d.lost is None,
             pci_bus_id=d.pci_bus_id,
             driver_version=self.driver_version,
+            compute_capability=d.compute_capability,
+            mig_mode=bool(d.mig_enabled),
         )
         return GpuSnapshot(
             gpu=gpu,
@@ -293,6 +349,82 @@ class NvidiaBackend:
             driver_version=self.driver_version,
             cuda_version=self.cuda_version,
             health_reason=d.lost,
+        )
+
+    # --- MIG ----------------------------------------------------------------------------------
+    def _mig_snapshots(self, d: _Device, parent: GpuSnapshot) -> list[GpuSnapshot]:
+        """The MIG instances of one GPU, read again now (see the module docstring)."""
+        problem: str | None = None
+        if d.lost is not None:
+            problem = d.lost
+        elif parent.mig_mode is None and d.mig_enabled:
+            problem = "MIG mode unreadable (NVML error); instances as last seen"
+        elif not d.mig_enabled:
+            d.mig_instances = []  # MIG off (or unsupported), as NVML says: no instances
+            return []
+        else:
+            try:
+                d.mig_instances = self._read_mig_layout(d)
+            except _GpuLost:
+                d.lost = problem = LOST
+            except _Unreadable as exc:
+                problem = f"MIG layout unreadable ({exc}); instances as last seen"
+        return [self._mig_snapshot(d, instance, problem) for instance in d.mig_instances]
+
+    def _read_mig_layout(self, d: _Device) -> list[_MigInstance]:
+        """Every MIG device of a parent in MIG mode. Slots are indexed 0..max-1 and need not be
+        dense: an empty slot answers NVML_ERROR_NOT_FOUND (nvml.h, nvmlDeviceGetMigDeviceHandleByIndex)."""
+        nv = self._nv
+        known = {i.uuid: i.name for i in d.mig_instances}  # UUIDs are immutable for a MIG device's life
+        instances = []
+        for index in range(self._call("nvmlDeviceGetMaxMigDeviceCount", d.handle) or 0):
+            try:
+                handle = nv.nvmlDeviceGetMigDeviceHandleByIndex(d.handle, index)
+            except nv.NVMLError_NotFound:
+                continue
+            except nv.NVMLError_GpuIsLost as exc:
+                raise _GpuLost("nvmlDeviceGetMigDeviceHandleByIndex") from exc
+            except self._errors(nv) as exc:
+                self._log_once("nvmlDeviceGetMigDeviceHandleByIndex", exc)
+                raise _Unreadable(f"nvmlDeviceGetMigDeviceHandleByIndex: {exc}") from exc
+            # Handles may be reused for another instance (nvml.h): identify each one by UUID.
+            uuid = _text(self._call("nvmlDeviceGetUUID", handle))
+            memory = self._call("nvmlDeviceGetMemoryInfo", handle)
+            if uuid is None or memory is None:
+                raise _Unreadable(f"MIG device {index}: no UUID or memory size")
+            name = known[uuid] if uuid in known else _text(self._query("nvmlDeviceGetName", handle))
+            instances.append(_MigInstance(uuid, name, int(memory.total), int(memory.used)))
+        return instances
+
+    def _mig_snapshot(self, d: _Device, instance: _MigInstance, problem: str | None) -> GpuSnapshot:
+        profile = mig_profile(instance.name)
+        parent_name = d.name or "NVIDIA GPU (unknown)"
+        model = instance.name if profile else f"{parent_name} MIG {profile or 'instance'}"
+        gpu = Gpu(
+            id=instance.uuid,
+            vendor=GpuVendor.NVIDIA,
+            model=model,
+            memory_mb=instance.memory_total // _MIB,
+            healthy=problem is None,
+            pci_bus_id=d.pci_bus_id,
+            driver_version=self.driver_version,
+            compute_capability=d.compute_capability,  # the parent's silicon
+            mig_parent=d.id,
+            mig_profile=profile,
+        )
+        # NVML has no utilisation for MIG devices ("On MIG-enabled GPUs, querying device
+        # utilization rates is not currently supported", nvml.h); temperature and power are the
+        # whole board's. Only the slice's memory use is its own.
+        used = None if problem is not None or instance.memory_used is None else instance.memory_used // _MIB
+        return GpuSnapshot(
+            gpu=gpu,
+            reading=GpuReading(memory_used_mb=used),
+            uuid=instance.uuid,
+            pci_bus_id=d.pci_bus_id,
+            driver="nvidia",
+            driver_version=self.driver_version,
+            cuda_version=self.cuda_version,
+            health_reason=problem,
         )
 
 
