@@ -217,7 +217,8 @@ class Agent:
         await self.reconciler.reconcile_once(full_poll=True)
         self._last_pass = time.monotonic()
         self.notifier.ready()
-        self._on_event(self.state.bus.publish("agent.ready", f"agent ready ({self.state.phase.value})"))
+        # Published once; the bus listener (_on_event) logs it and sets STATUS= like any event.
+        self.state.bus.publish("agent.ready", f"agent ready ({self.state.phase.value})")
         loop_task = asyncio.create_task(self.reconciler.run_forever())
         watchdog_task = asyncio.create_task(self._watchdog())
         gpu_task = asyncio.create_task(self._watch_gpus())

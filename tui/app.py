@@ -336,7 +336,7 @@ class AutoGitApp(App[None]):
 
     def watch_status(self, status: StatusResponse | None) -> None:
         if status is not None and getattr(status, "access", None) in ("read", "admin"):
-            self.admin = status.access == "admin"  # type: ignore[attr-defined]
+            self.admin = status.access == "admin"
         if (main := self._main()) is not None:
             main.query_one(AgentHeader).status = status
             paused = status.paused if status is not None else None
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(args.screenshot)
     else:
         if args.tab != "gpus":
-            app.call_later(lambda: app.main_screen and app.main_screen.action_tab(args.tab))
+            app.call_later(lambda: app.main_screen.action_tab(args.tab) if app.main_screen else None)
         app.run()
     return 0
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .. import __version__
 from .schema import API_VERSION, RESPONSE_MODELS, ActionRequest
@@ -105,7 +106,9 @@ def _operation(route: Route) -> dict[str, Any]:
 
 @cache
 def _document() -> dict[str, Any]:
-    models = [(m, "validation" if m is ActionRequest else "serialization") for m in RESPONSE_MODELS]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if m is ActionRequest else "serialization") for m in RESPONSE_MODELS
+    ]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:

@@ -68,7 +68,7 @@ __all__ = [
     "RESPONSE_MODELS",
 ]
 
-API_VERSION = "v1"
+API_VERSION: Literal["v1"] = "v1"
 
 
 class Wire(BaseModel):

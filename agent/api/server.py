@@ -89,7 +89,7 @@ class _AgentHandler(RequestHandler):
         super().connection_made(transport)
         server = self._manager
         limit = getattr(server, "max_connections", None)
-        self.over_limit = limit is not None and len(server.connections) > limit
+        self.over_limit = server is not None and limit is not None and len(server.connections) > limit
         self.peer: Peer | None = None
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None):
@@ -127,6 +127,7 @@ class _Runner(web.AppRunner):
         # only __call__ differs) is the one place we reach past aiohttp's public surface. The
         # integration tests for the cap and JSON protocol errors guard it on upgrades.
         server.__class__ = _AgentServer
+        assert isinstance(server, _AgentServer)
         server.max_connections = self._max_connections
         return server
 
@@ -302,6 +303,8 @@ class ApiServer:
         peer = getattr(protocol, "peer", None)
         if peer is None:
             sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is None:  # asyncio's TransportSocket, which has getsockopt like a socket
+                return self._refuse(request, None, "cannot identify the peer")
             try:
                 peer = peer_of(sock)
             except (OSError, TypeError, AttributeError):
@@ -537,7 +540,7 @@ def _http_error_text(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 405:
         return f"{request.method} not allowed on {request.path[:200]}; allowed: {exc.headers.get('Allow', '?')}"
     if exc.status == 413:
-        return f"request body too large ({exc.text.split(': ', 1)[-1]})"
-    text = exc.text or exc.reason
+        return f"request body too large ({(exc.text or '').split(': ', 1)[-1]})"
+    text = exc.text or exc.reason or ""
     # aiohttp's default texts start with the status ("400: Bad Request"); ours are plain.
     return text.split(": ", 1)[1] if text.startswith(f"{exc.status}: ") else text

@@ -1,12 +1,11 @@
 """Shared fixtures for the integration tests: a real Docker engine and the GitLab simulator.
 
-Docker: in CI (env CI=true) a test that needs Docker FAILS when the engine is missing, so a green
-run cannot hide skipped work; elsewhere it is skipped.
+Docker: in CI (env CI=true, as tests/ci_policy.py defines it) a test that needs Docker FAILS when
+the engine is missing, so a green run cannot hide skipped work; elsewhere it is skipped.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,6 @@ import pytest
 from ci_policy import require
 
 from autogit.agent.sim import GitLabSimulator
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")

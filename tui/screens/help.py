@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -23,12 +25,12 @@ def _key_label(key: str) -> str:
     return ", ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
 
 
-def help_rows(*binding_lists: list[Binding | tuple[str, ...]]) -> list[tuple[str, str]]:
+def help_rows(*binding_lists: Sequence[Binding | tuple[str, str] | tuple[str, str, str]]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     seen: set[str] = set()
     for bindings in binding_lists:
         for b in bindings:
-            binding = b if isinstance(b, Binding) else Binding(*b)
+            binding = b if isinstance(b, Binding) else Binding(b[0], b[1], b[2] if len(b) > 2 else "")
             if binding.key in seen or binding.key == "ctrl+c":
                 continue
             seen.add(binding.key)

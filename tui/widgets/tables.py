@@ -123,7 +123,7 @@ class RunnerTable(_DataTable):
             return []
         now = self.clock()
         wide = self.wide
-        out = []
+        out: list[tuple[str, dict[str, Cell]]] = []
         for view in sorted(data.runners, key=lambda v: v.runner.id):
             r = view.runner
             state = "draining" if r.draining and view.state not in ("draining", "stopping") else view.state
@@ -156,7 +156,7 @@ class QueueTable(_DataTable):
         if data is None:
             return []
         now = self.clock()
-        out = []
+        out: list[tuple[str, dict[str, Cell]]] = []
         for group in group_queue(data.jobs):
             waiting = Text(str(group.waiting), style="yellow" if group.waiting else "")
             out.append((group.key, {
