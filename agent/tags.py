@@ -89,7 +89,7 @@ def gpu_family(model: str) -> str | None:
 # (docs/gpu/README.md names the first card on each step). A GPU carries `vram-ge-<N>g` for every
 # step N up to its own size, so a job that names a floor matches every GPU at or above it and
 # none below; the planner's smallest-that-fits rule then keeps the big boards for big jobs.
-VRAM_FLOORS_GIB: tuple[int, ...] = (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 141, 180, 192, 256, 288)
+VRAM_FLOORS_GIB: tuple[int, ...] = (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 141, 180, 192, 256, 288)
 
 # "At least" steps of CUDA compute capability: every generation of NVIDIA data-centre and
 # desktop GPU from Pascal on (6.0 P100, 7.0 V100, 7.5 T4, 8.0 A100, 8.6 A10/RTX 30, 8.9 L4/L40S/

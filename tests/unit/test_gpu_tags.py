@@ -27,7 +27,7 @@ def test_memory_is_counted_as_sold_rounded_up_to_whole_gib(what: str, reported_m
 
 
 def test_an_h200_carries_every_floor_up_to_141_and_none_above() -> None:
-    assert memory_tags(143771) == {"vram-141g", *(f"vram-ge-{n}g" for n in (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 141))}
+    assert memory_tags(143771) == {"vram-141g", *(f"vram-ge-{n}g" for n in (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 141))}
 
 
 def test_an_l4_reaches_the_20_gib_floor_but_not_24() -> None:
