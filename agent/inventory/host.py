@@ -46,7 +46,12 @@ class DetectReport(Frozen):
         lines.append(f"gpus      {len(h.gpus) or '-'}")
         for g in h.gpus:
             health = "healthy" if g.healthy else "UNHEALTHY"
-            lines.append(f"  {g.id}  {g.vendor.value} {g.model}, {g.memory_mb} MiB, {health}{', drained' if g.drained else ''}")
+            facts = [f"{g.memory_mb} MiB"]
+            facts += [f"compute capability {g.compute_capability}"] if g.compute_capability else []
+            facts += [g.gfx_target] if g.gfx_target else []
+            facts += ["MIG mode: only its instances take jobs"] if g.mig_mode else []
+            facts += [f"MIG {g.mig_profile or 'instance'} of {g.mig_parent}"] if g.mig_parent else []
+            lines.append(f"  {g.id}  {g.vendor.value} {g.model}, {', '.join(facts)}, {health}{', drained' if g.drained else ''}")
         lines.append("runner profiles (the tags each kind of runner could carry):")
         for p in self.profiles:
             what = p.kind.value + (f" {p.gpu}" if p.gpu else f" {p.arch}" if p.kind is RunnerKind.EMULATED else "")

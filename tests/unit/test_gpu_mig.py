@@ -11,8 +11,10 @@ import pytest
 
 from doubles.nvml_double import NvmlDouble, h100, h100_mig, mig_device, rtx4090
 
+from autogit.agent.config import AgentConfig
 from autogit.agent.inventory.gpu import GpuInventory, NvidiaBackend, mig_instance_changes
 from autogit.agent.inventory.gpu.nvidia import LOST, mig_profile
+from autogit.agent.inventory.host import observe_host
 from autogit.agent.model import GpuVendor
 from autogit.agent.tags import gpu_tags
 
@@ -176,3 +178,17 @@ def test_the_double_answers_as_nvml_documents() -> None:
 )
 def test_mig_profile_from_the_mig_device_name(name: str | None, profile: str | None) -> None:
     assert mig_profile(name) == profile
+
+
+def test_detect_shows_mig_mode_and_each_instance_with_its_parent() -> None:
+    gpus = [s.gpu for s in NvidiaBackend(NvmlDouble([h100_mig("1g.10gb")])).observe()]
+    lines = observe_host(AgentConfig(), gpus=gpus).human().splitlines()
+    assert (
+        f"  {PARENT}  nvidia NVIDIA H100 80GB HBM3, 81559 MiB, compute capability 9.0, MIG mode: only its instances take jobs, healthy"
+        in lines
+    )
+    instance = gpus[1].id
+    assert (
+        f"  {instance}  nvidia NVIDIA H100 80GB HBM3 MIG 1g.10gb, 9984 MiB, compute capability 9.0, MIG 1g.10gb of {PARENT}, healthy"
+        in lines
+    )
