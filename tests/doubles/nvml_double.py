@@ -95,7 +95,7 @@ def rtx4090(**changes: Any) -> DoubleGpu:
     return DoubleGpu(**values)
 
 
-# Memory NVML reports per H100 80GB MIG profile (`nvidia-smi mig -lgip`: 1g.10gb 9.75 GiB,
+# Memory NVML reports per H100 80GB MIG profile (as `nvidia-smi mig -lgip` lists it: 1g.10gb 9.75 GiB,
 # 1g.20gb and 2g.20gb 19.62 GiB, 3g.40gb and 4g.40gb 39.50 GiB, 7g.80gb 79.25 GiB).
 H100_MIG_MEMORY = {
     "1g.10gb": 9984 << 20,
@@ -324,7 +324,8 @@ class NvmlDouble:
 
     def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
         # pynvml returns [current, pending] (pynvml.py); NOT_SUPPORTED "If device doesn't
-        # support MIG mode" (nvml.h). A MIG device is not itself MIG-capable.
+        # support MIG mode" (nvml.h), which a MIG device handle does not (it is a slice: our
+        # reading of that rule, not a documented case).
         gpu = self._gpu("nvmlDeviceGetMigMode", handle)
         if gpu.mig_mode is None or handle.mig_parent is not None:
             raise pynvml.NVMLError_NotSupported()
@@ -354,6 +355,7 @@ class NvmlDouble:
             return self._handles.setdefault(mig.uuid, _Handle(mig.uuid, mig_parent=gpu.uuid))
 
     def nvmlDeviceIsMigDeviceHandle(self, handle: _Handle) -> bool:
+        # "True when handle refers to a MIG device" (nvml.h); pynvml hands back a c_uint, whose truth is that flag.
         self._gpu("nvmlDeviceIsMigDeviceHandle", handle)
         return handle.mig_parent is not None
 
@@ -371,6 +373,7 @@ class NvmlDouble:
         return mig.gpu_instance_id
 
     def nvmlDeviceGetComputeInstanceId(self, handle: _Handle) -> int:
+        # "Compute instance IDs are unique per GPU instance" (nvml.h): 0 for a GI with one CI.
         mig = self._mig("nvmlDeviceGetComputeInstanceId", handle)
         if mig is None:
             raise pynvml.NVMLError_InvalidArgument()

@@ -116,6 +116,22 @@ def test_a_lost_parent_keeps_its_instances_listed_unhealthy() -> None:
     assert not any(s.gpu.healthy for s in snaps) and {s.health_reason for s in snaps} == {LOST}
 
 
+def test_a_gpu_lost_while_its_layout_is_read_is_unhealthy_at_once_with_its_instances() -> None:
+    nvml = NvmlDouble([h100_mig("1g.10gb")])
+    backend = NvidiaBackend(nvml)
+    backend.observe()
+    real = nvml.nvmlDeviceGetMaxMigDeviceCount
+
+    def lost_now(handle):  # the GPU falls off the bus between the MIG-mode read and the layout read
+        nvml.gpus[0].lost = True
+        return real(handle)
+
+    nvml.nvmlDeviceGetMaxMigDeviceCount = lost_now
+    parent, instance = backend.observe()
+    assert not parent.gpu.healthy and parent.health_reason == LOST
+    assert not instance.gpu.healthy and instance.health_reason == LOST
+
+
 def test_an_unreadable_layout_keeps_the_last_one_unhealthy() -> None:
     nvml = NvmlDouble([h100_mig("1g.10gb")])
     backend = NvidiaBackend(nvml)

@@ -281,8 +281,11 @@ class NvidiaBackend:
             snapshots = []
             for d in self._devices:
                 parent = self._snapshot(d)
+                instances = self._mig_snapshots(d, parent)
+                if d.lost is not None and parent.gpu.healthy:  # lost while its layout was read
+                    parent = self._snapshot(d)
                 snapshots.append(parent)
-                snapshots.extend(self._mig_snapshots(d, parent))
+                snapshots.extend(instances)
             return snapshots
 
     def _temperature(self, handle: Any) -> float | None:
@@ -399,7 +402,7 @@ class NvidiaBackend:
     def _mig_snapshot(self, d: _Device, instance: _MigInstance, problem: str | None) -> GpuSnapshot:
         profile = mig_profile(instance.name)
         parent_name = d.name or "NVIDIA GPU (unknown)"
-        model = instance.name if profile else f"{parent_name} MIG {profile or 'instance'}"
+        model = instance.name if profile else f"{parent_name} MIG instance"
         gpu = Gpu(
             id=instance.uuid,
             vendor=GpuVendor.NVIDIA,
