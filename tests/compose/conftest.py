@@ -97,11 +97,12 @@ class Stack:
         return out
 
 
-def run_compose(compose_bin: Path, root: Path, files: list[str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_compose(compose_bin: Path, root: Path, files: list[str], *args: str, timeout: float = 60,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     cmd = [str(compose_bin), "--project-directory", str(root)]
     for f in files:
         cmd += ["-f", str(root / f)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")} | (extra_env or {})
     return subprocess.run([*cmd, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 

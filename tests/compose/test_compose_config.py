@@ -178,3 +178,9 @@ def test_compose_defaults_and_env_example_pin_the_same_images(compose_bin, dev_s
     proc = run_compose(compose_bin, root, STACKS["dev"], "config", "--images")
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == sorted(svc["image"] for svc in dev_stack.config["services"].values())
+
+
+def test_minio_image_is_built_from_the_versions_the_tests_run(dev_stack: Stack, versions):
+    build = dev_stack.service("minio")["build"]["args"]
+    assert (build["MINIO_VERSION"], build["MC_VERSION"]) == (versions["MINIO_VERSION"], versions["MC_VERSION"])
+    assert dev_stack.service("minio")["image"] == f"autogit/minio:{versions['MINIO_VERSION']}"
