@@ -10,6 +10,7 @@ against the stack's local CA."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import json
@@ -64,6 +65,7 @@ class Live:
     ports: dict[str, int]
     session: str
     token: str
+    project: str
 
     def compose(self, compose_bin, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return run_compose(compose_bin, self.root, self.files, *args, timeout=timeout, extra_env=self.env)
@@ -91,7 +93,7 @@ def live(compose_bin, coredns_bin, traefik_bin, tmp_path_factory):
     shutil.copy(LIVE / "compose.standin.yaml", root / "compose.standin.yaml")
     env = {"STANDIN_IMAGE": image, "STANDIN_SESSION": secrets.token_urlsafe(24), "GITLAB_DOUBLE_TOKEN": secrets.token_urlsafe(24),
            "AUTOGIT_REPO": str(REPO)}  # fmt: skip
-    lv = Live(root, [*STACKS["dev"], "compose.standin.yaml"], env, {}, env["STANDIN_SESSION"], env["GITLAB_DOUBLE_TOKEN"])
+    lv = Live(root, [*STACKS["dev"], "compose.standin.yaml"], env, {}, env["STANDIN_SESSION"], env["GITLAB_DOUBLE_TOKEN"], project)
     try:
         up = lv.compose(compose_bin, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
         if up.returncode != 0:
@@ -111,7 +113,7 @@ def resolve(live: Live, name: str) -> str:
     return answers[0]
 
 
-def https(live: Live, name: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+def https(live: Live, name: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", body: bytes = b"") -> tuple[int, dict, bytes]:
     """GET https://<name>/<path> the way a LAN client would: the name resolved by the stack's
     CoreDNS, TLS to Traefik with SNI, the certificate verified against the stack's local CA."""
     ip = resolve(live, name)
@@ -119,9 +121,9 @@ def https(live: Live, name: str, path: str, headers: dict[str, str] | None = Non
     raw = socket.create_connection((ip, live.ports["traefik/443"]), timeout=10)
     tls = ctx.wrap_socket(raw, server_hostname=name)
     try:
-        head = {"Host": name, "Connection": "close", **(headers or {})}
-        tls.sendall((f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode())
-        resp = http.client.HTTPResponse(tls)
+        head = {"Host": name, "Connection": "close", **({"Content-Length": str(len(body))} if body else {}), **(headers or {})}
+        tls.sendall((f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode() + body)
+        resp = http.client.HTTPResponse(tls, method=method)
         resp.begin()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -218,3 +220,92 @@ def test_standin_stack_redis_requires_its_password(live, compose_bin):
     run = live.compose(compose_bin, "exec", "-T", "redis", "sh", "-c", 'redis-cli ping; REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli ping')
     out = [ln for ln in run.stdout.splitlines() if ln.strip()]
     assert out[0].startswith("NOAUTH") and out[1] == "PONG", run.stdout
+
+
+def _post_job(live: Live, job: dict) -> dict:
+    """A pending job, added through Traefik with the simulator's own /_sim/jobs (docs/runners/simulator.md)."""
+    status, _, body = https(live, f"gitlab.{DOMAIN}", "/_sim/jobs", {"Content-Type": "application/json"}, "POST", json.dumps(job).encode())
+    assert status == 201, body
+    return json.loads(body)
+
+
+def _job(live: Live, job_id: int) -> dict:
+    status, _, body = https(live, f"gitlab.{DOMAIN}", f"/api/v4/projects/1/jobs/{job_id}", {"PRIVATE-TOKEN": live.token})
+    assert status == 200, body
+    return json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def runner_images() -> dict[str, str]:
+    """The runner double's images (tests/doubles/runner_image/build.sh): its KEY=image lines, and
+    the runner image alone on the last line."""
+    out = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    images = dict(ln.split("=", 1) for ln in lines if "=" in ln)
+    images.setdefault("RUNNER_IMAGE", lines[-1])
+    return images
+
+
+async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(live, runner_images, tmp_path, monkeypatch):
+    """The AutoGit agent (its real reconciler, Docker runtime and GitLab adapter) on the host talks
+    to GitLab (here its double) by its platform name, resolved by the stack's CoreDNS and reached
+    through Traefik over TLS with the stack's CA; the runner it starts (the runner double) joins
+    the compose network and reaches https://gitlab.<domain> through Traefik there, trusting the CA
+    the agent hands it, and serves the job."""
+    from pydantic import SecretStr
+
+    from autogit.agent.config import AgentConfig
+    from autogit.agent.gitlab.adapter import GitLabAdapter
+    from autogit.agent.inventory.cpu import observe_cpu
+    from autogit.agent.model import Host
+    from autogit.agent.reconciler import Reconciler
+    from autogit.agent.runtime.docker import DockerRuntime
+    from autogit.agent.state import AgentState
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def via_coredns(host, port, *args, **kwargs):  # the host's resolver does not know the LAN zone
+        if isinstance(host, str) and host.endswith(f".{DOMAIN}"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (resolve(live, host), int(port)))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", via_coredns)
+    network = f"{live.project}_platform"
+    hostname = f"standin-{os.getpid()}"
+    extra = {}
+    if "HELPER_IMAGE" in runner_images:  # the docker executor's helper and job images, built locally
+        extra = {"helper_image": runner_images["HELPER_IMAGE"], "job_image": runner_images["JOB_IMAGE"], "pull_policy": "never"}
+    config = AgentConfig.model_validate({
+        "hostname": hostname,
+        "gitlab": {"url": f"https://gitlab.{DOMAIN}:{live.ports['traefik/443']}", "ca_file": str(live.root / "secrets/tls/ca.crt"),
+                   "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 5, "max_retries": 0},
+        "scaling": {"max_runners": 1, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
+        "runner": {"image": runner_images["RUNNER_IMAGE"], "network": network, "gitlab_url": f"https://gitlab.{DOMAIN}", "config_dir": str(tmp_path / "runners"),
+                   "shutdown_timeout": 60, "check_interval": 1, **extra},
+    })  # fmt: skip
+    cpu = observe_cpu()
+    host = Host(hostname=hostname, arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
+    runtime = DockerRuntime(config.runner, hostname)
+    reconciler = Reconciler(config, AgentState(), runtime, GitLabAdapter(config.gitlab, SecretStr(live.token)), lambda: host)
+
+    job = _post_job(live, {"project_id": 1, "name": "through-the-stack", "script": ["echo served-through-the-stack"]})
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        state = {}
+        while loop.time() < deadline:
+            await reconciler.reconcile_once(full_poll=True)
+            state = _job(live, job["id"])
+            if state["status"] in ("success", "failed"):
+                break
+            await asyncio.sleep(0.5)
+        trace = https(live, f"gitlab.{DOMAIN}", f"/api/v4/projects/1/jobs/{job['id']}/trace", {"PRIVATE-TOKEN": live.token})[2]
+        assert state.get("status") == "success", (state.get("status"), state.get("failure_reason"), trace.decode(errors="replace")[-2000:])
+        assert b"served-through-the-stack" in trace
+        containers = await runtime.list()
+        assert containers, "the agent started no runner container"
+    finally:
+        for c in await runtime.list():
+            await runtime.remove(c.name)
+        await runtime.close()
