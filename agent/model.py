@@ -127,6 +127,7 @@ class Job(Frozen):
     tags: TagSet = Field(default_factory=list, description="GitLab's tag_list.")
     created_at: UtcDatetime
     name: str | None = None
+    web_url: str | None = Field(None, description="The job's GitLab page, where GitLab's answer gave it; None: not known.")
 
 
 class RunnerKind(StrEnum):

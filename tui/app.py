@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, UTC
 from typing import Any
 
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.segment import Segment
 from textual import work
 from textual.app import App
 from textual.binding import Binding
@@ -142,6 +145,27 @@ class AutoGitApp(App[None]):
         self.log_interval = log_interval
         if ansi:
             self.theme = "ansi-dark"
+
+    # --- screenshots: text that matches the terminal ------------------------------------------------
+    def _frame_console(self, frame: RenderableType | None) -> Console:
+        width, height = self.size
+        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor",
+                          record=True, legacy_windows=False, safe_box=False)
+        if frame is not None:
+            console.print(frame)
+        return console
+
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        """Textual's SVG export, except that runs of spaces stay text: Rich writes a segment of
+        spaces only as a background, so the SVG's text (copied, searched, read aloud) ran the
+        cells on both sides together ("gpu-box-1amd64"). As no-break spaces they are written."""
+        frame = self.screen._compositor.render_update(full=True, screen_stack=self._background_screens, simplify=simplify)
+        return self._frame_console(_SpacesAsText(frame)).export_svg(title=title or self.title)
+
+    def screen_text(self) -> str:
+        """The current frame as plain text, line by line, as the terminal shows it."""
+        frame = self.screen._compositor.render_update(full=True, screen_stack=self._background_screens)
+        return self._frame_console(frame).export_text()
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -291,6 +315,7 @@ class AutoGitApp(App[None]):
         if self.main_screen is not None and batch:
             for log in self.main_screen.query(EventLog):
                 log.add_many(batch)
+            self.main_screen.query_one("#events-empty").display = False
 
     def _mark_dirty(self, resources: frozenset[str]) -> None:
         if resources:
@@ -435,6 +460,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ansi", action="store_true", help="16-colour theme (chosen by itself when the terminal lacks 256 colours)")
     p.add_argument("--version", action="version", version=f"autogit-tui (API {API_VERSION})")
     return p
+
+
+class _SpacesAsText:
+    """A renderable that passes another's segments on, with runs of plain spaces as no-break
+    spaces (same width, same look, but Rich's SVG export writes them as text)."""
+
+    def __init__(self, inner: RenderableType | None) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.inner is None:
+            return
+        for segment in console.render(self.inner, options):
+            text = segment.text
+            if text and not segment.control and text == " " * len(text):
+                yield Segment("\u00a0" * len(text), segment.style)
+            else:
+                yield segment
 
 
 def _low_colour() -> bool:

@@ -16,10 +16,11 @@ from datetime import datetime
 from rich.text import Text
 
 from autogit.agent.api.client import AgentApiError, AgentUnavailable
-from autogit.agent.api.schema import API_VERSION, Event, GpuView, JobStatus, JobView, RunnersResponse, RunnerView, StatusResponse
+from autogit.agent.api.schema import API_VERSION, Event, GpuView, JobsResponse, JobStatus, JobView, RunnersResponse, RunnerView, StatusResponse
 
 __all__ = [
     "RESOURCES",
+    "Detail",
     "FleetHost",
     "FleetRunner",
     "Problem",
@@ -29,9 +30,14 @@ __all__ = [
     "bar",
     "diagnose",
     "event_style",
+    "fleet_detail",
     "fleet_from_runners",
+    "gpu_detail",
     "group_queue",
+    "job_detail",
+    "queue_detail",
     "resources_for_event",
+    "runner_detail",
     "spark",
 ]
 
@@ -356,3 +362,117 @@ def event_line(event: Event, compact: bool = False) -> Text:
     text.append(f"{event.type} " if compact else f"{event.type:<22} ", style=event_style(event.type) or "bold")
     text.append(event.message)
     return text
+
+
+# --- the detail view of one row (Enter) ------------------------------------------------------------
+
+Detail = list[tuple[str, str]]
+
+
+def _job_line(view: JobView | None, job_id: int) -> str:
+    if view is None:
+        return f"#{job_id}"
+    job = view.job
+    name = f" {job.name}" if job.name else ""
+    return f"#{job.id}{name} (project {job.project_id})"
+
+
+def _jobs_by_id(jobs: JobsResponse | None) -> dict[int, JobView]:
+    return {v.job.id: v for v in jobs.jobs} if jobs is not None else {}
+
+
+def _wait_text(view: JobView) -> str:
+    if view.wait is None:
+        return view.status.value
+    text = view.wait.reason.value + (f": {view.wait.detail}" if view.wait.detail else "")
+    if view.wait.missing_tags:
+        text += f" [missing tags: {', '.join(view.wait.missing_tags)}]"
+    return text
+
+
+def job_detail(view: JobView, now: datetime) -> Detail:
+    job = view.job
+    rows = [
+        ("Job", _job_line(view, job.id)),
+        ("Link", job.web_url or "- (GitLab's answer carried none; instance scope lists jobs without one)"),
+        ("Tags", ", ".join(job.tags) or "(untagged)"),
+        ("Waited", since(job.created_at, now)),
+        ("Status", view.status.value + (f" on {view.runner}" if view.runner else "")),
+    ]
+    if view.wait is not None:
+        rows.append(("Why it waits", _wait_text(view)))
+        if view.wait.missing_tags:
+            rows.append(("Missing tags", ", ".join(view.wait.missing_tags)))
+    return rows
+
+
+def runner_detail(view: RunnerView, jobs: JobsResponse | None, now: datetime) -> Detail:
+    r = view.runner
+    rows = [
+        ("Runner", r.id),
+        ("State", view.state + (" (draining)" if r.draining and view.state != "draining" else "")),
+        ("Kind", r.kind.value + (f", {r.platform}" if r.platform else "")),
+        ("Tags", ", ".join(r.tags) or "(none)"),
+        ("Untagged jobs", "yes" if r.run_untagged else "no"),
+        ("GPU", r.gpu or "-"),
+        ("Container", view.container or "-"),
+        ("GitLab runner id", "-" if view.gitlab_id is None else str(view.gitlab_id)),
+        ("Started", since(view.started_at, now) + " ago" if view.started_at else "-"),
+    ]
+    if view.job is None:
+        rows.append(("Job", "-"))
+    else:
+        job = _jobs_by_id(jobs).get(view.job)
+        rows.append(("Job", _job_line(job, view.job)))
+        rows.append(("Link", job.job.web_url or "-" if job else "-"))
+    return rows
+
+
+def gpu_detail(view: GpuView, jobs: JobsResponse | None) -> Detail:
+    g, reading = view.gpu, view.reading
+    state = "UNHEALTHY" if not g.healthy else "drained" + (" (by an operator)" if view.operator_drained else " (on loss)") if g.drained else "busy" if view.held_by_runner else "free"
+    rows = [
+        ("GPU", g.id),
+        ("Model", f"{g.model} ({g.vendor.value})"),
+        ("Memory", f"{g.memory_mb / 1024:.1f} GiB" + (f", {reading.memory_used_mb / 1024:.1f} GiB used" if reading and reading.memory_used_mb is not None else "")),
+        ("PCI", g.pci_bus_id or "-"),
+        ("State", state),
+        ("Tags", ", ".join(g.tags) or "-"),
+        ("Runner", view.held_by_runner or "-"),
+    ]
+    if view.held_by_job is not None:
+        job = _jobs_by_id(jobs).get(view.held_by_job)
+        rows.append(("Job", _job_line(job, view.held_by_job)))
+        rows.append(("Link", job.job.web_url or "-" if job else "-"))
+    return rows
+
+
+def queue_detail(group: QueueGroup, jobs: JobsResponse | None, now: datetime) -> Detail:
+    rows = [
+        ("Tag set", group.key),
+        ("Jobs", f"{group.jobs}: {group.running} running, {group.served} served, {group.waiting} waiting, {group.unplanned} not planned yet"),
+    ]
+    if group.missing:
+        rows.append(("Missing tags", ", ".join(group.missing)))
+    for view in sorted((v for v in (jobs.jobs if jobs else []) if tuple(v.job.tags) == group.tags), key=lambda v: v.job.created_at):
+        job = view.job
+        name = f"{job.name}, " if job.name else ""
+        rows.append((f"Job #{job.id}", f"{name}project {job.project_id}, pending for {since(job.created_at, now)}"))
+        rows.append(("", _wait_text(view) + (f" on {view.runner}" if view.runner else "")))
+        if job.web_url:
+            rows.append(("", job.web_url))
+    return rows
+
+
+def fleet_detail(host: FleetHost, runner: FleetRunner | None, now: datetime) -> Detail:
+    rows = [("Host", host.hostname + (" (this host)" if host.this_host else "")), ("Seen", since(host.last_seen, now) + " ago" if host.last_seen else "-")]
+    if runner is not None:
+        rows += [
+            ("Runner", runner.id),
+            ("State", runner.state),
+            ("Tags", ", ".join(runner.tags) or "(none)"),
+            ("Platform", runner.platform or "-"),
+            ("GPU", runner.gpu or "-"),
+            ("Job", "-" if runner.job is None else f"#{runner.job}"),
+        ]
+    return rows

@@ -124,6 +124,7 @@ class Job(Wire):
     tags: list[str] = Field(default_factory=list, description="GitLab's tag_list.")
     created_at: datetime
     name: str | None = None
+    web_url: str | None = Field(None, description="The job's GitLab page, where GitLab's answer gave it; None: not known.")
 
 
 class Runner(Wire):

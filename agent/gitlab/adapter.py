@@ -88,6 +88,7 @@ def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
         tags=data.get("tag_list") or [],
         created_at=data["created_at"],
         name=data.get("name"),
+        web_url=data.get("web_url"),
     )
 
 

@@ -154,7 +154,7 @@ async def test_the_client_reads_the_same_models_from_a_newer_agent(agents) -> No
 def _text(svg: str) -> str:
     """The frame's text, line by line (what the terminal shows; styles and animations aside)."""
     lines: dict[float, str] = {}
-    for y, chunk in re.findall(r'<text [^>]*y="([0-9.]+)"[^>]*>([^<]*)</text>', svg):
+    for y, chunk in re.findall(r'<text [^>]*y="([0-9.]+)"[^>]*clip-path="url\(#[^)]*-line-\d+\)"[^>]*>([^<]*)</text>', svg):
         lines[float(y)] = lines.get(float(y), "") + html.unescape(chunk).replace("\xa0", " ")
     return "\n".join(lines[y].rstrip() for y in sorted(lines))
 

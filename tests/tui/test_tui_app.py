@@ -7,7 +7,7 @@ import os
 from ci_policy import needs
 from aiohttp import web
 from tui_harness import build_app, wait_until
-from tui_harness import H100, L4, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
+from tui_harness import H100, L4, LONG_RUNNER, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
 
 from autogit.agent.model import Gpu, GpuVendor, Job
 from autogit.agent.state import GpuReading
@@ -109,7 +109,7 @@ async def test_drain_a_gpu_after_confirmation(agent: AgentServer) -> None:
         await wait_until(pilot, lambda: cell_text(gpus, H100, "state") == "busy", what="the H100 undrained")
 
         await pilot.press("2", "d", "y")  # drain the runner under the cursor
-        await wait_until(pilot, lambda: agent.in_loop(lambda: agent.state.intents.drained_runners) == {"gpu-box-1-a1"}, what="runner drain")
+        await wait_until(pilot, lambda: agent.in_loop(lambda: agent.state.intents.drained_runners) == {LONG_RUNNER}, what="runner drain")
 
         await pilot.press("p", "y")
         await wait_until(pilot, lambda: app.status is not None and app.status.paused, what="paused")

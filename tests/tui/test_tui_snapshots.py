@@ -1,4 +1,4 @@
-"""SVG snapshots of the main screens at 80x24 and 200x50, against the real API server fed by the
+"""SVG snapshots of the main screens at 80x24, 120x36 and 200x50, against the real API server fed by the
 scripted scenario. Every time is frozen (the app's clock and the agent's are both NOW), so the
 frames are deterministic. Update after checking the report: pytest tests/tui --snapshot-update
 """
@@ -9,11 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 from tui_harness import build_app
-from tui_harness import AgentServer, make_state, socket_dir
+from tui_harness import AgentServer, clock, make_state, socket_dir
+
+from autogit.agent.events import EventBus
+from autogit.agent.model import Host
+from autogit.agent.state import AgentPhase, AgentState
 
 from autogit.tui.screens.disconnected import DisconnectedScreen
 
 SMALL = (80, 24)
+MEDIUM = (120, 36)
 LARGE = (200, 50)
 
 
@@ -25,11 +30,11 @@ def agent_m() -> Iterator[AgentServer]:
     server.close()
 
 
-def _ready(*keys: str):
+def _ready(*keys: str, events: int = 6):
     async def run_before(pilot) -> None:
         app = pilot.app
         while not (app.connection == "connected" and app.jobs is not None and app.fleet is not None
-                   and len(app.screen.query_one("#event-log").events) == 6):
+                   and len(app.screen.query_one("#event-log").events) == events):
             await pilot.pause(0.05)
         await pilot.pause(0.1)
         for key in keys:
@@ -39,7 +44,7 @@ def _ready(*keys: str):
     return run_before
 
 
-@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x50"])
+@pytest.mark.parametrize("size", [SMALL, MEDIUM, LARGE], ids=["80x24", "120x36", "200x50"])
 @pytest.mark.parametrize("tab", ["1", "2", "3", "4", "5"], ids=["gpus", "runners", "queue", "fleet", "events"])
 def test_main_tabs(snap_compare, agent_m: AgentServer, tab: str, size: tuple[int, int]) -> None:
     assert snap_compare(build_app(agent_m.path), terminal_size=size, run_before=_ready(tab))
@@ -47,6 +52,24 @@ def test_main_tabs(snap_compare, agent_m: AgentServer, tab: str, size: tuple[int
 
 def test_confirm_drain(snap_compare, agent_m: AgentServer) -> None:
     assert snap_compare(build_app(agent_m.path), terminal_size=SMALL, run_before=_ready("d"))
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM], ids=["80x24", "120x36"])
+@pytest.mark.parametrize("keys", [("2", "enter"), ("3", "ctrl+end", "enter")], ids=["runner", "waiting-job"])
+def test_detail(snap_compare, agent_m: AgentServer, keys: tuple[str, ...], size: tuple[int, int]) -> None:
+    assert snap_compare(build_app(agent_m.path), terminal_size=size, run_before=_ready(*keys))
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM], ids=["80x24", "120x36"])
+def test_host_without_gpus(snap_compare, size: tuple[int, int]) -> None:
+    state = AgentState(bus=EventBus(clock=clock), clock=clock)
+    state.host = Host(hostname="plain-box", arch="amd64", cpus=4, memory_mb=8192)
+    state.set_phase(AgentPhase.RUNNING)
+    server = AgentServer(state, socket_dir()).start()
+    try:
+        assert snap_compare(build_app(server.path), terminal_size=size, run_before=_ready(events=1))
+    finally:
+        server.close()
 
 
 def test_help(snap_compare, agent_m: AgentServer) -> None:

@@ -38,6 +38,8 @@ L4 = "GPU-5d2a33b0-l4"
 MI300 = "0000:c1:00.0"
 ARC = "0000:03:00.0"
 HERE = Path(__file__).resolve().parent
+LONG_RUNNER = "autogit-gpu-box-1-gpu-5e0c1d9a7f"
+GITLAB = "https://gitlab.example.com"
 
 
 def clock() -> datetime:
@@ -58,7 +60,7 @@ def _runner(rid: str, state: str, tags: list[str], *, job: int | None = None, gp
     busy = state == "busy"
     runner = Runner(id=rid, tags=tags, run_untagged=kind is RunnerKind.NATIVE, kind=kind, platform=platform, gpu=gpu,
                     busy=busy, idle_since=None if busy else NOW - timedelta(minutes=3), draining=state == "draining")
-    return RunnerView(runner=runner, container=f"autogit-{rid}", gitlab_id=500 + len(rid), state=state, job=job,
+    return RunnerView(runner=runner, container=rid if rid.startswith("autogit-") else f"autogit-{rid}", gitlab_id=500 + len(rid), state=state, job=job,
                       started_at=NOW - timedelta(minutes=minutes))
 
 
@@ -72,20 +74,21 @@ def make_state() -> AgentState:
         _runner("gpu-box-1-e1", "busy", ["arm64"], job=9002, kind=RunnerKind.EMULATED, platform="linux/arm64", minutes=40),
         _runner("gpu-box-1-g1", "busy", ["cuda", "gpu", "h100"], job=9003, gpu=H100, kind=RunnerKind.GPU, minutes=8),
         _runner("gpu-box-1-g2", "starting", ["cuda", "gpu", "l4"], gpu=L4, kind=RunnerKind.GPU, minutes=0),
-        _runner("gpu-box-1-g3", "idle", ["gpu", "rocm"], gpu=MI300, kind=RunnerKind.GPU, minutes=25),
+        # The agent's own naming (autogit-<host>-<kind>-<10 hex>): the longest name on screen.
+        _runner(LONG_RUNNER, "idle", ["gpu", "rocm"], gpu=MI300, kind=RunnerKind.GPU, minutes=25),
     ]
     state.jobs = [
-        Job(id=9001, project_id=7, tags=["amd64"], created_at=NOW - timedelta(minutes=20), name="build"),
+        Job(id=9001, project_id=7, tags=["amd64"], created_at=NOW - timedelta(minutes=20), name="build", web_url=f"{GITLAB}/infra/agent/-/jobs/9001"),
         Job(id=9002, project_id=7, tags=["arm64"], created_at=NOW - timedelta(minutes=18), name="build-arm"),
         Job(id=9003, project_id=9, tags=["gpu", "h100"], created_at=NOW - timedelta(minutes=9), name="train"),
         Job(id=9010, project_id=7, tags=[], created_at=NOW - timedelta(minutes=4)),
         Job(id=9011, project_id=7, tags=["amd64"], created_at=NOW - timedelta(minutes=3)),
         Job(id=9012, project_id=9, tags=["gpu", "h100"], created_at=NOW - timedelta(minutes=7), name="eval"),
         Job(id=9013, project_id=9, tags=["gpu", "h100"], created_at=NOW - timedelta(minutes=6), name="eval-2"),
-        Job(id=9014, project_id=11, tags=["s390x"], created_at=NOW - timedelta(minutes=31)),
+        Job(id=9014, project_id=11, tags=["s390x"], created_at=NOW - timedelta(minutes=31), name="mainframe-test", web_url=f"{GITLAB}/legacy/cobol/-/jobs/9014"),
         Job(id=9015, project_id=11, tags=["riscv64"], created_at=NOW - timedelta(seconds=50)),
         Job(id=9016, project_id=12, tags=["gpu", "l4"], created_at=NOW - timedelta(seconds=40)),
-        Job(id=9017, project_id=12, tags=["gpu", "rocm"], created_at=NOW - timedelta(seconds=30)),
+        Job(id=9017, project_id=12, tags=["gpu", "rocm"], created_at=NOW - timedelta(seconds=30), web_url=f"{GITLAB}/ml/rocm-bench/-/jobs/9017"),
         Job(id=9018, project_id=13, tags=["arm64"], created_at=NOW - timedelta(seconds=20)),
     ]
     state.gpu_readings = {

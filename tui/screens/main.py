@@ -11,12 +11,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
+
+from ..data import Detail, fleet_detail, gpu_detail, group_queue, queue_detail, runner_detail
 
 from ..widgets.events import EventLog
 from ..widgets.header import AgentHeader
 from ..widgets.table import KeyedTable
 from ..widgets.tables import FleetTable, GpuTable, QueueTable, RunnerTable
+from .detail import DetailScreen
 
 if TYPE_CHECKING:
     from ..app import AutoGitApp
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["MainScreen", "TABS"]
 
 TABS = ("gpus", "runners", "queue", "fleet", "events")
+EMPTY_EVENTS = "No events yet: the agent publishes one for each change it sees or makes (inventory, queue, plan, runners, faults)."
 WIDE_TABLES = 150  # columns at which tables show every column
 WIDE_LAYOUT = 190  # columns at which the activity column appears
 
@@ -36,6 +40,7 @@ class MainScreen(Screen):
         Binding("3", "tab('queue')", "Queue", show=False, tooltip="pending jobs by tag set, and why they wait"),
         Binding("4", "tab('fleet')", "Fleet", show=False, tooltip="runners of every host, by host"),
         Binding("5", "tab('events')", "Events", show=False, tooltip="the agent's event log"),
+        Binding("enter", "details", "Details", tooltip="everything about the row under the cursor (full names, reasons, links)"),
         Binding("slash", "filter", "Filter", tooltip="filter this tab's rows (Enter keeps it)"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="clear the filter"),
         Binding("d", "drain", "Drain", tooltip="drain the GPU / runner under the cursor (admin)"),
@@ -55,15 +60,20 @@ class MainScreen(Screen):
         with Horizontal(id="main-body"):
             with TabbedContent(initial="gpus", id="tabs"):
                 with TabPane("1 GPUs", id="gpus"):
+                    yield Static(id="gpus-empty", classes="empty-note")
                     yield GpuTable(app.clock, app.history, id="gpu-table")
                 with TabPane("2 Runners", id="runners"):
+                    yield Static(id="runners-empty", classes="empty-note")
                     yield RunnerTable(app.clock, id="runner-table")
                 with TabPane("3 Queue", id="queue"):
+                    yield Static(id="queue-empty", classes="empty-note")
                     yield QueueTable(app.clock, id="queue-table")
                 with TabPane("4 Fleet", id="fleet"):
                     yield Static(id="fleet-note")
+                    yield Static(id="fleet-empty", classes="empty-note")
                     yield FleetTable(app.clock, id="fleet-table")
                 with TabPane("5 Events", id="events"):
+                    yield Static(EMPTY_EVENTS, id="events-empty", classes="empty-note")
                     yield EventLog(id="event-log")
             with Vertical(id="activity"):
                 yield Label("Activity", id="activity-title")
@@ -72,6 +82,9 @@ class MainScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        for tab in ("gpus", "runners", "queue", "fleet"):
+            self.query_one(f"#{tab}", TabPane).query_one(KeyedTable).empty_note = self.query_one(f"#{tab}-empty", Static)
+        self.query_one("#events-empty", Static).display = not self.query_one("#event-log", EventLog).events
         self.apply_size(self.app.size.width)
         self.app.push_down()
 
@@ -170,3 +183,39 @@ class MainScreen(Screen):
     def action_pause(self) -> None:
         status = self.app.status
         self.app.request_action("resume" if status is not None and status.paused else "pause", None)
+
+    # --- details (Enter) ---
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_details()
+
+    def action_details(self) -> None:
+        tab = self.active_tab
+        widget = self._filterable(tab)
+        if not isinstance(widget, KeyedTable):
+            return
+        key = widget.selected_key()
+        found = self.detail_for(tab, key) if key is not None else None
+        if found is not None:
+            self.app.push_screen(DetailScreen(*found))
+
+    def detail_for(self, tab: str, key: str) -> tuple[str, Detail] | None:
+        app = self.app
+        now = app.clock()
+        if tab == "gpus" and app.gpus is not None:
+            gpu = next((v for v in app.gpus.gpus if v.gpu.id == key), None)
+            return (f"GPU {key}", gpu_detail(gpu, app.jobs)) if gpu else None
+        if tab == "runners" and app.runners is not None:
+            runner = next((v for v in app.runners.runners if v.runner.id == key), None)
+            return (f"Runner {key}", runner_detail(runner, app.jobs, now)) if runner else None
+        if tab == "queue" and app.jobs is not None:
+            group = next((g for g in group_queue(app.jobs.jobs) if g.key == key), None)
+            return (f"Pending jobs tagged {key}", queue_detail(group, app.jobs, now)) if group else None
+        if tab == "fleet" and app.fleet is not None:
+            hostname, _, runner_id = key.partition("/")
+            host = next((h for h in app.fleet if h.hostname == hostname), None)
+            if host is None:
+                return None
+            member = next((r for r in host.runners if r.id == runner_id), None)
+            return (f"{hostname}: {runner_id or 'no runners'}", fleet_detail(host, member, now))
+        return None

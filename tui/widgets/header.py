@@ -43,18 +43,23 @@ class AgentHeader(Widget):
     compact: reactive[bool] = reactive(False)  # narrow terminals: shorter wording
 
     def render(self) -> Text:
+        # Every field is its own run of text and fields are parted by a visible mark (·, │ or a
+        # bracket), never by spaces alone: a reader of the SVG screenshot that drops the
+        # spaces between runs still sees "gpu-box-1 · amd64", not "gpu-box-1amd64".
         st = self.status
         compact = self.compact
         sep = Text(" │ " if compact else "  │  ", style="bright_black")
+        dot = Text(" · ", style="bright_black")
         top = Text()
         top.append(" AutoGit ", style="bold reverse")
-        top.append(" ")
+        top.append(" ") if compact else top.append_text(dot)
         if st is None:
             top.append(self.socket_path or "agent", style="bold")
         else:
             top.append(st.hostname, style="bold")
             if st.host is not None:
-                top.append(f"  {st.host.arch}")
+                top.append_text(dot)
+                top.append(st.host.arch)
                 if st.host.emulated and compact:
                     top.append(f"+{len(st.host.emulated)}emu", style="bright_black")
                 elif st.host.emulated:
@@ -65,49 +70,48 @@ class AgentHeader(Widget):
                 top.append(" ‖ PAUSED", style="bold yellow")
             top.append_text(sep)
             top.append_text(_health("GitLab", st.gitlab, compact))
-            top.append(" " if compact else "  ")
+            top.append_text(dot)
             top.append_text(_health("Docker", st.docker, compact))
         top.append_text(sep)
         mark, style, label = _CONN.get(self.connection, ("?", "", self.connection))
         top.append(f"{mark} {label}", style=style)
 
         bottom = Text()
-        if st is not None and compact:
+        if st is not None:
             c = st.counts
-            bottom.append(" GPUs ", style="bright_black")
+            gap = Text(" │ ", style="bright_black")
+            bottom.append(" GPUs: ", style="bright_black")
             bottom.append(str(c.gpus), style="bold")
-            bottom.append(f" ({c.gpus_busy} busy)", style="bright_black")
-            if c.gpus_unhealthy:
-                bottom.append(f" {c.gpus_unhealthy} bad", style="red")
-            bottom.append("  Runners ", style="bright_black")
+            if compact:
+                bottom.append(f" ({c.gpus_busy} busy", style="bright_black")
+                if c.gpus_unhealthy:
+                    bottom.append(f", {c.gpus_unhealthy} bad", style="red")
+            else:
+                bottom.append(f" ({c.gpus_busy} busy, {c.gpus_drained} drained", style="bright_black")
+                if c.gpus_unhealthy:
+                    bottom.append(f", {c.gpus_unhealthy} unhealthy", style="red")
+            bottom.append(")", style="bright_black")
+            bottom.append_text(gap)
+            bottom.append("Runners: ", style="bright_black")
             bottom.append(str(c.runners_total), style="bold")
-            bottom.append(f" ({c.runners.get('busy', 0)} busy)", style="bright_black")
-            bottom.append("  Jobs ", style="bright_black")
+            if compact:
+                bottom.append(f" ({c.runners.get('busy', 0)} busy)", style="bright_black")
+            elif c.runners:
+                bottom.append(" (" + ", ".join(f"{n} {s}" for s, n in c.runners.items()) + ")", style="bright_black")
+            bottom.append_text(gap)
+            bottom.append("Jobs: ", style="bright_black")
             bottom.append(str(c.pending_jobs), style="bold")
             bottom.append(" (", style="bright_black")
             bottom.append(f"{c.waiting_jobs} waiting", style="yellow" if c.waiting_jobs else "bright_black")
             bottom.append(")", style="bright_black")
             if st.last_reconcile is not None:
-                bottom.append(f"  pass #{st.reconcile_count}", style="bright_black")
-        elif st is not None:
-            c = st.counts
-            bottom.append(" GPUs ", style="bright_black")
-            bottom.append(str(c.gpus), style="bold")
-            bottom.append(f" ({c.gpus_busy} busy, {c.gpus_drained} drained", style="bright_black")
-            if c.gpus_unhealthy:
-                bottom.append(f", {c.gpus_unhealthy} unhealthy", style="red")
-            bottom.append(")", style="bright_black")
-            bottom.append("   Runners ", style="bright_black")
-            bottom.append(str(c.runners_total), style="bold")
-            if c.runners:
-                bottom.append(" (" + ", ".join(f"{n} {s}" for s, n in c.runners.items()) + ")", style="bright_black")
-            bottom.append("   Jobs ", style="bright_black")
-            bottom.append(str(c.pending_jobs), style="bold")
-            bottom.append(" pending, ", style="bright_black")
-            bottom.append(str(c.waiting_jobs), style="bold yellow" if c.waiting_jobs else "bold")
-            bottom.append(" waiting", style="bright_black")
-            if st.last_reconcile is not None:
-                bottom.append(f"   pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}", style="bright_black")
+                when = f"pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}"
+                room = self.size.width - 2 - bottom.cell_len - gap.cell_len
+                if room < len(when):
+                    when = f"pass #{st.reconcile_count}"
+                if room >= len(when):  # a field is shown whole or not at all
+                    bottom.append_text(gap)
+                    bottom.append(when, style="bright_black")
         top.append("\n")
         top.append_text(bottom)
         return top

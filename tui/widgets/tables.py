@@ -46,7 +46,7 @@ class _DataTable(KeyedTable):
 class GpuTable(_DataTable):
     COLUMNS = (
         Col("idx", "#", 2),
-        Col("model", "Model", 13, 20),
+        Col("model", "Model", 13, 20, grow=True),
         Col("vendor", "Vendor", 0, 6),
         Col("util", "Util", 9, 15),
         Col("mem", "Memory", 9, 21),
@@ -54,7 +54,7 @@ class GpuTable(_DataTable):
         Col("temp", "Temp", 4, 5),
         Col("power", "Power", 0, 5),
         Col("state", "State", 9, 9),
-        Col("runner", "Runner", 9, 14),
+        Col("runner", "Runner", 9, 14, grow=True),
         Col("job", "Job", 6, 8),
     )
 
@@ -91,7 +91,7 @@ class GpuTable(_DataTable):
             power = reading.power_w if reading else None
             out.append((gpu.id, {
                 "idx": str(index),
-                "model": _short(gpu.model, 20 if wide else 13),
+                "model": gpu.model,
                 "vendor": gpu.vendor.value,
                 "util": util_bar,
                 "mem": mem_bar,
@@ -99,20 +99,27 @@ class GpuTable(_DataTable):
                 "temp": Text("?", style="dim") if temp is None else Text(f"{temp:.0f}°", style="red" if temp >= 85 else ""),
                 "power": "?" if power is None else f"{power:.0f}W",
                 "state": state,
-                "runner": _short(view.held_by_runner, 14 if wide else 9),
+                "runner": view.held_by_runner or "-",
                 "job": "-" if view.held_by_job is None else str(view.held_by_job),
             }))
         return out
 
 
+    def empty_text(self) -> str | None:
+        if self.data is None:
+            return None
+        return ("No GPUs on this host: the agent's inventory found no NVIDIA, AMD or Intel GPU "
+                "(`autogit-agent detect` shows what it sees), so it starts no GPU runner here.")
+
+
 class RunnerTable(_DataTable):
     COLUMNS = (
-        Col("id", "Runner", 14, 22),
+        Col("id", "Runner", 14, 22, grow=True),
         Col("state", "State", 8, 9),
         Col("kind", "Kind", 0, 8),
         Col("tags", "Tags", 16, 30),
         Col("platform", "Platform", 0, 14),
-        Col("gpu", "GPU", 8, 14),
+        Col("gpu", "GPU", 8, 14, grow=True),
         Col("job", "Job", 7, 8),
         Col("age", "Age", 6, 7),
     )
@@ -128,27 +135,36 @@ class RunnerTable(_DataTable):
             r = view.runner
             state = "draining" if r.draining and view.state not in ("draining", "stopping") else view.state
             out.append((r.id, {
-                "id": _short(r.id, 22 if wide else 14),
+                "id": r.id,
                 "state": _state(state),
                 "kind": r.kind.value,
                 "tags": _short(",".join(r.tags), 30 if wide else 16),
                 "platform": r.platform or "-",
-                "gpu": _short(r.gpu, 14 if wide else 8),
+                "gpu": r.gpu or "-",
                 "job": "-" if view.job is None else str(view.job),
                 "age": since(view.started_at, now),
             }))
         return out
 
 
+    def empty_text(self) -> str | None:
+        if self.data is None:
+            return None
+        status = getattr(self.app, "status", None)
+        if status is not None and status.paused:
+            return "No runners on this host, and scaling is paused (p resumes it)."
+        return "No runners on this host: the agent starts one when a job it can serve is pending (3 Queue)."
+
+
 class QueueTable(_DataTable):
     COLUMNS = (
-        Col("tags", "Tag set", 16, 28),
+        Col("tags", "Tag set", 16, 28, grow=True),
         Col("jobs", "Jobs", 5, 5),
         Col("running", "Run", 0, 5),
         Col("served", "Srv", 0, 5),
         Col("waiting", "Wait", 5, 5),
         Col("oldest", "Waited", 6, 7),
-        Col("reason", "Why it waits (planner)", 38, 70),
+        Col("reason", "Why it waits (planner; Enter: all of it)", 38, 70, fill=True),
     )
 
     def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
@@ -171,10 +187,19 @@ class QueueTable(_DataTable):
         return out
 
 
+    def empty_text(self) -> str | None:
+        if self.data is None:
+            return None
+        status = getattr(self.app, "status", None)
+        if status is not None and status.phase.value == "detect-only":
+            return "No pending jobs: the agent is not connected to GitLab (detect-only: set gitlab.url and the token)."
+        return "No pending jobs: GitLab has no job waiting that this host's runners could be asked to run."
+
+
 class FleetTable(_DataTable):
     COLUMNS = (
         Col("host", "Host", 14, 20),
-        Col("runner", "Runner", 14, 22),
+        Col("runner", "Runner", 14, 22, grow=True),
         Col("state", "State", 8, 9),
         Col("tags", "Tags", 16, 30),
         Col("platform", "Platform", 0, 14),
@@ -199,7 +224,7 @@ class FleetTable(_DataTable):
             for i, r in enumerate(host.runners):
                 out.append((f"{host.hostname}/{r.id}", {
                     "host": label if i == 0 else Text(f"  {len(host.runners)} runners" if i == 1 else "", style="dim"),
-                    "runner": _short(r.id, 22 if wide else 14),
+                    "runner": r.id,
                     "state": _state(r.state),
                     "tags": _short(",".join(r.tags), 30 if wide else 16),
                     "platform": r.platform or "-",
@@ -209,3 +234,7 @@ class FleetTable(_DataTable):
                 }))
         return out
 
+    def empty_text(self) -> str | None:
+        if self.data is None:
+            return None
+        return "No runners on any host of this GitLab."
