@@ -2,7 +2,14 @@
 
 Startup: config (exit 78 if bad) → inventory → socket API → first full observation → READY=1.
 Then the reconcile loop runs; hotplug, webhooks and operator actions wake it early.
-SIGHUP: RELOADING=1, re-read the config (a bad one is refused, the old one kept), READY=1.
+SIGHUP (or POST /v1/config/reload): RELOADING=1, re-read the config and the secrets (a bad
+config is refused, the old one kept), apply every key that can change while running, READY=1.
+Applied live: the GitLab adapter (url, scope, timeouts, retries, TLS; rebuilt, then a full poll
+at once), gitlab.poll_interval, the scaling policy (caps, idle timeout, warm pool, ...), the
+runner settings for runners started from now on, gpu.vendors (the inventory is rebuilt, health
+verdicts kept), gpu.readings_interval, gpu.ignore, stop_timeout and log_level. RESTART_KEYS
+only apply at start; a reload that changes one names it in the event, in `status` and in the
+journal (see `config_changes`).
 SIGTERM: STOPPING=1, finish the pass in flight (within `stop_timeout`), close the socket, exit.
 Runner containers are not stopped with the agent: they keep running their jobs and the next
 agent adopts them (an upgrade or restart never disturbs a job).
@@ -17,10 +24,12 @@ import signal
 import socket
 import sys
 import time
+from datetime import datetime, UTC
 from pathlib import Path
+from typing import Any
 
 from .api.server import ApiServer
-from .config import AgentConfig, ConfigError, load_config, load_secrets
+from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets
 from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
 from .gitlab.webhook import WebhookListener
@@ -31,10 +40,10 @@ from .metrics import AgentMetrics, start_metrics_listener
 from .model import Host
 from .reconciler import Reconciler
 from .runtime.docker import DockerRuntime, use_cdi
-from .state import AgentPhase, AgentState
+from .state import AgentPhase, AgentState, ConfigReport
 from .systemd import Notifier
 
-__all__ = ["Agent", "configure_logging", "run_agent"]
+__all__ = ["RESTART_KEYS", "Agent", "config_changes", "configure_logging", "run_agent"]
 
 log = logging.getLogger("autogit.agent")
 
@@ -64,6 +73,34 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Keys a running agent cannot take over: the socket and its guards are bound, the webhook and
+# metrics listeners are listening, the event history is allocated, runner names and the
+# Docker engine and config folder of the runners it adopted are fixed, CDI is chosen and the
+# NVML health thread started at start. A prefix ending in "." covers its whole section.
+RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.docker_host", "runner.config_dir", "gpu.cdi", "gpu.health_interval")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _needs_restart(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESTART_KEYS)
+
+
+def config_changes(old: AgentConfig, new: AgentConfig) -> tuple[list[str], list[str]]:
+    """The dotted keys whose value differs, as (applied live, needing a restart), each sorted.
+    A map (e.g. scaling.max_per_arch) counts by entry: scaling.max_per_arch.arm64."""
+    before, after = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return [k for k in changed if not _needs_restart(k)], [k for k in changed if _needs_restart(k)]
+
+
 class Agent:
     def __init__(self, config: AgentConfig, config_path: Path | None, notifier: Notifier | None = None) -> None:
         self.config = config
@@ -77,9 +114,10 @@ class Agent:
         self.cpu = observe_cpu()
         self._host: Host = self._observe_host()
         secrets = load_secrets()
-        self.gitlab: GitLabAdapter | None = None
-        if config.gitlab.url is not None and secrets.gitlab_token is not None:
-            self.gitlab = GitLabAdapter(config.gitlab, secrets.gitlab_token)
+        self._secrets = secrets
+        self._started = config  # what only a restart changes is compared with this one
+        self.gitlab = self._adapter(config, secrets)
+        self.state.config = ConfigReport(loaded_at=self.state.started_at)
         self.runtime = DockerRuntime(config.runner, self.hostname)
         if config.gpu.cdi != "never" and any(g.vendor.value == "nvidia" for g in self._host.gpus):
             self.runtime.cdi = use_cdi(config.gpu.cdi, self.runtime.cdi_spec_dirs())
@@ -144,18 +182,65 @@ class Agent:
             return
         self.reconciler.hint_job(status, job)
 
+    @staticmethod
+    def _adapter(config: AgentConfig, secrets: Secrets) -> GitLabAdapter | None:
+        if config.gitlab.url is None or secrets.gitlab_token is None:
+            return None
+        return GitLabAdapter(config.gitlab, secrets.gitlab_token)
+
     def _reload(self) -> str | None:
         try:
             new = load_config(self.config_path)
+            secrets = load_secrets()
         except ConfigError as exc:
             log.error("reload refused, old config kept: %s", "; ".join(exc.lines))
             return exc.lines[0]
-        # Scaling policy, runner and GPU settings apply from the next pass; where the socket or
-        # the webhook listen is changed, a restart is needed (said in the event).
-        self.config = new
-        self.reconciler.config = new
-        self.runtime.config = new.runner
+        old = self.config
+        applied, _ = config_changes(old, new)
+        _, restart_needed = config_changes(self._started, new)
+        # Keys that need a restart keep their running value in every object built from here on.
+        running = new.model_copy(update={
+            "api": self._started.api, "webhook": self._started.webhook, "hostname": self._started.hostname,
+            "runner": new.runner.model_copy(update={"docker_host": self._started.runner.docker_host, "config_dir": self._started.runner.config_dir}),
+            "gpu": new.gpu.model_copy(update={"cdi": self._started.gpu.cdi, "health_interval": self._started.gpu.health_interval}),
+        })  # fmt: skip
+        token_changed = secrets.gitlab_token != self._secrets.gitlab_token
+        if token_changed:
+            applied.append("AUTOGIT_GITLAB_TOKEN (secret)")
+        self.config = running
+        self.reconciler.config = running
+        self.runtime.config = running.runner
+        if token_changed or running.gitlab.model_copy(update={"poll_interval": 0}) != old.gitlab.model_copy(update={"poll_interval": 0}):
+            # A new adapter for the new URL, scope, timeouts or token; the next pass polls in full.
+            self.gitlab = self._adapter(running, secrets)
+            self.reconciler.gitlab = self.gitlab
+            self.reconciler.poll_now()
+        elif running.gitlab.poll_interval != old.gitlab.poll_interval:
+            self.state.wake.set()  # the loop reads the new interval on its next turn
+        self._secrets = secrets
+        if running.gpu.vendors != old.gpu.vendors:
+            self._rebuild_inventory(running)
+        if running.gpu != old.gpu or running.hostname != old.hostname:
+            self.refresh_host()  # ignore list, vendors: the planner's view of the GPUs
+        if running.log_level != old.log_level:
+            configure_logging(running.log_level)
+        report = self.state.config
+        self.state.config = ConfigReport(
+            loaded_at=datetime.now(UTC), reloads=(report.reloads if report else 0) + 1, applied=applied, restart_needed=restart_needed
+        )
+        if restart_needed:
+            log.warning("config reloaded, but these keys only apply after a restart (systemctl restart autogit-agent): %s", ", ".join(restart_needed))
         return None
+
+    def _rebuild_inventory(self, config: AgentConfig) -> None:
+        old = self.gpus
+        self.gpus = GpuInventory(vendors=config.gpu.vendors)
+        self.gpus.health = old.health  # verdicts from health events stay
+        if self._hotplug is not None:  # it watches through the inventory: watch the new one
+            self._hotplug.stop()
+            self._hotplug = None
+            self._watch_hotplug()
+        old.close()
 
     def _on_event(self, event: Event) -> None:
         log.info("%s %s", event.type, event.message)
@@ -178,8 +263,8 @@ class Agent:
         interval = self.notifier.watchdog_interval
         if interval is None:
             return
-        healthy_within = max(3 * self.config.gitlab.poll_interval, 60)
         while not self._stop.is_set():
+            healthy_within = max(3 * self.config.gitlab.poll_interval, 60)  # a reload may change it
             # Ping only while the loop makes progress: a wedged loop gets restarted by systemd.
             if time.monotonic() - self._last_pass < healthy_within:
                 self.notifier.watchdog()
@@ -190,6 +275,9 @@ class Agent:
         self.metrics.reconcile_seconds.observe(seconds)
 
     async def _start_hotplug(self) -> None:
+        self._watch_hotplug()
+
+    def _watch_hotplug(self) -> None:
         try:
             from .inventory.hotplug import HotplugWatcher
         except ImportError as exc:  # pyudev missing from a minimal install: run without hotplug
@@ -247,9 +335,7 @@ class Agent:
 
     def _on_sighup(self) -> None:
         self.notifier.reloading()
-        error = self.state.reload("SIGHUP")
-        if error is None:
-            configure_logging(self.config.log_level)
+        self.state.reload("SIGHUP")
         self.notifier.ready()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class Reconciler:
         self._first_seen: dict[int, float] = {}  # job id → monotonic time first seen pending
         self._queue_key: tuple[frozenset[int], frozenset[tuple[int, str]]] | None = None
         self._stopping = False
+        self._last_full = -math.inf  # monotonic time of the latest full pass
 
     # --- inputs from webhooks ---------------------------------------------------------------
     def hint_job(self, status: str, job: Job) -> None:
@@ -88,12 +90,13 @@ class Reconciler:
     async def run_forever(self) -> None:
         """A full pass every poll interval (also after a failure: no retry storm against a
         GitLab or Docker that is down); quick passes in between when something wakes the loop."""
-        poll = self.config.gitlab.poll_interval
-        next_full = 0.0
         while not self._stopping:
+            # The interval is read on every turn: a config reload may change it.
+            next_full = self._last_full + self.config.gitlab.poll_interval
             full = time.monotonic() >= next_full
             if full:
-                next_full = time.monotonic() + poll
+                self._last_full = time.monotonic()
+                next_full = self._last_full + self.config.gitlab.poll_interval
             try:
                 await self.reconcile_once(full_poll=full)
             except Exception:  # a bug in one pass must not end the agent; the next pass retries
@@ -107,6 +110,11 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stopping = True
+        self.state.wake.set()
+
+    def poll_now(self) -> None:
+        """Make the next pass a full one (e.g. the GitLab adapter was rebuilt by a reload)."""
+        self._last_full = -math.inf
         self.state.wake.set()
 
     async def reconcile_once(self, full_poll: bool = True) -> Plan | None:

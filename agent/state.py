@@ -16,7 +16,7 @@ from pydantic import Field
 from .events import EventBus
 from .model import Frozen, Gpu, Host, Job, Plan, Runner
 
-__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "GpuReading", "RunnerView", "Intents"]
+__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "ConfigReport", "GpuReading", "RunnerView", "Intents"]
 
 
 class AgentPhase(StrEnum):
@@ -54,6 +54,17 @@ class RunnerView(Frozen):
     started_at: datetime | None = None
 
 
+class ConfigReport(Frozen):
+    """What the config file last did to the running agent (set at start and by each reload)."""
+
+    loaded_at: datetime = Field(description="When the running config was last read (start or reload).")
+    reloads: int = Field(0, description="Reloads applied since the start.")
+    applied: list[str] = Field(default_factory=list, description="Keys the last reload changed and applied (dotted, e.g. gitlab.url).")
+    restart_needed: list[str] = Field(
+        default_factory=list, description="Keys whose file value differs from the running one and that only a restart applies."
+    )
+
+
 class Intents(Frozen):
     """What operators asked for through the socket; read by every reconcile pass."""
 
@@ -86,6 +97,7 @@ class AgentState:
         self.wake = asyncio.Event()
         # Called for "re-read the config"; returns None on success or a one-line error.
         self.reload_handler: Callable[[], str | None] | None = None
+        self.config: ConfigReport | None = None  # set by the daemon
 
     # --- written by the reconciler -------------------------------------------------------
     def set_phase(self, phase: AgentPhase, why: str = "") -> None:
@@ -139,7 +151,20 @@ class AgentState:
         if self.reload_handler is None:
             return "reload is not available in this mode"
         error = self.reload_handler()
-        self.bus.publish("config.reloaded" if error is None else "config.rejected", "config re-read" if error is None else f"new config refused, old one kept: {error}", actor=actor)
-        if error is None:
-            self.wake.set()
-        return error
+        if error is not None:
+            self.bus.publish("config.rejected", f"new config refused, old one kept: {error}", actor=actor)
+            return error
+        report = self.config
+        applied = report.applied if report else []
+        restart = report.restart_needed if report else []
+        self.bus.publish("config.reloaded", reload_summary(applied, restart), actor=actor, applied=applied, restart_needed=restart)
+        self.wake.set()
+        return None
+
+
+def reload_summary(applied: list[str], restart_needed: list[str]) -> str:
+    """One line: what a reload applied and which changed keys wait for a restart."""
+    text = "config re-read: " + (f"applied {', '.join(applied)}" if applied else "nothing changed that applies live")
+    if restart_needed:
+        text += f"; needs a restart to apply: {', '.join(restart_needed)}"
+    return text

@@ -207,4 +207,10 @@ def format_status(status: StatusResponse) -> str:
     lines.append(f"runners: {c.runners_total}" + (f" ({by_state})" if by_state else ""))
     lines.append(f"jobs: {c.pending_jobs} pending, {c.waiting_jobs} waiting")
     lines.append(f"gpus: {c.gpus} ({c.gpus_busy} busy, {c.gpus_drained} drained, {c.gpus_unhealthy} unhealthy)")
+    cfg = status.config
+    if cfg is not None:
+        line = f"config: read {_when(cfg.loaded_at)}" + (f", {cfg.reloads} reload(s), last applied: {', '.join(cfg.applied) or 'nothing new'}" if cfg.reloads else "")
+        lines.append(line)
+        if cfg.restart_needed:
+            lines.append(f"config: RESTART NEEDED to apply {', '.join(cfg.restart_needed)} (systemctl restart autogit-agent)")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ __all__ = [
     "ActionResponse",
     "AgentPhase",
     "ComponentHealth",
+    "ConfigReport",
     "Counts",
     "DrainRunner",
     "ErrorBody",
@@ -193,6 +194,17 @@ class ComponentHealth(Wire):
     errors_total: int = 0
 
 
+class ConfigReport(Wire):
+    """What the config file last did to the running agent (set at start and by each reload)."""
+
+    loaded_at: datetime = Field(description="When the running config was last read (start or reload).")
+    reloads: int = Field(0, description="Reloads applied since the start.")
+    applied: list[str] = Field(default_factory=list, description="Keys the last reload changed and applied (dotted, e.g. gitlab.url).")
+    restart_needed: list[str] = Field(
+        default_factory=list, description="Keys whose file value differs from the running one and that only a restart applies."
+    )
+
+
 class GpuReading(Wire):
     """Live readings of one GPU; None where the backend cannot tell ('unknown' is not zero)."""
 
@@ -251,6 +263,7 @@ class StatusResponse(Wire):
     reconcile_count: int = 0
     last_event_seq: int = Field(0, description="Sequence number of the newest event (for ?since=).")
     access: Literal["read", "admin"] | None = Field(None, description="What the caller may do: read, or act (admin).")
+    config: ConfigReport | None = Field(None, description="The running config: when read, what the last reload applied, what waits for a restart.")
 
 
 class GpuView(Wire):
@@ -378,6 +391,7 @@ WIRE_MIRRORS: dict[type[Wire], str] = {
     JobServed: "model:JobServed",
     Plan: "model:Plan",
     ComponentHealth: "state:ComponentHealth",
+    ConfigReport: "state:ConfigReport",
     GpuReading: "state:GpuReading",
     RunnerView: "state:RunnerView",
     Event: "events:Event",

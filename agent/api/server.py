@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from ..config import ApiConfig
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import AgentMetrics
-from ..state import AgentState
+from ..state import AgentState, reload_summary
 from ..systemd import listen_fds
 from . import views
 from .auth import Access, Peer, access_for, peer_of
@@ -510,7 +510,9 @@ class ApiServer:
         error = self.state.reload(self._actor(request, body))
         if error is not None:
             return error_response(409, f"config not reloaded, the old one is kept: {error}")
-        return self._done("config.reload", None, "config re-read", changed=True)
+        report = self.state.config
+        message = reload_summary(report.applied, report.restart_needed) if report else "config re-read"
+        return self._done("config.reload", None, message, changed=True)
 
 
 def _json_bytes(doc: dict[str, Any]) -> bytes:

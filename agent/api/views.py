@@ -114,4 +114,5 @@ def status_view(state: AgentState, hostname: str) -> StatusResponse:
         last_reconcile=state.plan_time,
         reconcile_count=state.reconcile_count,
         last_event_seq=state.bus.last_seq,
+        config=state.config,
     )
