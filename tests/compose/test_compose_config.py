@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 from conftest import COMPOSE, DOMAIN, REPO, STACKS, Stack, run_compose
@@ -184,3 +185,18 @@ def test_minio_image_is_built_from_the_versions_the_tests_run(dev_stack: Stack, 
     build = dev_stack.service("minio")["build"]["args"]
     assert (build["MINIO_VERSION"], build["MC_VERSION"]) == (versions["MINIO_VERSION"], versions["MC_VERSION"])
     assert dev_stack.service("minio")["image"] == f"autogit/minio:{versions['MINIO_VERSION']}"
+
+
+def test_gen_secrets_keeps_what_exists_and_force_replaces(tmp_path):
+    script = [sys.executable, str(COMPOSE / "scripts/gen-secrets"), "--domain", DOMAIN, "--dir", str(tmp_path / "s")]
+    first = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()}
+    assert len(before) == 17 and (tmp_path / "s").stat().st_mode & 0o777 == 0o700
+    again = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "wrote 0 (none)" in again.stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()} == before
+    forced = subprocess.run([*script, "--force"], capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0
+    after = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()}
+    assert all(after[name] != value for name, value in before.items())

