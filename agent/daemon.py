@@ -26,7 +26,7 @@ import sys
 import time
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api.server import ApiServer
 from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets
@@ -37,11 +37,14 @@ from .inventory.cpu import observe_cpu
 from .inventory.gpu import GpuInventory, mig_instance_changes
 from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
-from .model import Host
+from .model import GpuVendor, Host
 from .reconciler import Reconciler
 from .runtime.docker import DockerRuntime, use_cdi
 from .state import AgentPhase, AgentState, ConfigReport
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    from .inventory.hotplug import HotplugWatcher
 
 __all__ = ["RESTART_KEYS", "Agent", "config_changes", "configure_logging", "run_agent"]
 
@@ -110,7 +113,7 @@ class Agent:
         self.state = AgentState(EventBus(history=config.api.event_history))
         self.metrics = AgentMetrics()
         self.metrics.bind_state(self.state)
-        self.gpus = GpuInventory(vendors=config.gpu.vendors)
+        self.gpus = GpuInventory(vendors=[GpuVendor(v) for v in config.gpu.vendors])
         self.cpu = observe_cpu()
         self._host: Host = self._observe_host()
         secrets = load_secrets()
@@ -133,7 +136,7 @@ class Agent:
         self.state.bus.add_listener(self._on_event)
         self._stop = asyncio.Event()
         self._last_pass = time.monotonic()
-        self._hotplug = None
+        self._hotplug: HotplugWatcher | None = None
 
     # --- inventory ------------------------------------------------------------------------------
     def _observe_host(self) -> Host:
@@ -234,7 +237,7 @@ class Agent:
 
     def _rebuild_inventory(self, config: AgentConfig) -> None:
         old = self.gpus
-        self.gpus = GpuInventory(vendors=config.gpu.vendors)
+        self.gpus = GpuInventory(vendors=[GpuVendor(v) for v in config.gpu.vendors])
         self.gpus.health = old.health  # verdicts from health events stay
         if self._hotplug is not None:  # it watches through the inventory: watch the new one
             self._hotplug.stop()

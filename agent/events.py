@@ -61,7 +61,7 @@ class Subscription:
         """Events already queued (without waiting), for writers that batch; stops at the end."""
         out: list[Event] = []
         while len(out) < most and not self._queue.empty():
-            item = self._queue._queue[0]  # peek: the end marker must stay for __aiter__
+            item = self._queue._queue[0]  # type: ignore[attr-defined]  # peek: the end marker must stay for __aiter__
             if item is self._END:
                 break
             out.append(self._queue.get_nowait())

@@ -18,8 +18,8 @@ def plan_text(scenario: Scenario, plan: Plan) -> str:
         jobs_for = ", ".join(map(str, s.for_jobs)) or "warm pool"
         lines.append(f"  start  #{i} {s.kind.value:<8} {s.platform:<14} tags=[{', '.join(s.tags)}]{gpu}"
                      f"{' +untagged' if s.run_untagged else ''}  for {jobs_for}")
-    for s in plan.stop:
-        lines.append(f"  stop   {s.runner}  ({s.reason})")
+    for stop in plan.stop:
+        lines.append(f"  stop   {stop.runner}  ({stop.reason})")
     for d in plan.drain:
         lines.append(f"  drain  {d.runner}  ({d.reason})")
     for w in plan.waiting:

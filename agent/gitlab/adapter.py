@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -111,7 +112,7 @@ class GitLabAdapter:
         self._projects: list[int] = []
         self._projects_at = 0.0
         # python-gitlab takes max_retries per request (with retry_transient_errors, on 429/5xx).
-        self._retry = {"max_retries": config.max_retries}
+        self._retry: dict[str, Any] = {"max_retries": config.max_retries}
         self.calls = 0  # API calls made (for the cost figures and metrics)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class GitLabAdapter:
             return self._projects
         ids: set[int] = set()
         for group in scope.groups:
-            rows = await self._call(lambda g=group: self._list(f"/groups/{g}/projects", {"include_subgroups": True, "simple": True}))
+            rows = await self._call(partial(self._list, f"/groups/{group}/projects", {"include_subgroups": True, "simple": True}))
             ids.update(r["id"] for r in rows)
         self._projects, self._projects_at = sorted(ids), time.monotonic()
         return self._projects
@@ -156,7 +157,7 @@ class GitLabAdapter:
         pending: list[Job] = []
         running: list[RunningJob] = []
         for project in await self._scope_projects():
-            rows = await self._call(lambda p=project: self._list(f"/projects/{p}/jobs", {"scope[]": ["pending", "running"]}))
+            rows = await self._call(partial(self._list, f"/projects/{project}/jobs", {"scope[]": ["pending", "running"]}))
             for row in rows:
                 if row.get("status") == "pending":
                     pending.append(_job_from_api(row, project))
@@ -196,7 +197,7 @@ class GitLabAdapter:
         running: list[RunningJob] = []
         after: str | None = None
         while True:
-            data = await self._call(lambda a=after: self._graphql(self._JOBS_QUERY, {"after": a}))
+            data = await self._call(partial(self._graphql, self._JOBS_QUERY, {"after": after}))
             jobs = data["jobs"]
             for node in jobs["nodes"]:
                 job_id, project_id = _gid(node["id"]), _gid(node["project"]["id"])
@@ -245,7 +246,7 @@ class GitLabAdapter:
             try:
                 for project in self.config.scope.projects[1:]:
                     await self._call(
-                        lambda p=project: self._gl.http_post(f"/projects/{p}/runners", post_data={"runner_id": created.id}, **self._retry)
+                        partial(self._gl.http_post, f"/projects/{project}/runners", post_data={"runner_id": created.id}, **self._retry)
                     )
             except GitLabError:
                 await self.delete_runner(created.id)  # never leave a half-made registration

@@ -66,7 +66,7 @@ class WebhookListener:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
         await site.start()
-        sockets = site._server.sockets if site._server else []  # the real port when 0 was asked
+        sockets = getattr(site._server, "sockets", None) or []  # the real port when 0 was asked
         self.port = sockets[0].getsockname()[1] if sockets else int(port)
 
     async def stop(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ..config import AgentConfig
-from ..model import Frozen, Gpu, Host, RunnerKind
+from ..model import Frozen, Gpu, GpuVendor, Host, RunnerKind
 from ..tags import host_profiles
 from .cpu import CpuInventory, observe_cpu
 
@@ -77,7 +77,7 @@ def observe_host(config: AgentConfig, root: Path = Path("/"), gpus: list[Gpu] | 
     if gpus is None:
         from .gpu import observe_gpus
 
-        gpus = [snap.gpu for snap in observe_gpus(sys_root=root, vendors=config.gpu.vendors)]
+        gpus = [snap.gpu for snap in observe_gpus(sys_root=root, vendors=[GpuVendor(v) for v in config.gpu.vendors])]
     host = build_host(config, cpu, gpus)
     for e in cpu.binfmt:
         if e.enabled and e.arch and e.arch != cpu.arch and not e.fix_binary:
