@@ -12,7 +12,7 @@ from tui_harness import LONG_RUNNER, MI300, AgentServer, build_app, make_state, 
 
 from autogit.agent.events import EventBus
 from autogit.agent.model import Host
-from autogit.agent.state import AgentPhase, AgentState
+from autogit.agent.state import AgentPhase, AgentState, ConfigReport
 from autogit.tui.screens.detail import DetailScreen
 from autogit.tui.widgets.events import EventLog
 from autogit.tui.widgets.tables import QueueTable, RunnerTable
@@ -120,6 +120,20 @@ async def test_every_tab_says_why_it_is_empty(phase) -> None:
             await pilot.press("4")
             await pilot.pause(0.1)
             assert "plain-box" in app.screen_text() and "no runners" in app.screen_text()  # this host, a row of its own
+    finally:
+        server.close()
+
+
+async def test_the_header_says_when_a_reload_waits_for_a_restart() -> None:
+    state = _empty_state(AgentPhase.RUNNING)
+    state.config = ConfigReport(loaded_at=state.started_at, reloads=1, applied=[], restart_needed=["api.socket"])
+    server = AgentServer(state, socket_dir()).start()
+    try:
+        for size, words in (((120, 36), "⟳ restart needed"), ((80, 24), "⟳ RESTART")):
+            app = build_app(server.path)
+            async with app.run_test(size=size) as pilot:
+                await _loaded(pilot, events=1)
+                assert words in app.screen_text().splitlines()[0]
     finally:
         server.close()
 

@@ -68,6 +68,9 @@ class AgentHeader(Widget):
             top.append(st.phase.value, style=f"bold {_PHASE_STYLE.get(st.phase.value, '')}")
             if st.paused:
                 top.append(" ‖ PAUSED", style="bold yellow")
+            if st.config is not None and st.config.restart_needed:
+                # A reload changed keys only a restart applies (the event log names them).
+                top.append(" ⟳ RESTART" if compact else " ⟳ restart needed", style="bold yellow")
             top.append_text(sep)
             top.append_text(_health("GitLab", st.gitlab, compact))
             top.append_text(dot)
