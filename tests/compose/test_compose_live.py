@@ -315,3 +315,24 @@ async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(li
         for c in await runtime.list():
             await runtime.remove(c.name)
         await runtime.close()
+
+
+def test_standin_stack_prod_backup_jobs_work(live, compose_bin, prod_stack):
+    """Prod's backup jobs, their scripts as prod renders them, run against the stand-in stack's
+    real PostgreSQL and MinIO (in containers of services that hold the same secrets)."""
+    put = live.compose(compose_bin, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "minio-init", "-c",
+                       'mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$(cat /run/secrets/minio_root_password)" >/dev/null;'
+                       "echo artifact > /tmp/a; mc cp -q /tmp/a local/gitlab-artifacts/job/1/a >/dev/null")  # fmt: skip
+    assert put.returncode == 0, put.stderr
+    # `config` keeps compose's `$$` escapes (its output is a compose file); the container gets `$`
+    db_script = prod_stack.service("backup-db")["entrypoint"][2].replace("$$", "$")
+    run = live.compose(compose_bin, "exec", "-T", "postgres", "sh", "-c", db_script)
+    assert run.returncode == 0, run.stderr
+    dumps = sorted(ln.split()[-1].split("-20")[0] for ln in run.stdout.splitlines() if ln.endswith(".dump"))
+    assert dumps == ["authelia", "gitlabhq_production"], run.stdout
+    obj_script = prod_stack.service("backup-objects")["entrypoint"][2].replace("$$", "$")
+    run = live.compose(compose_bin, "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "minio-init", "-c",
+                       obj_script + "; cat /backups/minio/gitlab-artifacts/job/1/a; ls /backups/minio")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "artifact" in run.stdout.splitlines(), run.stdout
+    assert run.stdout.count("Total") == 11, "one mirror per bucket: " + run.stdout  # mc's summary table per run
