@@ -200,3 +200,10 @@ def test_gen_secrets_keeps_what_exists_and_force_replaces(tmp_path):
     assert forced.returncode == 0
     after = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file()}
     assert all(after[name] != value for name, value in before.items())
+
+
+def test_gitlab_reaches_its_own_url_through_traefik(stack: Stack):
+    """No container hostname equal to a platform name: it would shadow Traefik's alias there."""
+    names = set(stack.service("traefik")["networks"]["platform"]["aliases"])
+    for name, svc in stack.config["services"].items():
+        assert svc.get("hostname") not in names, name
