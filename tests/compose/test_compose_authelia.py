@@ -1,5 +1,7 @@
 """Authelia's configuration, checked against what Authelia publishes (no Authelia binary can be
-had here: its Go module, github.com/authelia/authelia/v4, is refused by the Go module proxy):
+built here: the Go module proxy serves github.com/authelia/authelia/v4@v4.39.20 itself, but refuses
+its version list, so `go install` fails, and its dependency authelia.com/provider/oauth2 v0.2.31,
+403 "Go module host not permitted: Go module fetches are limited to the module-host allowlist"):
 
 - the file, after the template filter that the compose file enables, validates against Authelia's
   published JSON schema for 4.39 (tests/compose/upstream/, sources in upstream/SOURCES.md), which
