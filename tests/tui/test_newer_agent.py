@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import html
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from tui_harness import AgentServer, build_app, make_state, socket_dir, wait_until
+from tui_harness import AgentServer, build_app, make_state, socket_dir, svg_text, wait_until
 
 from autogit.agent.api.client import AgentClient
 from autogit.agent.api.openapi import ROUTES, openapi_document
@@ -151,14 +149,6 @@ async def test_the_client_reads_the_same_models_from_a_newer_agent(agents) -> No
     assert any(r.reading is not None for r in plain["gpus"].gpus) and len(plain["events"]) == 6
 
 
-def _text(svg: str) -> str:
-    """The frame's text, line by line (what the terminal shows; styles and animations aside)."""
-    lines: dict[float, str] = {}
-    for y, chunk in re.findall(r'<text [^>]*y="([0-9.]+)"[^>]*clip-path="url\(#[^)]*-line-\d+\)"[^>]*>([^<]*)</text>', svg):
-        lines[float(y)] = lines.get(float(y), "") + html.unescape(chunk).replace("\xa0", " ")
-    return "\n".join(lines[y].rstrip() for y in sorted(lines))
-
-
 async def _screens(path: str, size: tuple[int, int]) -> list[str]:
     app = build_app(path)
     app.animation_level = "none"  # the tab underline slides: frames must not depend on timing
@@ -170,7 +160,7 @@ async def _screens(path: str, size: tuple[int, int]) -> list[str]:
         for tab in "12345":
             await pilot.press(tab)
             await pilot.pause(0.1)
-            frames.append(_text(app.export_screenshot()))
+            frames.append(svg_text(app.export_screenshot()))
     return frames
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_newer_agent import _text
-from tui_harness import LONG_RUNNER, MI300, AgentServer, build_app, make_state, socket_dir, wait_until
+from tui_harness import LONG_RUNNER, MI300, AgentServer, build_app, make_state, socket_dir, svg_text, wait_until
 
 from autogit.agent.events import EventBus
 from autogit.agent.model import Host
@@ -49,7 +48,7 @@ async def test_the_svg_text_is_the_terminal_text(agent_m, size) -> None:
             await pilot.press(*keys)
             await pilot.pause(0.1)
             terminal = [line.rstrip() for line in app.screen_text().splitlines()]
-            assert _text(app.export_screenshot()).splitlines() == terminal, keys
+            assert svg_text(app.export_screenshot()).splitlines() == terminal, keys
             header = "\n".join(terminal[:2])
             # Fields are parted by a mark, so even a reader that drops spaces tells them apart.
             assert "gpu-box-1 · amd64" in header and "Docker ●" in header and "GPUs: 4 (" in header

@@ -12,7 +12,9 @@ from autogit.tui.app import AutoGitApp
 from autogit.agent.api.client import AgentClient
 
 import asyncio
+import html
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -240,6 +242,14 @@ def build_app(socket_path: str, **kw) -> AutoGitApp:
     kw.setdefault("log_interval", 0.05)
     return AutoGitApp(AgentClient(socket_path, timeout=3.0), socket_path=socket_path, owns_client=True, **kw)
 
+
+
+def svg_text(svg: str) -> str:
+    """The frame's text, line by line (what the terminal shows; styles and animations aside)."""
+    lines: dict[float, str] = {}
+    for y, chunk in re.findall(r'<text [^>]*y="([0-9.]+)"[^>]*clip-path="url\(#[^)]*-line-\d+\)"[^>]*>([^<]*)</text>', svg):
+        lines[float(y)] = lines.get(float(y), "") + html.unescape(chunk).replace("\xa0", " ")
+    return "\n".join(lines[y].rstrip() for y in sorted(lines))
 
 
 async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
