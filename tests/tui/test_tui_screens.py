@@ -80,6 +80,14 @@ async def test_enter_shows_all_of_a_runner_and_of_a_waiting_job(agent_m, size) -
         assert "Job #9001 build (project 7)" in text and "Link https://gitlab.example.com/infra/agent/-/jobs/9001" in text
         await pilot.press("escape")
 
+        await pilot.press("1", "enter")  # the H100, held by gpu-box-1-g1 for job 9003
+        text = _detail_text(app)
+        assert "Model NVIDIA H100 80GB HBM3 (nvidia)" in text and "Runner gpu-box-1-g1" in text and "Job #9003 train (project 9)" in text
+        await pilot.press("escape", "4", "enter")  # the fleet's first row: this host's first runner
+        text = _detail_text(app)
+        assert "Host gpu-box-1 (this host)" in text and f"Runner {LONG_RUNNER}" in text
+        await pilot.press("escape")
+
         await pilot.press("3")
         queue = app.screen.query_one(QueueTable)
         queue.move_cursor(row=queue._keys.index("s390x"))
