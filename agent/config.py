@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -108,6 +108,18 @@ class RunnerMode(StrEnum):
 class RunnerConfig(Frozen):
     """How runner containers are made (ADR-002)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # `shutdown_timeout` meant the drain deadline before 0.2; gitlab-runner uses that name
+        # for its forceful timeout, so the key was renamed to drain_timeout (ADR-007).
+        if isinstance(data, dict) and "shutdown_timeout" in data:
+            data = dict(data)
+            if "drain_timeout" in data:
+                raise ValueError("shutdown_timeout is the old name of drain_timeout: give only drain_timeout")
+            data["drain_timeout"] = data.pop("shutdown_timeout")
+        return data
+
     image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
     mode: RunnerMode = Field(
         RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."
@@ -117,8 +129,30 @@ class RunnerConfig(Frozen):
     config_dir: Path = Field(
         Path("/var/lib/autogit/runners"), description="Where each runner's 0600 config.toml is written."
     )
-    shutdown_timeout: PositiveFloat = Field(
-        3600, description="Seconds a stopping runner may take to finish its job before it is killed."
+    drain_timeout: PositiveFloat = Field(
+        3600,
+        description="Seconds a stopping runner may take to finish its job (SIGQUIT, graceful) before the "
+        "agent asks gitlab-runner to abort it (SIGTERM, forceful).",
+    )
+    force_timeout: PositiveFloat = Field(
+        30,
+        description="gitlab-runner's own shutdown_timeout: seconds its forceful shutdown (SIGTERM) may take "
+        "to abort the job and remove its containers; the agent sends SIGKILL only after this.",
+    )
+    helper_image: str | None = Field(
+        None,
+        description="Helper image of the docker executor (git, artifacts, cache); None: gitlab-runner's "
+        "default from registry.gitlab.com, matching the runner's version.",
+    )
+    pull_policy: Literal["always", "if-not-present", "never"] = Field(
+        "if-not-present",
+        description="When the docker executor pulls job and helper images: if-not-present starts jobs "
+        "without a registry round trip; always suits moving tags; never uses local images only.",
+    )
+    unhealthy_interval: PositiveFloat = Field(
+        15,
+        description="Seconds gitlab-runner pauses job requests after 3 failed ones (its default is 60 min, "
+        "which would strand jobs long after a GitLab outage).",
     )
     network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
     gitlab_url: AnyHttpUrl | None = Field(
@@ -165,6 +199,11 @@ class AgentConfig(Frozen):
     hostname: str | None = Field(None, description="Name used in runner descriptions; default: the host's name.")
     stop_timeout: NonNegativeFloat = Field(
         30, description="Seconds the agent spends draining on SIGTERM before it exits (runners keep running)."
+    )
+    state_file: Path | None = Field(
+        None,
+        description="Where operator intents (pause, GPU and runner drains) are kept across restarts; "
+        "default: state.json beside runner.config_dir (/var/lib/autogit/state.json).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

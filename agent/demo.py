@@ -2,8 +2,8 @@
 machine's Docker engine, with a scripted stream of jobs of mixed tags, shown live.
 
 The simulator is a double of GitLab (agent/sim); the runner image is a double of gitlab-runner
-built locally (tests/doubles/runner_image, no registry needed) that runs each job's script, a
-foreign-architecture one under QEMU. Everything else is the real agent: the planner, the
+built locally (tests/doubles/runner_image, no registry needed) whose docker executor runs each job
+in a job container, a foreign-architecture one in a job image of that architecture under QEMU. Everything else is the real agent: the planner, the
 reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
 """
 
@@ -49,12 +49,13 @@ def _problem() -> str | None:
     return None
 
 
-def _build_image(console: Console) -> str:
-    console.print("[dim]building the runner double image (first run: ~1 min, then cached)…[/]")
+def _build_image(console: Console) -> dict[str, str]:
+    """The double's images: RUNNER_IMAGE, HELPER_IMAGE, JOB_IMAGE, JOB_IMAGE_<ARCH>."""
+    console.print("[dim]building the runner double's images (first run: ~1 min, then cached)…[/]")
     out = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "image build failed")
-    return out.stdout.strip().splitlines()[-1]
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
 def _script(n: int, arch: str, emulated: list[str]) -> list[tuple[float, list[str], str | None]]:
@@ -91,7 +92,7 @@ def _view(state: AgentState, sim: GitLabSimulator, events: list[Event], started:
     return Group(jobs, runners, waits, log)
 
 
-async def _demo(n_jobs: int, image: str, console: Console) -> int:
+async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
     sim = GitLabSimulator(host="127.0.0.1")
     await sim.start()
     cpu = observe_cpu()
@@ -101,7 +102,9 @@ async def _demo(n_jobs: int, image: str, console: Console) -> int:
             "hostname": "demo",
             "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 2, "max_retries": 1},
             "scaling": {"max_runners": max(2, min(6, cpu.cpus * 2)), "idle_timeout": 5, "runner_cpus": 0, "runner_memory_mb": 0},
-            "runner": {"image": image, "network": "host", "config_dir": str(workdir), "check_interval": 1, "shutdown_timeout": 60},
+            "runner": {"image": images["RUNNER_IMAGE"], "helper_image": images["HELPER_IMAGE"], "job_image": images["JOB_IMAGE"],
+                       "pull_policy": "never", "network": "host", "config_dir": str(workdir), "check_interval": 1,
+                       "drain_timeout": 60},
             "webhook": {"enabled": True, "listen": "127.0.0.1:0"},
         }
     )
@@ -129,7 +132,9 @@ async def _demo(n_jobs: int, image: str, console: Console) -> int:
         with Live(_view(state, sim, events, started), console=console, refresh_per_second=4) as live:
             for delay, tags, platform in stream:
                 await asyncio.sleep(delay)
-                job = sim.add_job(project_id=1, tags=tags, script=["echo hello from $(uname -m)", "sleep 2"], name="demo", image_platform=platform)
+                arch_image = images.get(f"JOB_IMAGE_{platform.split('/')[-1].upper()}") if platform else None
+                job = sim.add_job(project_id=1, tags=tags, script=["echo hello from $(uname -m)", "sleep 2"], name="demo",
+                                  image_platform=platform, image=arch_image or (images["JOB_IMAGE"] if platform else None))
                 if "s390x" in tags:
                     unservable.append(job.id)
                 live.update(_view(state, sim, events, started))

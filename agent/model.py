@@ -10,7 +10,7 @@ from datetime import datetime, UTC
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = [
     "Frozen",
@@ -178,6 +178,12 @@ class Policy(Frozen):
     )
     gpus: bool = Field(True, description="Serve GPU jobs with exclusive GPU runners.")
     paused: bool = Field(False, description="Operator pause: start nothing, reap as usual.")
+    pickup_timeout: PositiveFloat = Field(
+        120,
+        description="Seconds an idle runner may leave a job it matches pending before it is taken for "
+        "unresponsive (e.g. gitlab-runner pausing after failed requests): it is then not counted as "
+        "capacity and is stopped, so a fresh runner takes the job.",
+    )
 
 
 class StartRunner(Frozen):

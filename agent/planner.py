@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 from .model import (
     _as_utc,
@@ -43,7 +44,7 @@ from .model import (
 )
 from .tags import Profile, arch_of_tag, host_profiles, platform_for_arch
 
-__all__ = ["plan", "fair_order"]
+__all__ = ["plan", "fair_order", "REASON_UNRESPONSIVE"]
 
 # Stop reasons (documented in docs/runners/scaling.md).
 REASON_IDLE = "idle-timeout"
@@ -53,6 +54,7 @@ REASON_GPU_GONE = "gpu-gone"
 REASON_GPU_UNHEALTHY = "gpu-unhealthy"
 REASON_GPU_DRAINED = "gpu-drained"
 REASON_GPU_MIG_MODE = "gpu-mig-mode"  # the whole GPU a runner holds was switched to MIG mode
+REASON_UNRESPONSIVE = "unresponsive"  # idle, yet left a job it matches pending past pickup_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +109,20 @@ class _Capacity:
 
 def fair_order(jobs: Sequence[Job]) -> list[Job]:
     """Round-robin over projects; within a round, oldest first (ties by job id)."""
-    by_project: dict[int, list[tuple[float, int, Job]]] = defaultdict(list)
-    for job in jobs:
-        # Float timestamps sort several times faster than datetimes (same order: all are UTC).
-        by_project[job.project_id].append((job.created_at.timestamp(), job.id, job))
-    keyed: list[tuple[int, float, int, Job]] = []
-    for project_jobs in by_project.values():
-        project_jobs.sort(key=lambda k: (k[0], k[1]))
-        keyed.extend((rank, ts, job_id, job) for rank, (ts, job_id, job) in enumerate(project_jobs))
-    keyed.sort(key=lambda k: (k[0], k[1], k[2]))
-    return [k[3] for k in keyed]
+    # One stable sort by (created_at, id), two passes with plain keys (cheaper than tuple keys);
+    # then the n-th job of each project goes to round n, and each round keeps that order.
+    ordered = sorted(jobs, key=attrgetter("id"))
+    ordered.sort(key=attrgetter("created_at"))
+    seen: dict[int, int] = {}
+    rounds: list[list[Job]] = []
+    for job in ordered:
+        rank = seen.get(job.project_id, 0)
+        seen[job.project_id] = rank + 1
+        if rank == len(rounds):
+            rounds.append([job])
+        else:
+            rounds[rank].append(job)
+    return [job for round_ in rounds for job in round_]
 
 
 def _runner_arch(runner: Runner, host: Host) -> str:
@@ -225,6 +231,20 @@ def _matches(tags: frozenset[str], runner: Runner, runner_tags: frozenset[str]) 
     return tags <= runner_tags and (bool(tags) or runner.run_untagged)
 
 
+def _overdue_tag_sets(jobs: Sequence[Job], policy: Policy, now: datetime) -> set[frozenset[str]]:
+    """The distinct tag sets of jobs pending longer than pickup_timeout."""
+    cutoff = now.timestamp() - policy.pickup_timeout
+    return {frozenset(j.tags) for j in jobs if _as_utc(j.created_at).timestamp() <= cutoff}
+
+
+def _unresponsive(runner: Runner, overdue: set[frozenset[str]], policy: Policy, now: datetime) -> bool:
+    """Idle for longer than pickup_timeout while a job it matches has waited that long too."""
+    if runner.idle_since is None or (now - _as_utc(runner.idle_since)).total_seconds() < policy.pickup_timeout:
+        return False
+    runner_tags = frozenset(runner.tags)
+    return any(_matches(tags, runner, runner_tags) for tags in overdue)
+
+
 def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Policy, now: datetime) -> Plan:
     """Decide which runners to start, drain and stop, and why each unserved job waits."""
     now = _as_utc(now)
@@ -239,6 +259,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
     stops: list[StopRunner] = []
     drains: list[DrainRunner] = []
     idle: list[tuple[Runner, frozenset[str]]] = []
+    overdue = _overdue_tag_sets(jobs, policy, now)
 
     for runner in sorted(runners, key=lambda r: r.id):
         cpus = policy.runner_cpus if runner.cpus is None else runner.cpus
@@ -252,6 +273,10 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
             stops.append(StopRunner.trusted(runner=runner.id, reason=problem))
         elif runner.draining:
             stops.append(StopRunner.trusted(runner=runner.id, reason=REASON_DRAINED))
+        elif overdue and _unresponsive(runner, overdue, policy, now):
+            # Not capacity: a runner that does not ask GitLab for jobs serves nobody. Stopping it
+            # lets a fresh one take the job (and frees the GPU or room it holds).
+            stops.append(StopRunner.trusted(runner=runner.id, reason=REASON_UNRESPONSIVE))
         else:
             idle.append((runner, frozenset(runner.tags)))
 
@@ -280,25 +305,34 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
         cursor[tags] = i
         return candidates[i] if i < len(candidates) else None
 
-    def wait(job: Job, template: JobWait, reason: WaitReason | None = None, detail: str | None = None) -> None:
+    def wait(job: Job, template: JobWait) -> None:
         waiting.append(
-            JobWait.trusted(
-                job=job.id,
-                reason=reason or template.reason,
-                detail=template.detail if detail is None else detail,
-                missing_tags=template.missing_tags,
-            )
+            JobWait.trusted(job=job.id, reason=template.reason, detail=template.detail, missing_tags=template.missing_tags)
         )
 
-    no_capacity = JobWait(job=0, reason=WaitReason.WAITING_FOR_CAPACITY)
-    # Capacity only shrinks while jobs are visited, so once an architecture is blocked it stays
-    # blocked for the rest of this pass: remember why instead of asking again per job.
-    blocked: dict[str, str] = {}
+    paused = JobWait(job=0, reason=WaitReason.SCALING_PAUSED, detail="scaling is paused by an operator")
+    all_gpus_held = JobWait(
+        job=0, reason=WaitReason.WAITING_FOR_CAPACITY, detail="every matching GPU is held by a runner (or its MIG parent or instance is)"
+    )
+    # Remaining capacity only shrinks while jobs are visited, so once an architecture is blocked
+    # it stays blocked for the rest of this pass: remember why instead of asking again per job.
+    blocked: dict[str, JobWait] = {}
+    # Likewise claims only grow: once a tag set has no idle runner left and its architecture is
+    # blocked (or scaling is paused), or it cannot run here at all, every later job with those
+    # tags waits alike. Settle it once: (why it waits, the demand it waits for capacity with).
+    settled: dict[frozenset[str], tuple[JobWait, _Demand | None]] = {}
     classify = classifier.classify
     for job in fair_order(jobs):
         tags = frozenset(job.tags)
+        known = settled.get(tags)
+        if known is not None:
+            wait(job, known[0])
+            if known[1] is not None:
+                capacity_waits.append(known[1])
+            continue
         demand = classify(tags)
         if isinstance(demand, JobWait):
+            settled[tags] = (demand, None)
             wait(job, demand)
             continue
         runner = idle_runner_for(tags) if len(claimed) < len(idle) else None
@@ -307,20 +341,22 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
             served.append(JobServed.trusted(job=job.id, runner=runner.id))
             continue
         if policy.paused:
-            wait(job, no_capacity, WaitReason.SCALING_PAUSED, "scaling is paused by an operator")
+            settled[tags] = (paused, None)
+            wait(job, paused)
             continue
-        blocker = blocked.get(demand.arch)
-        if blocker is None:
-            blocker = capacity.blocker(demand.arch)
-            if blocker is not None:
-                blocked[demand.arch] = blocker
+        why = blocked.get(demand.arch)
+        if why is None and (blocker := capacity.blocker(demand.arch)) is not None:
+            why = blocked[demand.arch] = JobWait(job=0, reason=WaitReason.WAITING_FOR_CAPACITY, detail=blocker)
+        if why is not None:
+            settled[tags] = (why, demand)
         gpu: Gpu | None = None
-        if blocker is None and demand.kind is RunnerKind.GPU:
+        if why is None and demand.kind is RunnerKind.GPU:
             gpu = next((g for g in demand.gpus if g.id not in capacity.taken_gpus), None)
             if gpu is None:
-                blocker = "every matching GPU is held by a runner (or its MIG parent or instance is)"
-        if blocker is not None:
-            wait(job, no_capacity, detail=blocker)
+                # Not settled: the architecture may be blocked later, and that is then the reason.
+                why = all_gpus_held
+        if why is not None:
+            wait(job, why)
             capacity_waits.append(demand)
             continue
         capacity.add(demand.arch, policy.runner_cpus, policy.runner_memory_mb, gpu.id if gpu else None)

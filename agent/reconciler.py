@@ -9,8 +9,10 @@ without harm: idle runners are then kept a little longer, never reaped early.
 Safety rules (docs/runners/restart-safety.md):
 - If GitLab or Docker cannot be observed, nothing is started or stopped: what runs keeps
   running, the fault is reported, and the next pass tries again.
-- A runner is only ever stopped gracefully (SIGQUIT: no new job, exit after the current one);
-  a stopping runner is killed only after `runner.shutdown_timeout`.
+- A runner is stopped gracefully (SIGQUIT: no new job, exit after the current one); one still
+  running `runner.drain_timeout` later is aborted (SIGTERM: gitlab-runner cancels the job and
+  removes its containers within its own shutdown_timeout, `runner.force_timeout`), and only one
+  that survives that too is killed. Whatever a runner leaves of its jobs is removed with it.
 - Leaks are cleaned from observation alone: registrations of this host with no container,
   containers with no registration, exited containers, config directories with no container.
 """
@@ -30,7 +32,7 @@ from .config import AgentConfig
 from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
 from .metrics import AgentMetrics
 from .model import Host, Job, Plan, Runner, StartRunner
-from .planner import REASON_IDLE, REASON_MAKE_ROOM
+from .planner import REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE
 from .planner import plan as make_plan
 from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
 from .state import AgentPhase, AgentState, RunnerView
@@ -42,6 +44,7 @@ log = logging.getLogger("autogit.reconciler")
 
 class Reconciler:
     START_CONCURRENCY = 4
+    KILL_GRACE_S = 10.0  # past gitlab-runner's own forceful timeout, before SIGKILL
     def __init__(
         self,
         config: AgentConfig,
@@ -174,6 +177,7 @@ class Reconciler:
                 del self._first_seen[job_id]
 
         containers = await self._clean_up(containers, now)
+        state.prune_runners(c.name for c in containers)  # drain intents of runners that are gone
         busy_runner_ids = {r.runner_id for r in queue.running if r.runner_id is not None}
         job_of = {r.runner_id: r.id for r in queue.running if r.runner_id is not None}
         runners = self._runners(containers, busy_runner_ids, now)
@@ -229,9 +233,7 @@ class Reconciler:
                 why = "exited" if c.status in {"exited", "dead"} else "its GitLab registration is gone"
                 await self._remove(c, why)
                 continue
-            if c.stopping_since is not None and now - c.stopping_since > timedelta(seconds=self.config.runner.shutdown_timeout):
-                await self.runtime.force_kill(c.name)
-                self.state.bus.publish("runner.killed", f"runner {c.name} did not stop within {self.config.runner.shutdown_timeout:g}s; killed", runner=c.name)
+            await self._escalate_stop(c, now)
             keep.append(c)
         live = {c.gitlab_id for c in keep}
         for reg in list(self._registrations or []):  # what _remove() has not deleted already
@@ -240,6 +242,19 @@ class Reconciler:
         for name in self.runtime.stale_dirs({c.name for c in containers}):
             self.runtime.discard_dir(name)
         return keep
+
+    async def _escalate_stop(self, c: ManagedContainer, now: datetime) -> None:
+        """SIGQUIT → (drain_timeout) → SIGTERM → (force_timeout + grace) → SIGKILL."""
+        runner = self.config.runner
+        if c.aborting_since is not None:
+            if now - c.aborting_since > timedelta(seconds=runner.force_timeout + self.KILL_GRACE_S):
+                await self.runtime.force_kill(c.name)
+                self.state.bus.publish("runner.killed", f"runner {c.name} did not abort within {runner.force_timeout:g}s; killed", runner=c.name)
+        elif c.stopping_since is not None and now - c.stopping_since > timedelta(seconds=runner.drain_timeout):
+            await self.runtime.abort(c.name)
+            self.state.bus.publish(
+                "runner.aborting", f"runner {c.name} did not finish its job within {runner.drain_timeout:g}s; aborting it", runner=c.name
+            )
 
     async def _remove(self, c: ManagedContainer, why: str) -> None:
         with self._timed("remove"):
@@ -266,7 +281,7 @@ class Reconciler:
         if not full_poll:
             # A quick pass (webhook, hotplug, action) sees GitLab's busy state as of the last
             # poll: start what is needed now, but reap idle runners only on fresh information.
-            stops = [s for s in stops if s.reason not in {REASON_IDLE, REASON_MAKE_ROOM}]
+            stops = [s for s in stops if s.reason not in {REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE}]
         for stop in stops:
             with self._timed("stop"):
                 await self.runtime.request_stop(stop.runner)
@@ -302,7 +317,8 @@ class Reconciler:
         if self._registrations is not None:
             self._registrations.append(Registration(id=created.id, description=description, tags=start.tags))
         gpu = next((g for g in self.state.gpus() if g.id == start.gpu), None) if start.gpu else None
-        url = str(self.config.runner.gitlab_url or self.config.gitlab.url).rstrip("/")
+        own_url = self.config.runner.gitlab_url
+        url = str(own_url or self.config.gitlab.url).rstrip("/")
         spec = RunnerSpec(
             name=name,
             gitlab_id=created.id,
@@ -315,6 +331,10 @@ class Reconciler:
             gpu=gpu,
             cpus=start.cpus,
             memory_mb=start.memory_mb,
+            # GitLab's repo_url names its external URL; runners that reach it by another one
+            # must clone from that one too (gitlab-runner common/build_url_helper.go).
+            clone_url=url if own_url else None,
+            ca_pem=self._ca_pem(),
         )
         try:
             await self.runtime.create(spec)
@@ -338,6 +358,15 @@ class Reconciler:
             start_seconds=round(time.monotonic() - t0, 3),
             scale_up_seconds=round(max(waited), 3) if waited else None,
         )
+
+    def _ca_pem(self) -> str | None:
+        path = self.config.gitlab.ca_file
+        if path is None:
+            return None
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise GitLabError(f"gitlab.ca_file: cannot read {path}: {exc.strerror}") from None
 
     # --- publish ------------------------------------------------------------------------------------------
     def _publish_queue_change(self, pending: list[Job], plan: Plan) -> None:

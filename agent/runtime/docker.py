@@ -13,12 +13,15 @@ resource limits, GPUs and devices for jobs go into config.toml's [runners.docker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import shutil
+import tomllib
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -30,11 +33,47 @@ from pydantic import Field, SecretStr
 from ..config import RunnerConfig, RunnerMode
 from ..model import Frozen, Gpu, GpuVendor, RunnerKind
 
-__all__ = ["DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "nvidia_cdi_specs", "use_cdi"]
+__all__ = [
+    "DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "JOB_OF_LABEL", "nvidia_cdi_specs",
+    "platform_check_script", "short_token", "use_cdi",
+]  # fmt: skip
 
 LABEL = "io.autogit"
 MANAGED_BY = "autogit-agent"
+# Set on job containers through [runners.docker] container_labels: the runner they belong to.
+JOB_OF_LABEL = f"{LABEL}.job-of"
+# gitlab-runner labels every container, volume and network it creates for a job with this
+# prefix, and `.runner.id` with its ShortenToken(token) (executors/docker/internal/labels).
+GITLAB_RUNNER_LABEL = "com.gitlab.gitlab-runner"
 _CONFIG_MOUNT = "/etc/gitlab-runner"
+_UNAME = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/riscv64": "riscv64", "linux/arm/v7": "armv7l",
+          "linux/ppc64le": "ppc64le", "linux/s390x": "s390x", "linux/386": "i686"}  # fmt: skip
+
+
+def short_token(token: str) -> str:
+    """gitlab-runner's ShortenToken (helpers/shorten_token.go): the part of a runner token it puts
+    in labels and logs; not a secret (it cannot authenticate)."""
+    if len(token) < 8:
+        return token
+    for prefix in ("glrt-", "glrtr-", "glcbt-"):
+        if token.startswith(prefix):
+            return token[len(prefix) : len(prefix) + 9]
+    if token.startswith("GR") and len(token) >= 17 and all(c in "0123456789abcdefABCDEF" for c in token[2:9]):
+        return token[:17]
+    return token[:8]
+
+
+def platform_check_script(platform: str) -> str:
+    """pre_build_script of an emulated runner. gitlab-runner has no runner-level platform
+    (common/config.go): a job that does not ask for one in `image: docker: platform:` runs the
+    image's native code, which would pass an arm64 job on amd64. The job fails instead, and says
+    how to ask."""
+    machine = _UNAME.get(platform, platform.rsplit("/", 1)[-1])
+    return (
+        f'if [ "$(uname -m)" != "{machine}" ]; then echo "ERROR: this job is tagged for {platform} but runs on '
+        f'$(uname -m): ask for the platform in .gitlab-ci.yml: image: {{name: <image>, docker: {{platform: {platform}}}}}" >&2; '
+        "exit 1; fi"
+    )
 
 
 def nvidia_cdi_specs(spec_dirs: list[str]) -> bool:
@@ -76,6 +115,8 @@ class RunnerSpec(Frozen):
     gpu: Gpu | None = None
     cpus: float
     memory_mb: int
+    clone_url: str | None = Field(None, description="URL job helpers clone from when it is not GitLab's own.")
+    ca_pem: str | None = Field(None, description="Private CA of GitLab, written to certs/<host>.crt for the runner.")
 
 
 class ManagedContainer(Frozen):
@@ -91,6 +132,7 @@ class ManagedContainer(Frozen):
     status: str = Field(description="Docker's state: created, running, exited, ...")
     started_at: datetime | None
     stopping_since: datetime | None = Field(None, description="When a graceful stop was asked for.")
+    aborting_since: datetime | None = Field(None, description="When the forceful stop (SIGTERM) was sent.")
 
 
 def _label(key: str) -> str:
@@ -135,22 +177,36 @@ class DockerRuntime:
 
     # --- config.toml ------------------------------------------------------------------------------
     def render_config(self, spec: RunnerSpec) -> dict[str, Any]:
+        """gitlab-runner's config.toml for one runner. Every key is one of gitlab-runner's own
+        (common/config.go); tests check the file against that list (tests/doubles/runner_image)."""
+        config = self.config
         docker_table: dict[str, Any] = {
-            "image": self.config.job_image,
-            "privileged": self.config.privileged_jobs,
+            "image": config.job_image,
+            "privileged": config.privileged_jobs,
             "volumes": ["/cache"],
-            "cpus": f"{spec.cpus:g}" if spec.cpus else "",
-            "memory": f"{spec.memory_mb}m" if spec.memory_mb else "",
+            "pull_policy": [config.pull_policy],
+            # Job containers carry the runner's name so that what a killed runner left behind can
+            # be found and removed (gitlab-runner adds its own com.gitlab.gitlab-runner.* labels).
+            "container_labels": {JOB_OF_LABEL: spec.name},
         }
-        docker_table = {k: v for k, v in docker_table.items() if v != ""}
+        if spec.cpus:
+            docker_table["cpus"] = f"{spec.cpus:g}"
+        if spec.memory_mb:
+            docker_table["memory"] = f"{spec.memory_mb}m"
+        if config.helper_image:
+            docker_table["helper_image"] = config.helper_image
+        if config.network:
+            # runner.network puts the manager container on a network; job containers (and their
+            # helper, which clones) are created by gitlab-runner and need it said again.
+            docker_table["network_mode"] = config.network
         gpu = spec.gpu
         if gpu is not None:
             # Exactly the allocated GPU, and nothing else of /dev (ADR-004).
             if gpu.vendor is GpuVendor.NVIDIA:
-                if self.cdi:
-                    docker_table["devices"] = [f"nvidia.com/gpu={gpu.id}"]
-                else:
-                    docker_table["gpus"] = f"device={gpu.id}"
+                # gitlab-runner parses `gpus` like `docker run --gpus`; `devices` entries are host
+                # paths to it (executors/docker/docker.go parseDeviceString), so a CDI name there
+                # fails the job. CDI is only used where the agent itself creates the container.
+                docker_table["gpus"] = f"device={gpu.id}"
             else:
                 docker_table["devices"] = self.gpu_devices(gpu)
                 docker_table["group_add"] = self.gpu_groups()
@@ -158,15 +214,23 @@ class DockerRuntime:
             "name": spec.name,
             "url": spec.url,
             "token": spec.token.get_secret_value(),
-            "executor": self.config.executor,
+            "executor": config.executor,
             "limit": 1,
             "request_concurrency": 1,
-            "docker": docker_table,
+            # After unhealthy_requests_limit (3) failed requests gitlab-runner stops asking for
+            # unhealthy_interval, 60 min by default (common/consts.go): far too long after an outage.
+            "unhealthy_interval": f"{config.unhealthy_interval:g}s",
         }
+        if spec.clone_url:
+            runner["clone_url"] = spec.clone_url
+        if spec.kind is RunnerKind.EMULATED:
+            runner["pre_build_script"] = platform_check_script(spec.platform)
+        runner["docker"] = docker_table
         return {
             "concurrent": 1,
-            "check_interval": self.config.check_interval,
-            "shutdown_timeout": int(self.config.shutdown_timeout),
+            "check_interval": config.check_interval,
+            # gitlab-runner's *forceful* shutdown timeout (SIGTERM), not the drain deadline.
+            "shutdown_timeout": int(config.force_timeout),
             "log_level": "info",
             "runners": [runner],
         }
@@ -199,6 +263,8 @@ class DockerRuntime:
         if gpu is None or self.config.executor != "shell":
             return {}
         if gpu.vendor is GpuVendor.NVIDIA:
+            if self.cdi:  # dockerd resolves CDI names given as a "cdi" device request (Docker >= 25)
+                return {"device_requests": [docker.types.DeviceRequest(driver="cdi", device_ids=[f"nvidia.com/gpu={gpu.id}"])]}
             return {"device_requests": [docker.types.DeviceRequest(driver="nvidia", device_ids=[gpu.id], capabilities=[["gpu"]])]}
         devices = [d if ":" in d else f"{d}:{d}" for d in self.gpu_devices(gpu)]
         return {"devices": [f"{d}:rwm" for d in devices], "group_add": self.gpu_groups()}
@@ -214,12 +280,21 @@ class DockerRuntime:
         with os.fdopen(fd, "wb") as f:
             tomli_w.dump(self.render_config(spec), f)
         os.replace(tmp, path)
+        if spec.ca_pem:
+            # gitlab-runner reads /etc/gitlab-runner/certs/<host>.crt as the CA of <host>
+            # (network/client.go, the host without its port).
+            host = (urlsplit(spec.url).hostname or "").lower()
+            certs = directory / "certs"
+            certs.mkdir(exist_ok=True, mode=0o700)
+            (certs / f"{host}.crt").write_text(spec.ca_pem)
         return path
 
-    def _command(self) -> list[str]:
+    def _command(self, name: str) -> list[str]:
         config = f"{_CONFIG_MOUNT}/config.toml"
         if self.config.mode is RunnerMode.ONE_JOB:
-            return ["run-single", "--config", config, "--max-builds", "1"]
+            # run-single reads config.toml only for the runner named by --runner (commands/single.go
+            # HandleArgs); without it, it wants --url and exits "Missing URL".
+            return ["run-single", "--config", config, "--runner", name, "--max-builds", "1"]
         return ["run", "--config", config]
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -239,7 +314,7 @@ class DockerRuntime:
         def run() -> Any:
             return self._docker().containers.run(
                 self.config.image,
-                command=self._command(),
+                command=self._command(spec.name),
                 name=spec.name,
                 detach=True,
                 labels=labels,
@@ -288,12 +363,8 @@ class DockerRuntime:
         started_at = None
         if started and not started.startswith("0001"):
             started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00") if "." in started else datetime.fromisoformat(started.replace("Z", "+00:00"))
-        marker = self._dir(container.name) / "stopping"
-        stopping = None
-        try:
-            stopping = datetime.fromtimestamp(marker.stat().st_mtime, UTC)
-        except OSError:
-            pass
+        stopping = self._marker_time(container.name, "stopping")
+        aborting = self._marker_time(container.name, "aborting")
         runner_id = labels.get(_label("runner-id"))
         return ManagedContainer(
             name=container.name,
@@ -308,7 +379,14 @@ class DockerRuntime:
             status=state.get("Status", "unknown"),
             started_at=started_at,
             stopping_since=stopping,
+            aborting_since=aborting,
         )
+
+    def _marker_time(self, name: str, marker: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp((self._dir(name) / marker).stat().st_mtime, UTC)
+        except OSError:
+            return None
 
     async def request_stop(self, name: str) -> None:
         """Graceful: SIGQUIT makes gitlab-runner take no new job and exit after the current one.
@@ -317,6 +395,14 @@ class DockerRuntime:
         if directory.exists():
             (directory / "stopping").touch()
         await self._signal(name, "SIGQUIT")
+
+    async def abort(self, name: str) -> None:
+        """Forceful: SIGTERM makes gitlab-runner abort the job and remove its containers, within
+        its shutdown_timeout (commands/multi.go). Recorded like the graceful stop."""
+        directory = self._dir(name)
+        if directory.exists():
+            (directory / "aborting").touch()
+        await self._signal(name, "SIGTERM")
 
     async def force_kill(self, name: str) -> None:
         await self._signal(name, "SIGKILL")
@@ -332,13 +418,47 @@ class DockerRuntime:
                 raise
 
     async def remove(self, name: str) -> None:
-        """Remove the container (force: it is only called for exited or orphaned ones) and its
-        config directory with the token."""
+        """Remove the container (force: it is only called for exited or orphaned ones) with its
+        anonymous volumes (the official image declares VOLUME), whatever gitlab-runner left of
+        its jobs (a killed runner cleans nothing), and its config directory with the token."""
+        token = self._token_of(name)
         try:
-            await self._call(lambda: self._docker().containers.get(name).remove(force=True))
+            await self._call(lambda: self._docker().containers.get(name).remove(force=True, v=True))
         except docker.errors.NotFound:
             pass
+        await self.remove_job_leftovers(name, token)
         self.discard_dir(name)
+
+    def _token_of(self, name: str) -> str | None:
+        try:
+            with open(self._dir(name) / "config.toml", "rb") as f:
+                return str(tomllib.load(f)["runners"][0]["token"])
+        except (OSError, KeyError, IndexError, tomllib.TOMLDecodeError):
+            return None
+
+    async def remove_job_leftovers(self, name: str, token: str | None) -> list[str]:
+        """Job, helper and cache containers and volumes of this runner: found by the label the
+        agent asked for (container_labels) and by gitlab-runner's own runner label."""
+        selectors = [f"{JOB_OF_LABEL}={name}"]
+        if token:
+            selectors.append(f"{GITLAB_RUNNER_LABEL}.runner.id={short_token(token)}")
+
+        def sweep() -> list[str]:
+            client = self._docker()
+            removed: list[str] = []
+            for selector in selectors:
+                for c in client.containers.list(all=True, filters={"label": selector}):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        c.remove(force=True, v=True)
+                        removed.append(c.name)
+            if token:
+                for v in client.volumes.list(filters={"label": selectors[-1]}):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        v.remove(force=True)
+                        removed.append(v.name)
+            return removed
+
+        return await self._call(sweep)
 
     def discard_dir(self, name: str) -> None:
         shutil.rmtree(self._dir(name), ignore_errors=True)

@@ -21,14 +21,20 @@ Job Hooks: on every job status change it POSTs GitLab's "Job Hook" payload (obje
 Jobs that stay pending longer than `stuck_timeout_s` with no runner able to take them are
 dropped to failed with failure_reason "stuck_or_timeout_failure".
 
+Long polling on /jobs/request (`long_poll_s`, off by default as on self-managed GitLab): as
+workhorse does (workhorse/internal/builds/register.go), a request whose `last_update` equals the
+queue's current value is held until the queue changes or the duration ends; 204s carry the value
+in X-GitLab-Last-Update. Jobs carry GIT_STRATEGY=none unless a test gives its own: the double
+has no repositories to clone.
+
 Not modelled: pipelines as objects, artifacts, caches, protected refs (access_level is stored but
-not enforced), subgroups, rate limits, keyset pagination, and long polling on /jobs/request.
+not enforced), subgroups, rate limits, keyset pagination.
 
 Control surface for tests and the demo. This is not GitLab API; it lives under /_sim/:
   POST /_sim/jobs {project_id, tags, name, script, image_platform?} -> 201 job
   GET  /_sim/state -> jobs (status, runner) and runners (tags)
-  POST /_sim/faults {"mode": "500"|"timeout"|"none", "seconds": N}: GitLab API answers 500, or hangs
-  until the window ends, for N seconds
+  POST /_sim/faults {"mode": "500"|"timeout"|"reset"|"none", "seconds": N}: GitLab API answers 500,
+  hangs until the window ends, or drops the connection unanswered, for N seconds
 The same operations exist as methods: add_job, jobs, runners, set_fault, add_webhook, cancel_job.
 """
 
@@ -64,7 +70,7 @@ JOB_SCOPES = frozenset(
 )
 FINISHED = frozenset({"success", "failed", "canceled", "skipped"})
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
-FAULT_MODES = ("none", "500", "timeout")
+FAULT_MODES = ("none", "500", "timeout", "reset")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # the base URL as the current request addressed the server, for web_url and Link headers
 _BASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar("sim_base_url", default=None)
@@ -170,6 +176,7 @@ class GitLabSimulator:
         trace_update_interval_s: int = 3,
         webhooks: Sequence[WebhookTarget] = (),
         clock: Callable[[], float] = time.time,
+        long_poll_s: float = 0.0,
     ) -> None:
         self.host, self._port = host, port
         self.private_token = private_token
@@ -179,6 +186,9 @@ class GitLabSimulator:
         self.webhooks: list[WebhookTarget] = list(webhooks)
         self.webhook_deliveries: list[dict[str, Any]] = []  # {url, build_id, build_status, status|error}
         self._clock = clock
+        self.long_poll_s = long_poll_s
+        self._queue_version = secrets.token_hex(8)  # workhorse's per-queue "last_update" value
+        self._queue_changed: asyncio.Event | None = None
         self._lock = threading.RLock()  # the Python API may be called from another thread
         self._projects: dict[int, SimProject] = {}
         self._groups: dict[int, str] = {}
@@ -198,6 +208,7 @@ class GitLabSimulator:
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._queue_changed = asyncio.Event()
         # a hung ("timeout" fault) request must not hold stop() for aiohttp's default 60 s
         self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -286,9 +297,11 @@ class GitLabSimulator:
             job = SimJob(
                 id=self._ids["job"], project_id=project_id, name=name, stage=stage, tags=_tags(list(tags)),
                 script=list(script), created_at=self._clock(), image=image, image_platform=image_platform,
-                variables=dict(variables or {}), pipeline_id=self._ids["pipeline"], timeout_s=timeout_s,
+                variables={"GIT_STRATEGY": "none"} | dict(variables or {}), pipeline_id=self._ids["pipeline"],
+                timeout_s=timeout_s,
             )
             self._jobs[job.id] = job
+        self._bump_queue()
         self._emit(job)
         return job
 
@@ -371,6 +384,25 @@ class GitLabSimulator:
                         self._finish(job, "failed", "stuck_or_timeout_failure")
 
     # ---------------------------------------------------------------- webhooks
+    def _bump_queue(self) -> None:
+        """A job became pending: held long-polling requests go through now. GitLab ticks the
+        runners' queue value when a build enters the queue (app/services/ci/update_build_queue_service.rb),
+        not when one finishes."""
+        self._queue_version = secrets.token_hex(8)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._wake_long_polls()
+        else:
+            loop.call_soon_threadsafe(self._wake_long_polls)
+
+    def _wake_long_polls(self) -> None:
+        # one event per queue version: a waiter never misses the change it waits for
+        old, self._queue_changed = self._queue_changed, asyncio.Event()
+        if old is not None:
+            old.set()
+
     def _emit(self, job: SimJob) -> None:
         if not self.webhooks:
             return
@@ -542,6 +574,11 @@ class GitLabSimulator:
         if request.path.startswith(API + "/") and mode != "none" and remaining > 0:
             if mode == "500":
                 return _error(500, "500 Internal Server Error")
+            if mode == "reset":
+                # GitLab down (a restart, a network cut): the connection drops without an answer
+                if request.transport is not None:
+                    request.transport.abort()
+                raise web.HTTPServiceUnavailable()
             await asyncio.sleep(remaining)  # "timeout": hang until the fault window closes
         return await handler(request)
 
@@ -782,6 +819,7 @@ class GitLabSimulator:
                     setattr(runner, key, p[key])
             if "maximum_timeout" in p:
                 runner.maximum_timeout = int(p["maximum_timeout"]) if p["maximum_timeout"] else None
+        self._bump_queue()  # Ci::Runner#tick_runner_queue on update
         return web.json_response(self._runner_obj(runner, detail=True))
 
     async def _delete_runner(self, request: web.Request) -> web.Response:
@@ -836,16 +874,27 @@ class GitLabSimulator:
         runner = self._runner_by_token(p.get("token"))
         if runner is None:
             return _error(403, "403 Forbidden")
+        deadline = time.monotonic() + self.long_poll_s
+        while True:
+            with self._lock:
+                runner.contacted_at = self._clock()
+                if isinstance(p.get("info"), dict):
+                    runner.info = {k: v for k, v in p["info"].items() if k != "features"}
+                if p.get("system_id"):
+                    runner.system_ids.add(str(p["system_id"]))
+                pending = sorted((j for j in self._jobs.values() if j.status == "pending"), key=lambda j: j.id)
+                job = next((j for j in pending if not runner.paused and self.can_pick(runner, j)), None)
+                version = self._queue_version
+            if job is not None:
+                break
+            # workhorse holds the request only while the runner's last_update is current
+            left = deadline - time.monotonic()
+            event = self._queue_changed
+            if left <= 0 or event is None or p.get("last_update") != version:
+                return web.Response(status=204, headers={"X-GitLab-Last-Update": version})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=left)
         with self._lock:
-            runner.contacted_at = self._clock()
-            if isinstance(p.get("info"), dict):
-                runner.info = {k: v for k, v in p["info"].items() if k != "features"}
-            if p.get("system_id"):
-                runner.system_ids.add(str(p["system_id"]))
-            pending = sorted((j for j in self._jobs.values() if j.status == "pending"), key=lambda j: j.id)
-            job = next((j for j in pending if self.can_pick(runner, j)), None)
-            if job is None:
-                return web.Response(status=204, headers={"X-GitLab-Last-Update": secrets.token_hex(8)})
             job.status, job.started_at, job.runner_id = "running", self._clock(), runner.id
             job.token = "glcbt-" + secrets.token_urlsafe(20)
             if runner.maximum_timeout:
@@ -931,6 +980,11 @@ class GitLabSimulator:
         if job is None:
             return refused  # type: ignore[return-value]
         state = p.get("state")
+        output = p.get("output") if isinstance(p.get("output"), dict) else {}
+        if state in ("success", "failed") and output.get("bytesize") is not None and int(output["bytesize"]) != len(job.trace):
+            # The final update waits for the whole trace: 202 until GitLab has every byte the
+            # runner says it wrote (app/services/ci/update_build_state_service.rb).
+            return web.Response(status=202, text="202", headers={"Job-Status": job.status, "Range": f"0-{len(job.trace)}"})
         if state in ("success", "failed"):
             if p.get("exit_code") is not None:
                 job.exit_code = int(p["exit_code"])

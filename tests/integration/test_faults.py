@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runner_harness import Harness, finished
+from runner_harness import Harness, finished, runner_settings, short_token_labels
 
 from autogit.agent.sim.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentPhase
@@ -50,7 +50,7 @@ async def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(sim, runn
         "hostname": host,
         "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "max_retries": 0, "request_timeout": 3},
         "scaling": {"max_runners": 3, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0},
-        "runner": {"image": runner_image, "network": "host", "config_dir": str(tmp_path / "runners"), "check_interval": 1},
+        "runner": runner_settings(runner_image, tmp_path),
         "api": {"socket": str(tmp_path / "agent.sock")},
         "gpu": {"vendors": []},
     }
@@ -75,7 +75,9 @@ async def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(sim, runn
 
         agent = _agent_process(path, sim.private_token, log)
         deadline = time.monotonic() + 150
+        tokens = {r.token for r in sim.runners}
         while time.monotonic() < deadline and not (finished(sim, jobs) and not sim.runners):
+            tokens |= {r.token for r in sim.runners}
             await asyncio.sleep(0.5)
         assert finished(sim, jobs) and not sim.runners, log.read_text()[-3000:]
         # No lost job (each ran once, successfully) and no duplicate runner: the restarted agent
@@ -84,6 +86,7 @@ async def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(sim, runn
         assert len({sim.job(j).runner_id for j in jobs} - runners_before_restart) <= len(jobs) - len(runners_before_restart)
         assert sim._ids["runner"] <= len(jobs)
         assert subprocess.run(docker_ps + ["-a"], capture_output=True, text=True).stdout.split() == []
+        assert short_token_labels(tokens) == [], "job containers or volumes left behind"
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -104,10 +107,12 @@ def _restart_dockerd() -> None:
     pid = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
     assert pid, "dockerd is not running as a plain process here"
     os.kill(int(pid[0]), signal.SIGTERM)
-    for _ in range(200):
+    # dockerd stops its containers first (their stop signal, then its shutdown-timeout of 15 s)
+    for _ in range(600):
         if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
-            break
+            return
         time.sleep(0.1)
+    raise AssertionError("dockerd did not stop within 60 s")
 
 
 def _start_dockerd() -> None:
@@ -188,3 +193,29 @@ async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_imag
     finally:
         await _cleanup(h)
 
+
+
+# --- GitLab down long enough that gitlab-runner gives up asking ----------------------------------------
+
+
+async def test_runners_that_stopped_asking_during_an_outage_do_not_strand_jobs(sim, runner_image, tmp_path):
+    """gitlab-runner stops asking for unhealthy_interval after 3 failed requests (60 min by default).
+    Here the agent's setting is left at that default to show the planner's safety net: the idle
+    runner that leaves a job pending past pickup_timeout is not capacity, it is replaced."""
+    h = Harness(sim, runner_image, tmp_path, idle_timeout=600, pickup_timeout=8)
+    h.config = h.config.model_copy(update={"runner": h.config.runner.model_copy(update={"unhealthy_interval": 3600})})
+    h.runtime.config = h.config.runner
+    h.reconciler = h.new_reconciler()
+    try:
+        first = sim.add_job(project_id=1, script=["echo before"]).id
+        await h.until(lambda: finished(sim, [first]), 90, "the first job")
+        (idle,) = [c.name for c in await h.runtime.list()]
+        sim.set_fault("reset", 6)  # connections dropped: 3+ failed requests at check_interval 1 s
+        await asyncio.sleep(7)
+        stranded = sim.add_job(project_id=1, script=["echo after"]).id
+        await h.until(lambda: finished(sim, [stranded]), 90, "the job after the outage")
+        assert sim.job(stranded).status == "success"
+        stops = [e for e in h.state.bus.history() if e.type == "runner.stopping" and e.data.get("reason") == "unresponsive"]
+        assert [e.data["runner"] for e in stops] == [idle]
+    finally:
+        await _cleanup(h)

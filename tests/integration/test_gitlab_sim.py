@@ -337,3 +337,51 @@ def test_module_entry_point_serves() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("gitlab_sim", [{"long_poll_s": 20.0}], indirect=True)
+def test_long_polling_holds_a_current_request_until_a_job_is_queued(gitlab_sim: GitLabSimulator) -> None:
+    """workhorse/internal/builds/register.go: a request with the current last_update is held."""
+    runner = gl_for(gitlab_sim).user.runners.create({"runner_type": "instance_type", "run_untagged": True})
+    url = f"{gitlab_sim.url}{API}/jobs/request"
+    stale = requests.post(url, json={"token": runner.token, "last_update": "old"}, timeout=10)
+    assert stale.status_code == 204, "a runner with a stale last_update is answered at once"
+    current = stale.headers["X-GitLab-Last-Update"]
+    result: dict[str, Any] = {}
+
+    def held() -> None:
+        t0 = time.monotonic()
+        result["resp"] = requests.post(url, json={"token": runner.token, "last_update": current}, timeout=30)
+        result["s"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    time.sleep(1.0)
+    assert "resp" not in result, "a current request is held while nothing is queued"
+    job = gitlab_sim.add_job(name="wakes it")
+    thread.join(10)
+    assert result["resp"].status_code == 201 and result["resp"].json()["id"] == job.id
+    assert 1.0 <= result["s"] < 3.0
+
+
+def test_the_final_update_waits_for_the_whole_trace(gitlab_sim: GitLabSimulator) -> None:
+    """app/services/ci/update_build_state_service.rb: 202 until GitLab has every trace byte."""
+    runner = gl_for(gitlab_sim).user.runners.create({"runner_type": "instance_type", "run_untagged": True})
+    gitlab_sim.add_job(name="traced")
+    payload = request_job(gitlab_sim, runner.token).json()
+    job_url = f"{gitlab_sim.url}{API}/jobs/{payload['id']}"
+    final = {"token": payload["token"], "state": "success", "output": {"bytesize": 5, "checksum": "crc32:00000000"}}
+    assert requests.put(job_url, json=final, timeout=10).status_code == 202
+    assert gitlab_sim.job(payload["id"]).status == "running"
+    requests.patch(f"{job_url}/trace", data=b"hello", headers={"Job-Token": payload["token"], "Content-Range": "0-4"}, timeout=10)
+    assert requests.put(job_url, json=final, timeout=10).status_code == 200
+    assert gitlab_sim.job(payload["id"]).status == "success"
+
+
+def test_jobs_carry_git_strategy_none_unless_given(gitlab_sim: GitLabSimulator) -> None:
+    runner = gl_for(gitlab_sim).user.runners.create({"runner_type": "instance_type", "run_untagged": True})
+    gitlab_sim.add_job(name="a")
+    gitlab_sim.add_job(name="b", variables={"GIT_STRATEGY": "fetch"})
+    first, second = (request_job(gitlab_sim, runner.token).json() for _ in range(2))
+    strategy = [next(v["value"] for v in p["variables"] if v["key"] == "GIT_STRATEGY") for p in (first, second)]
+    assert strategy == ["none", "fetch"]

@@ -1,10 +1,9 @@
 """The runner loop again, with a mocked AMD GPU: a prepared sysfs tree read by the real AMD
 backend, and real device nodes (/dev/kfd and the card's render node) made by the test.
 
-The runner double executes jobs inside its own container (runner.executor: shell), so that
-container must carry exactly the allocated card's render node and /dev/kfd — and no other
-runner's container may carry any. The GPU runner's config.toml says the same for the docker
-executor's job containers.
+With the docker executor each job runs in a job container that gitlab-runner (here its double)
+creates from config.toml: the GPU job's container must carry exactly the allocated card's render
+node and /dev/kfd, no other job's container any, and the runner containers none at all.
 """
 
 from __future__ import annotations
@@ -54,16 +53,18 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
     gpu = snaps[0].gpu
 
     h = Harness(sim, runner_image, tmp_path, idle_timeout=1)
-    h.config = h.config.model_copy(update={"runner": h.config.runner.model_copy(update={"executor": "shell"})})
-    h.runtime.config = h.config.runner
     h.runtime.dev_root = dev
     h.host = h.host.model_copy(update={"gpus": [gpu]})
     h.reconciler = h.new_reconciler()
     client = docker.from_env()
-    seen_devices: dict[str, list[str]] = {}
+    seen_devices: dict[str, list[str]] = {}  # runner containers
+    job_devices: dict[str, list[str]] = {}  # build containers, by the runner they belong to
     configs: dict[str, dict] = {}
 
     def inspect() -> None:
+        for c in client.containers.list(all=True, filters={"label": "io.autogit.job-of"}):
+            if c.labels.get("io.autogit.job-of", "").startswith(f"autogit-{h.hostname}-") and c.labels.get("com.gitlab.gitlab-runner.type") == "build":
+                job_devices[c.labels["io.autogit.job-of"]] = [d["PathInContainer"] for d in c.attrs["HostConfig"].get("Devices") or []]
         for c in client.containers.list(all=True, filters={"label": f"io.autogit.host={h.hostname}"}):
             seen_devices[c.name] = [d["PathInContainer"] for d in c.attrs["HostConfig"].get("Devices") or []]
             # Runner tokens live only in config.toml: never in a container's env, command or labels.
@@ -74,7 +75,7 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
                 configs[c.name] = tomllib.loads(path.read_text())
 
     try:
-        check = "ls /dev/kfd /dev/dri/ 2>&1 || true; echo devices-listed"
+        check = "sleep 1; ls /dev/kfd /dev/dri/ 2>&1 || true; echo devices-listed"
         gpu_job = sim.add_job(project_id=1, tags=["gpu", "rocm"], script=[check]).id
         plain_job = sim.add_job(project_id=1, tags=[], script=[check]).id
 
@@ -85,16 +86,16 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
         assert len(gpu_runners) == 1 and other_runners
         (gpu_runner,) = gpu_runners
 
-        # The GPU runner's container: exactly /dev/kfd and this card's render node.
-        assert sorted(seen_devices[gpu_runner]) == ["/dev/dri/renderD129", "/dev/kfd"]
-        # Its config.toml says the same for docker-executor job containers, and nothing else of /dev.
+        # The GPU job's container: exactly /dev/kfd and this card's render node, as config.toml says.
+        assert sorted(job_devices[gpu_runner]) == ["/dev/dri/renderD129", "/dev/kfd"]
         table = configs[gpu_runner]["runners"][0]["docker"]
         assert table["devices"] == [f"{dev}/kfd:/dev/kfd", f"{dev}/dri/renderD129:/dev/dri/renderD129"]
         assert "gpus" not in table
-        # No other runner got any device, in its container or its config.
+        # No other job got any device, in its container or its config; no runner container any.
         for name in other_runners:
-            assert seen_devices[name] == []
+            assert job_devices[name] == []
             assert "devices" not in configs[name]["runners"][0]["docker"]
+        assert all(devices == [] for devices in seen_devices.values())
 
         tokens = [r.token for r in sim.runners] + [configs[name]["runners"][0]["token"] for name in configs]
         assert all(t.startswith("glrt-") for t in tokens)

@@ -1,8 +1,8 @@
 """The end-to-end runner loop on the real Docker engine:
 
-GitLab simulator (a named double of GitLab) → reconciler → runner containers (a named double of
-gitlab-runner, built locally, speaking the job protocol through PyPI's gitlab-python-runner) →
-jobs finished. Nothing of the project's own is mocked.
+GitLab simulator (a named double of GitLab) → reconciler → runner containers (the gitlab-runner
+double, built locally, docker executor) → job containers on the job's platform → jobs finished.
+Nothing of the project's own is mocked.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ async def test_thirty_mixed_jobs_run_on_matching_runners_and_nothing_leaks(harne
         + [(["riscv64"], "linux/riscv64", "uname -m")] * 5
         + [(["s390x"], "linux/s390x", "uname -m")] * 2
     )
+    images = {"linux/arm64": harness.images.job_arm64, "linux/riscv64": harness.images.job_riscv64, "linux/s390x": harness.images.job}
     ids = []
     for i, (tags, platform, script) in enumerate(specs):
-        job = sim.add_job(project_id=1 + i % 2, tags=tags, script=[script], name=f"job{i}", image_platform=platform)
+        job = sim.add_job(project_id=1 + i % 2, tags=tags, script=[script], name=f"job{i}", image_platform=platform,
+                          image=images.get(platform or ""))  # fmt: skip
         ids.append(job.id)
     servable = [i for i, s in zip(ids, specs) if "s390x" not in s[0]]
     unservable = [i for i, s in zip(ids, specs) if "s390x" in s[0]]
@@ -71,3 +73,61 @@ async def test_thirty_mixed_jobs_run_on_matching_runners_and_nothing_leaks(harne
     assert sorted(deleted) == sorted(started)  # each registration deleted exactly once
     kinds = {e.data.get("kind") for e in history if e.type == "runner.started"}
     assert {RunnerKind.NATIVE.value, RunnerKind.EMULATED.value} <= kinds
+
+
+async def test_a_job_tagged_for_an_emulated_arch_without_a_platform_fails_and_says_how(harness: Harness):
+    """gitlab-runner has no runner-level platform: such a job would run amd64 code and pass. The
+    emulated runner's pre_build_script fails it with the line that fixes it."""
+    sim = harness.sim
+    unasked = sim.add_job(tags=["arm64"], script=["uname -m"], name="no-platform").id
+    asked = sim.add_job(tags=["arm64"], script=["uname -m"], name="platform", image=harness.images.job_arm64, image_platform="linux/arm64").id
+    await harness.until(lambda: finished(sim, [unasked, asked]), timeout=120, what="both arm64 jobs")
+    job = sim.job(unasked)
+    trace = job.trace.decode(errors="replace")
+    assert (job.status, job.failure_reason) == ("failed", "script_failure"), trace[-800:]
+    assert "tagged for linux/arm64 but runs on x86_64" in trace and "docker: {platform: linux/arm64}" in trace
+    assert sim.job(asked).status == "success" and "aarch64" in sim.job(asked).trace.decode()
+
+
+async def test_one_job_runners_take_exactly_one_job_each_and_leave_nothing(harness: Harness):
+    harness.config = harness.config.model_copy(update={"runner": harness.config.runner.model_copy(update={"mode": "one-job"})})
+    harness.runtime.config = harness.config.runner
+    harness.reconciler = harness.new_reconciler()
+    sim = harness.sim
+    ids = [sim.add_job(project_id=1, script=["echo one-job", "sleep 1"], name=f"o{i}").id for i in range(3)]
+    await harness.until(lambda: finished(sim, ids) and not sim.runners, timeout=120, what="3 one-job runs and clean-up")
+    assert all(sim.job(i).status == "success" for i in ids)
+    runner_ids = [sim.job(i).runner_id for i in ids]
+    assert len(set(runner_ids)) == 3, "each one-job runner took exactly one job"
+    assert await harness.runtime.list() == []
+
+
+async def test_a_drain_past_its_deadline_aborts_the_job_and_a_kill_leaves_nothing(harness: Harness):
+    """SIGQUIT, then at drain_timeout SIGTERM (gitlab-runner aborts the job and removes its
+    containers), then SIGKILL only past force_timeout; whatever is left is removed with the runner."""
+    harness.config = harness.config.model_copy(update={"runner": harness.config.runner.model_copy(update={"drain_timeout": 2, "force_timeout": 1})})
+    harness.runtime.config = harness.config.runner
+    harness.reconciler = harness.new_reconciler()
+    sim = harness.sim
+    long = sim.add_job(project_id=1, script=["sleep 300"], name="long").id
+    await harness.until(lambda: sim.job(long).status == "running", timeout=60, what="the long job to run")
+    (runner,) = await harness.runtime.list()
+    harness.state.drain_runner(runner.name, "test")  # an operator drains it
+    await harness.until(lambda: sim.job(long).status == "failed" and not sim.runners, timeout=60, what="abort and removal")
+    types = [e.type for e in harness.state.bus.history() if e.data.get("runner") == runner.name]
+    assert types.index("runner.draining") < types.index("runner.aborting") < types.index("runner.removed")
+    assert "runner.killed" not in types  # the double aborted within force_timeout
+    assert "aborted" in sim.job(long).trace.decode()
+
+
+async def test_job_containers_a_killed_runner_left_are_removed_with_it(harness: Harness):
+    sim = harness.sim
+    long = sim.add_job(project_id=1, script=["sleep 300"], name="long").id
+    await harness.until(lambda: sim.job(long).status == "running", timeout=60, what="the long job to run")
+    (runner,) = await harness.runtime.list()
+    await harness.runtime.force_kill(runner.name)  # SIGKILL: gitlab-runner cleans nothing
+    left = harness.leftovers()
+    assert any(name != runner.name for name in left), "the job's containers outlive a killed runner"
+    sim.cancel_job(long)
+    await harness.until(lambda: not sim.runners, timeout=60, what="the dead runner to be removed")
+    assert harness.leftovers() == []

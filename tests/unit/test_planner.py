@@ -275,3 +275,28 @@ def test_naive_times_are_utc(naive):
     now = NOW.replace(tzinfo=None) if naive else NOW
     p = plan(HOST, [runner("old", idle_s=301)], [], POLICY, now)
     assert [s.runner for s in p.stop] == ["old"]
+
+
+# --- unresponsive runners (gitlab-runner stopped asking for jobs) --------------------------------
+
+
+def test_an_idle_runner_that_leaves_a_matching_job_pending_past_pickup_timeout_is_replaced():
+    policy = POLICY.model_copy(update={"pickup_timeout": 30})
+    p = run([job(1, age_s=45)], [runner("r1", idle_s=40)], policy=policy)
+    assert [(s.runner, s.reason) for s in p.stop] == [("r1", "unresponsive")]
+    assert len(p.start) == 1 and p.start[0].for_jobs == [1]  # not counted as capacity: a fresh one is started
+
+
+def test_a_runner_gets_pickup_timeout_before_it_is_taken_for_unresponsive():
+    policy = POLICY.model_copy(update={"pickup_timeout": 30})
+    for job_age, idle_s in ((45, 20), (20, 45)):  # the runner or the job is too recent
+        p = run([job(1, age_s=job_age)], [runner("r1", idle_s=idle_s)], policy=policy)
+        assert p.stop == [] and p.start == [] and [s.runner for s in p.served] == ["r1"]
+
+
+def test_only_a_runner_that_matches_the_overdue_job_is_unresponsive():
+    policy = POLICY.model_copy(update={"pickup_timeout": 30})
+    arm = runner("arm", tags=["arm64", "aarch64"], kind=RunnerKind.EMULATED, platform="linux/arm64", idle_s=100)
+    p = run([job(1, tags=["amd64"], age_s=100)], [arm, runner("busy", busy=True)], policy=policy)
+    assert "arm" not in {s.runner for s in p.stop if s.reason == "unresponsive"}
+    assert all(s.runner != "busy" for s in p.stop)  # a busy runner is never stopped

@@ -1,7 +1,11 @@
-"""What a runner's config.toml says, per GPU vendor and executor (pure: no Docker needed)."""
+"""What a runner's config.toml says, per GPU vendor, executor and kind (pure: no Docker needed),
+checked against the gitlab-runner double's copy of gitlab-runner's config keys and validation."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -10,7 +14,29 @@ from pydantic import SecretStr
 
 from autogit.agent.config import RunnerConfig
 from autogit.agent.model import Gpu, RunnerKind
-from autogit.agent.runtime.docker import DockerRuntime, RunnerSpec, nvidia_cdi_specs, use_cdi
+from autogit.agent.runtime.docker import (
+    JOB_OF_LABEL,
+    DockerRuntime,
+    RunnerSpec,
+    nvidia_cdi_specs,
+    platform_check_script,
+    short_token,
+    use_cdi,
+)
+
+DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "runner_image" / "entrypoint.py"
+
+
+def _double():
+    spec_ = importlib.util.spec_from_file_location("gitlab_runner_double", DOUBLE)
+    assert spec_ is not None and spec_.loader is not None
+    module = importlib.util.module_from_spec(spec_)
+    sys.modules[spec_.name] = module  # its dataclasses look their module up
+    spec_.loader.exec_module(module)
+    return module
+
+
+runner_double = _double()
 
 H100 = Gpu(id="GPU-bf15d719-3917-6ead-34a7-f12af2ce20bd", vendor="nvidia", model="NVIDIA H100 80GB HBM3", memory_mb=81559)
 MI300 = Gpu(id="0000:83:00.0", vendor="amd", model="AMD Instinct MI300X", memory_mb=196608, render_node="/dev/dri/renderD130")
@@ -38,11 +64,12 @@ def test_plain_runner_one_job_at_a_time_with_limits_and_no_devices():
     assert not {"devices", "gpus", "group_add"} & set(runner["docker"])
 
 
-def test_nvidia_gets_exactly_its_uuid_or_its_cdi_device():
-    table = rendered(DockerRuntime(RunnerConfig(), "h"), spec(H100))["runners"][0]["docker"]
-    assert table["gpus"] == f"device={H100.id}" and "devices" not in table
-    table = rendered(DockerRuntime(RunnerConfig(), "h", cdi=True), spec(H100))["runners"][0]["docker"]
-    assert table["devices"] == [f"nvidia.com/gpu={H100.id}"] and "gpus" not in table
+def test_nvidia_gets_exactly_its_uuid_through_gpus_even_with_cdi():
+    # gitlab-runner reads `devices` entries as host paths (executors/docker/docker.go
+    # parseDeviceString): a CDI name there fails every GPU job, so CDI never reaches config.toml.
+    for cdi in (False, True):
+        table = rendered(DockerRuntime(RunnerConfig(), "h", cdi=cdi), spec(H100))["runners"][0]["docker"]
+        assert table["gpus"] == f"device={H100.id}" and "devices" not in table
 
 
 def test_amd_gets_kfd_and_its_render_node_only():
@@ -60,6 +87,8 @@ def test_shell_executor_puts_the_gpu_on_the_runner_container_instead():
     assert runtime._container_gpu(spec(MI300))["devices"] == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri/renderD130:/dev/dri/renderD130:rwm"]
     request = runtime._container_gpu(spec(H100))["device_requests"][0]
     assert request["DeviceIDs"] == [H100.id] and request["Driver"] == "nvidia"
+    cdi = DockerRuntime(RunnerConfig(executor="shell"), "h", cdi=True)._container_gpu(spec(H100))["device_requests"][0]
+    assert cdi["Driver"] == "cdi" and cdi["DeviceIDs"] == [f"nvidia.com/gpu={H100.id}"]
     assert DockerRuntime(RunnerConfig(), "h")._container_gpu(spec(MI300)) == {}  # docker executor: manager gets none
 
 
@@ -74,3 +103,94 @@ def test_cdi_auto_needs_nvidia_specs(tmp_path: Path):
     assert not nvidia_cdi_specs([str(tmp_path)]) and not use_cdi("auto", [str(tmp_path)])
     (tmp_path / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\n")
     assert use_cdi("auto", [str(tmp_path), "/nonexistent"]) and use_cdi("always", []) and not use_cdi("never", [str(tmp_path)])
+
+
+def _all_variants() -> list[dict]:
+    out = []
+    for executor in ("docker", "shell"):
+        for extra in ({}, {"network": "autogit-net", "helper_image": "local/helper:1", "gitlab_url": "http://gitlab.lan"}):
+            runtime = DockerRuntime(RunnerConfig(executor=executor, **extra), "h")
+            for gpu in (None, H100, MI300, ARC):
+                out.append(rendered(runtime, spec(gpu, clone_url="http://gitlab.lan")))
+            emulated = spec().model_copy(update={"kind": RunnerKind.EMULATED, "platform": "linux/arm64"})
+            out.append(rendered(runtime, emulated))
+    return out
+
+
+def test_every_key_written_is_one_gitlab_runner_knows_and_its_validation_passes():
+    for doc in _all_variants():
+        runner_double.validate(doc)  # raises ConfigProblem naming the key
+        assert set(doc) <= runner_double.CONFIG_KEYS
+        for runner in doc["runners"]:
+            assert set(runner) <= runner_double.RUNNER_KEYS
+            assert set(runner["docker"]) <= runner_double.DOCKER_KEYS
+
+
+def test_the_doubles_validation_refuses_what_gitlab_runner_does_not_know():
+    doc = rendered(DockerRuntime(RunnerConfig(), "h"), spec())
+    for path, value in ((("runners", 0, "docker", "platform"), "linux/arm64"), (("runners", 0, "shutdown_timeout"), 30),
+                        (("runners", 0, "unhealthy_interval"), "15 seconds"), (("runners", 0, "docker", "pull_policy"), ["sometimes"])):  # fmt: skip
+        bad = tomllib.loads(tomli_w.dumps(doc))
+        table = bad
+        for key in path[:-1]:
+            table = table[key]
+        table[path[-1]] = value
+        try:
+            runner_double.validate(bad)
+        except runner_double.ConfigProblem as exc:
+            assert path[-1] in str(exc)
+        else:
+            raise AssertionError(f"{path} = {value!r} was accepted")
+
+
+def test_gitlab_runner_timeouts_and_health_are_its_own_not_the_drain_deadline():
+    config = RunnerConfig(drain_timeout=3600, force_timeout=20, unhealthy_interval=15)
+    doc = rendered(DockerRuntime(config, "h"), spec())
+    assert doc["shutdown_timeout"] == 20  # gitlab-runner's forceful timeout
+    assert runner_double.go_duration_s(doc["runners"][0]["unhealthy_interval"], "x") == 15
+    assert RunnerConfig.model_validate({"shutdown_timeout": 90}).drain_timeout == 90  # the old name still reads
+
+
+def test_one_job_mode_names_its_runner_so_run_single_reads_config_toml():
+    runtime = DockerRuntime(RunnerConfig(mode="one-job"), "h")
+    argv = runtime._command("autogit-h-native-1")
+    assert argv[:1] == ["run-single"] and argv[argv.index("--runner") + 1] == "autogit-h-native-1"
+    assert argv[argv.index("--max-builds") + 1] == "1"
+    assert DockerRuntime(RunnerConfig(), "h")._command("x") == ["run", "--config", "/etc/gitlab-runner/config.toml"]
+
+
+def test_job_containers_get_the_network_the_clone_url_and_the_runners_label():
+    runtime = DockerRuntime(RunnerConfig(network="autogit-net", pull_policy="never", helper_image="local/helper:1"), "h")
+    runner = rendered(runtime, spec(clone_url="http://gitlab.lan:8080"))["runners"][0]
+    table = runner["docker"]
+    assert table["network_mode"] == "autogit-net" and runner["clone_url"] == "http://gitlab.lan:8080"
+    assert table["pull_policy"] == ["never"] and table["helper_image"] == "local/helper:1"
+    assert table["container_labels"] == {JOB_OF_LABEL: "r1"}
+    plain = rendered(DockerRuntime(RunnerConfig(), "h"), spec())["runners"][0]
+    assert "network_mode" not in plain["docker"] and "clone_url" not in plain and "helper_image" not in plain["docker"]
+
+
+def test_a_private_ca_is_written_where_gitlab_runner_looks_for_it(tmp_path: Path):
+    runtime = DockerRuntime(RunnerConfig(config_dir=tmp_path), "h")
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    runtime._write_config(spec(ca_pem=pem).model_copy(update={"url": "https://GitLab.example.com:8443/"}))
+    assert (tmp_path / "r1" / "certs" / "gitlab.example.com.crt").read_text() == pem
+
+
+def test_an_emulated_runner_fails_a_job_whose_image_runs_another_architecture():
+    runner = rendered(DockerRuntime(RunnerConfig(), "h"), spec().model_copy(update={"kind": RunnerKind.EMULATED, "platform": "linux/arm64"}))["runners"][0]
+    assert runner["pre_build_script"] == platform_check_script("linux/arm64")
+    here = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    wrong = subprocess.run(["sh", "-c", platform_check_script("linux/arm64" if here != "aarch64" else "linux/amd64")], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "docker: {platform:" in wrong.stderr
+    right = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}[here]
+    assert subprocess.run(["sh", "-c", platform_check_script(right)]).returncode == 0
+    assert "pre_build_script" not in rendered(DockerRuntime(RunnerConfig(), "h"), spec())["runners"][0]
+
+
+def test_short_token_is_gitlab_runners():
+    # helpers/shorten_token.go: 9 characters after the glrt- prefix, 8 of other tokens
+    assert short_token("glrt-abcdefghijklmnop") == "abcdefghi"
+    assert short_token("glcbt-abcdefghijk") == "abcdefghi"
+    assert short_token("0123456789abcdef") == "01234567" and short_token("short") == "short"
+    assert runner_double.short_token("glrt-abcdefghijklmnop") == short_token("glrt-abcdefghijklmnop")

@@ -1,19 +1,23 @@
 #!/bin/sh
-# Build the runner DOUBLE image `autogit-test/runner:<hash>` without any image registry.
+# Build the images of the gitlab-runner DOUBLE without any image registry:
+#   RUNNER_IMAGE       autogit-test/runner:<hash>         the double (entrypoint.py), like
+#                      gitlab/gitlab-runner: entrypoint `gitlab-runner`, STOPSIGNAL SIGQUIT
+#   HELPER_IMAGE       autogit-test/runner-helper:<hash>  what the docker executor's helper
+#                      (predefined) container runs: Debian minbase with git and ca-certificates
+#   JOB_IMAGE          autogit-test/job:<hash>            a Debian minbase job image (amd64)
+#   JOB_IMAGE_ARM64    autogit-test/job:<hash>-arm64      single-platform job images whose code
+#   JOB_IMAGE_RISCV64  autogit-test/job:<hash>-riscv64    is foreign (a static busybox as /bin),
+#                      run by the host's binfmt_misc (F flag) through QEMU
 #
-# The image is a test double of a GitLab runner container: a Debian minbase rootfs with
-# python3, PyPI's gitlab-python-runner (MIT; its protocol client talks to GitLab) and a small
-# wrapper (entrypoint.py, beside this script) that reads /etc/gitlab-runner/config.toml, polls
-# for jobs and runs them with /bin/sh, or with a static foreign busybox (arm64, riscv64) that the
-# host's binfmt_misc (F flag) runs through QEMU when the job's image asks for that platform.
+# The real gitlab-runner cannot be built here (the Go module proxy refuses it and its gitlab.com
+# dependencies: docs/runners/real-runner.md); the double reproduces its behaviour (entrypoint.py).
 #
-# Caching: the image tag is a hash of this script and the wrapper; if the image exists nothing is
-# done. The rootfs tarball (debootstrap + foreign busybox + wheels) is cached under
-# $AUTOGIT_TEST_CACHE (default /var/cache/autogit-test), keyed by this script's hash, and imported
-# once as autogit-test/runner-rootfs:<that hash>; the wrapper is added by a local `docker build`.
+# Caching: tags are hashes of this script (and of the wrapper for the runner image); if the
+# images exist nothing is done. Rootfs tarballs are cached under $AUTOGIT_TEST_CACHE (default
+# /var/cache/autogit-test) keyed by this script's hash. Two sessions may run it at once: flock.
 #
-# Needs: root, docker, debootstrap, dpkg-deb, apt-get, flock, a pip, and Debian's mirror and PyPI.
-# Prints progress on stderr and the image tag as the last line on stdout.
+# Needs: root, docker, debootstrap, dpkg-deb, apt-get, flock, and Debian's mirror.
+# Prints progress on stderr; on stdout one KEY=image line per image, then the runner image alone.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,11 +27,10 @@ SUITE=bookworm
 # riscv64 is an official Debian architecture from trixie on; take both foreign busyboxes there.
 FOREIGN_SUITE=trixie
 FOREIGN_ARCHES="arm64 riscv64"
-RUNNER_WHEEL="gitlab-python-runner==14.3.20"
-# gitlab-python-runner imports two helper modules (gitlabemu.helpers, gitlabemu.ansi) from
-# gitlab-emulator; only those are used, so it is installed without its dependencies.
-EMULATOR_WHEEL="gitlab-emulator==16.3.4"
-PACKAGES="python3,python3-requests,python3-yaml,python3-requests-toolbelt"
+PACKAGES="python3,python3-requests,git,ca-certificates"
+# The Docker SDK the double drives the engine with (Apache-2.0); Debian 12's python3-docker (5.0)
+# cannot create a container for another platform.
+DOCKER_SDK_WHEEL="docker==7.1.0"
 
 log() { echo "build.sh: $*" >&2; }
 
@@ -35,13 +38,28 @@ if [ -n "${PIP:-}" ]; then :
 elif [ -x "$HERE/../../../.venv/bin/pip" ]; then PIP="$HERE/../../../.venv/bin/pip"
 else PIP="python3 -m pip"; fi
 
-script_hash=$(sha256sum "$HERE/build.sh" | cut -c1-16)
+script_hash=$(cat "$HERE/build.sh" "$HERE/image_archive.py" | sha256sum | cut -c1-16)
 image_hash=$(cat "$HERE/build.sh" "$HERE/entrypoint.py" | sha256sum | cut -c1-16)
 TAG="autogit-test/runner:$image_hash"
+HELPER="autogit-test/runner-helper:$script_hash"
+JOB="autogit-test/job:$script_hash"
 
-if docker image inspect "$TAG" >/dev/null 2>&1; then
-    log "cached image $TAG"
+all_present() {
+    for image in "$TAG" "$HELPER" "$JOB" $(for a in $FOREIGN_ARCHES; do echo "$JOB-$a"; done); do
+        docker image inspect "$image" >/dev/null 2>&1 || return 1
+    done
+}
+report() {
+    echo "RUNNER_IMAGE=$TAG"
+    echo "HELPER_IMAGE=$HELPER"
+    echo "JOB_IMAGE=$JOB"
+    for a in $FOREIGN_ARCHES; do echo "JOB_IMAGE_$(echo "$a" | tr a-z A-Z)=$JOB-$a"; done
     echo "$TAG"
+}
+
+if all_present; then
+    log "cached images ($TAG)"
+    report
     exit 0
 fi
 
@@ -49,9 +67,9 @@ mkdir -p "$CACHE"
 # test sessions may build at once: one builds, the others wait and then find the image
 exec 9>"$CACHE/runner-build.lock"
 flock 9
-if docker image inspect "$TAG" >/dev/null 2>&1; then
-    log "image $TAG built meanwhile"
-    echo "$TAG"
+if all_present; then
+    log "images built meanwhile ($TAG)"
+    report
     exit 0
 fi
 ROOTFS_TAR="$CACHE/runner-rootfs-$script_hash.tar"
@@ -83,12 +101,21 @@ if [ ! -s "$ROOTFS_TAR" ]; then
         dpkg-deb -x "$deb" "$WORK/bb-$arch"
         bin="$WORK/bb-$arch/usr/bin/busybox"  # /bin/busybox before usrmerge
         [ -f "$bin" ] || bin="$WORK/bb-$arch/bin/busybox"
-        install -D -m 0755 "$bin" "$ROOT/opt/foreign/$arch/busybox"
+        # a job image of that architecture: busybox as /bin/busybox and its applets
+        FROOT="$WORK/job-$arch"
+        install -D -m 0755 "$bin" "$FROOT/bin/busybox"
+        for applet in sh ash uname echo cat ls mkdir rm cp mv test [ true false sleep env id pwd printf grep sed head tail wc date; do
+            ln -s busybox "$FROOT/bin/$applet"
+        done
+        mkdir -p "$FROOT/tmp" "$FROOT/builds" "$FROOT/root" "$FROOT/etc"
+        echo "root:x:0:0:root:/root:/bin/sh" >"$FROOT/etc/passwd"
+        echo "root:x:0:" >"$FROOT/etc/group"
+        tar --numeric-owner -C "$FROOT" -cf "$CACHE/job-$arch-$script_hash.tar" .
     done
 
-    log "installing $RUNNER_WHEEL and $EMULATOR_WHEEL (no deps) into the rootfs"
-    $PIP download -q --no-deps -d "$WORK/wheels" "$RUNNER_WHEEL" "$EMULATOR_WHEEL" >&2
-    $PIP install -q --no-deps --no-compile --target "$ROOT/opt/autogit-double/site" "$WORK"/wheels/*.whl >&2
+    log "installing $DOCKER_SDK_WHEEL (no deps) into the rootfs"
+    $PIP download -q --no-deps -d "$WORK/wheels" "$DOCKER_SDK_WHEEL" >&2
+    $PIP install -q --no-deps --no-compile --target "$ROOT/opt/gitlab-runner-double/site" "$WORK"/wheels/*.whl >&2
     mkdir -p "$ROOT/etc/gitlab-runner" "$ROOT/builds"
 
     tar --numeric-owner -C "$ROOT" -cf "$ROOTFS_TAR.tmp" .
@@ -102,22 +129,34 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     log "importing $ROOTFS_TAR as $BASE"
     docker import "$ROOTFS_TAR" "$BASE" >/dev/null
 fi
+# Debian minbase with git: the helper and the native job image are this rootfs too.
+docker tag "$BASE" "$HELPER"
+docker tag "$BASE" "$JOB"
+for arch in $FOREIGN_ARCHES; do
+    if ! docker image inspect "$JOB-$arch" >/dev/null 2>&1; then
+        tar="$CACHE/job-$arch-$script_hash.tar"
+        [ -s "$tar" ] || { log "missing $tar: remove $ROOTFS_TAR and run again"; exit 1; }
+        log "importing $tar as $JOB-$arch (linux/$arch)"
+        python3 "$HERE/image_archive.py" "$tar" "linux/$arch" "$JOB-$arch" | docker load >/dev/null
+    fi
+done
 
-# `docker import --change` cannot set STOPSIGNAL: add the wrapper and the config with a local
-# build FROM the imported rootfs (the classic builder: nothing is pulled).
+# `docker import --change` cannot set STOPSIGNAL: add the wrapper with a local build FROM the
+# imported rootfs (the classic builder: nothing is pulled).
 mkdir -p "$WORK/ctx"
-cp "$HERE/entrypoint.py" "$WORK/ctx/entrypoint.py"
+cp "$HERE/entrypoint.py" "$WORK/ctx/gitlab-runner"
 cat >"$WORK/ctx/Dockerfile" <<EOF
 FROM $BASE
-ENV PYTHONPATH=/opt/autogit-double/site PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-COPY entrypoint.py /opt/autogit-double/entrypoint.py
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/opt/gitlab-runner-double/site
+COPY gitlab-runner /usr/bin/gitlab-runner
 WORKDIR /builds
-LABEL org.opencontainers.image.title="autogit-test-runner-double" autogit.test.double="runner"
+LABEL org.opencontainers.image.title="autogit-test-gitlab-runner-double" autogit.test.double="gitlab-runner"
 STOPSIGNAL SIGQUIT
-ENTRYPOINT ["/usr/bin/python3", "-u", "/opt/autogit-double/entrypoint.py"]
+ENTRYPOINT ["/usr/bin/python3", "-u", "/usr/bin/gitlab-runner"]
+CMD ["run"]
 EOF
 log "building $TAG"
 DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$WORK/ctx" >/dev/null 2>"$WORK/build.log" \
     || { cat "$WORK/build.log" >&2; exit 1; }
 log "built $TAG"
-echo "$TAG"
+report
