@@ -1,7 +1,7 @@
 """`autogit-agent demo`: the GitLab simulator, the agent and real runner containers on this
 machine's Docker engine, with a scripted stream of jobs of mixed tags, shown live.
 
-The simulator is a double of GitLab (agent/sim); the runner image is a double of gitlab-runner
+The simulator is a double of GitLab (gitlab_double); the runner image is a double of gitlab-runner
 built locally (tests/doubles/runner_image, no registry needed) whose docker executor runs each job
 in a job container, a foreign-architecture one in a job image of that architecture under QEMU. Everything else is the real agent: the planner, the
 reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
@@ -30,7 +30,7 @@ from .inventory.cpu import observe_cpu
 from .model import Host
 from .reconciler import Reconciler
 from .runtime.docker import DockerRuntime
-from .sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from .state import AgentState
 
 __all__ = ["run_demo"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ci_policy import require
 
-from autogit.agent.sim import GitLabSimulator
+from autogit.gitlab_double import GitLabSimulator
 
 
 @pytest.fixture(scope="session")

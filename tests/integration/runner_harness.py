@@ -21,7 +21,7 @@ from autogit.agent.inventory.cpu import observe_cpu
 from autogit.agent.model import Host
 from autogit.agent.reconciler import Reconciler
 from autogit.agent.runtime.docker import DockerRuntime, short_token
-from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentState
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from runner_harness import Harness, finished, runner_settings, short_token_labels
 
-from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentPhase
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from autogit.agent.config import GitLabConfig
 from autogit.agent.gitlab.adapter import GitLabAdapter, GitLabError
-from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 
 @pytest.fixture

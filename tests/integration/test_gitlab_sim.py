@@ -16,7 +16,7 @@ import gitlab
 import pytest
 import requests
 
-from autogit.agent.sim import GitLabSimulator
+from autogit.gitlab_double import GitLabSimulator
 
 API = "/api/v4"
 
@@ -326,7 +326,7 @@ def test_control_surface_enqueues_and_reports(gitlab_sim: GitLabSimulator) -> No
 
 
 def test_module_entry_point_serves() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "autogit.agent.sim", "--token", "t0k"],
+    proc = subprocess.Popen([sys.executable, "-m", "autogit.gitlab_double", "--token", "t0k"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None

@@ -22,7 +22,7 @@ from sysfs_trees import amd_7900xtx
 
 from autogit.agent.inventory.gpu import AmdBackend
 from autogit.agent.model import RunnerKind
-from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import gitlab
 import pytest
 from runner_harness import RunnerImages
 
-from autogit.agent.sim import GitLabSimulator
+from autogit.gitlab_double import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

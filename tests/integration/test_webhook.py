@@ -14,7 +14,7 @@ from runner_harness import Harness
 from autogit.agent.config import WebhookConfig
 from autogit.agent.events import EventBus
 from autogit.agent.gitlab.webhook import WebhookListener
-from autogit.agent.sim.gitlab_sim import GitLabSimulator
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 SECRET = "s3cret-webhook-token"
 HOOK = {"object_kind": "build", "build_id": 41, "build_status": "pending", "project_id": 1, "build_name": "x"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # Packages (-p: every module in them) and single modules (-m) that are clean. Not yet listed:
-# agent/config.py, configdocs.py, planner.py, reconciler.py, runtime/docker.py, sim/ and
+# agent/config.py, configdocs.py, planner.py, reconciler.py, runtime/docker.py, gitlab_double/ and
 # inventory/gpu/nvidia.py (errors left to fix), and tags.py and inventory/gpu/, clean today but
 # being reworked.
 CLEAN_PACKAGES = ("autogit.tui", "autogit.agent.api", "autogit.agent.gitlab")
@@ -27,6 +27,7 @@ def test_mypy_is_clean_on_the_typed_packages(tmp_path):
     (tmp_path / "src/autogit").mkdir(parents=True)
     (tmp_path / "src/autogit/agent").symlink_to(REPO / "agent")
     (tmp_path / "src/autogit/tui").symlink_to(REPO / "tui")
+    (tmp_path / "src/autogit/gitlab_double").symlink_to(REPO / "gitlab_double")
     packages = [arg for name in CLEAN_PACKAGES for arg in ("-p", name)] + [arg for name in CLEAN_MODULES for arg in ("-m", name)]
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), "--cache-dir", str(tmp_path / "cache"),

@@ -1,4 +1,4 @@
-"""`python -m autogit.agent.sim`: serve the GitLab simulator (a test/demo DOUBLE of GitLab)."""
+"""`python -m autogit.gitlab_double`: serve the GitLab simulator (a test/demo DOUBLE of GitLab)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def _serve(opts: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m autogit.agent.sim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m autogit.gitlab_double", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to reach it from containers)")
     parser.add_argument("--port", type=int, default=0, help="0: an ephemeral port")
     parser.add_argument("--token", default="sim-admin-token", help="the user API's PRIVATE-TOKEN")
