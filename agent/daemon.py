@@ -12,7 +12,8 @@ only apply at start; a reload that changes one names it in the event, in `status
 journal (see `config_changes`).
 SIGTERM: STOPPING=1, finish the pass in flight (within `stop_timeout`), close the socket, exit.
 Runner containers are not stopped with the agent: they keep running their jobs and the next
-agent adopts them (an upgrade or restart never disturbs a job).
+agent adopts them (an upgrade or restart never disturbs a job). Operator intents (pause, GPU
+and runner drains) are saved on each change and read back at start (agent.statefile).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from .metrics import AgentMetrics, start_metrics_listener
 from .model import GpuVendor, Host
 from .reconciler import Reconciler
 from .runtime.docker import DockerRuntime, use_cdi
-from .state import AgentPhase, AgentState, ConfigReport
+from .state import AgentPhase, AgentState, ConfigReport, Intents
+from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
 
 if TYPE_CHECKING:
@@ -79,8 +81,9 @@ def configure_logging(level: str) -> None:
 # Keys a running agent cannot take over: the socket and its guards are bound, the webhook and
 # metrics listeners are listening, the event history is allocated, runner names and the
 # Docker engine and config folder of the runners it adopted are fixed, CDI is chosen and the
-# NVML health thread started at start. A prefix ending in "." covers its whole section.
-RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.docker_host", "runner.config_dir", "gpu.cdi", "gpu.health_interval")
+# NVML health thread started at start, the state file read at start. A prefix ending in "."
+# covers its whole section.
+RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.docker_host", "runner.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -134,6 +137,10 @@ class Agent:
                 self.webhook = WebhookListener(config.webhook, secrets.webhook_secret, self.state.bus, self._on_job_hook)
         self.state.reload_handler = self._reload
         self.state.bus.add_listener(self._on_event)
+        # What operators asked for before this start (an upgrade never undoes a drain or a pause).
+        self.state_file = StateFile(state_file_path(config))
+        self.state.intents = self.state_file.load()
+        self.state.on_intents = self.state_file.save
         self._stop = asyncio.Event()
         self._last_pass = time.monotonic()
         self._hotplug: HotplugWatcher | None = None
@@ -203,7 +210,7 @@ class Agent:
         _, restart_needed = config_changes(self._started, new)
         # Keys that need a restart keep their running value in every object built from here on.
         running = new.model_copy(update={
-            "api": self._started.api, "webhook": self._started.webhook, "hostname": self._started.hostname,
+            "api": self._started.api, "webhook": self._started.webhook, "hostname": self._started.hostname, "state_file": self._started.state_file,
             "runner": new.runner.model_copy(update={"docker_host": self._started.runner.docker_host, "config_dir": self._started.runner.config_dir}),
             "gpu": new.gpu.model_copy(update={"cdi": self._started.gpu.cdi, "health_interval": self._started.gpu.health_interval}),
         })  # fmt: skip
@@ -300,6 +307,8 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self.reconciler.on_pass = self._mark_pass
         self.state.bus.publish("agent.starting", f"autogit-agent starting on {self.hostname} ({self._host.arch}, {len(self._host.gpus)} GPU(s))")
+        if self.state.intents != Intents():
+            self.state.bus.publish("intents.restored", f"operator intents restored from {self.state_file.path}: {describe(self.state.intents)}")
         await self.api.start()
         await self._start_hotplug()
         if self.webhook is not None:

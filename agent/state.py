@@ -7,7 +7,7 @@ reads. Nothing here does I/O, so the API and the reconciler never call each othe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, UTC
 from enum import StrEnum
 
@@ -66,7 +66,8 @@ class ConfigReport(Frozen):
 
 
 class Intents(Frozen):
-    """What operators asked for through the socket; read by every reconcile pass."""
+    """What operators asked for through the socket; read by every reconcile pass, and kept
+    across restarts by the daemon (agent.statefile, through `AgentState.on_intents`)."""
 
     paused: bool = False
     drained_gpus: frozenset[str] = frozenset()
@@ -92,6 +93,8 @@ class AgentState:
         self.gitlab = ComponentHealth()
         self.docker = ComponentHealth()
         self.intents = Intents()
+        # Called with the new intents after each change (the daemon saves them: agent.statefile).
+        self.on_intents: Callable[[Intents], object] | None = None
         self.reconcile_count = 0
         # Set whenever something happened that deserves a pass now (webhook, hotplug, action).
         self.wake = asyncio.Event()
@@ -123,9 +126,23 @@ class AgentState:
         drained = self.intents.drained_gpus
         return [g.model_copy(update={"drained": True}) if g.id in drained and not g.drained else g for g in self.host.gpus]
 
+    def prune_runners(self, existing: Iterable[str]) -> list[str]:
+        """Drop drain intents of runners that are gone (called by each pass that listed the
+        containers); returns the names dropped."""
+        gone = sorted(self.intents.drained_runners.difference(existing))
+        if gone:
+            self._set_intents(self.intents.model_copy(update={"drained_runners": self.intents.drained_runners.difference(gone)}))
+            self.bus.publish("intents.pruned", f"drain intents dropped for runners that are gone: {', '.join(gone)}", runners=gone)
+        return gone
+
+    def _set_intents(self, intents: Intents) -> None:
+        self.intents = intents
+        if self.on_intents is not None:
+            self.on_intents(intents)
+
     # --- written by operators through the API -----------------------------------------------
     def _intend(self, event: str, message: str, actor: str, **changes: object) -> None:
-        self.intents = self.intents.model_copy(update=changes)
+        self._set_intents(self.intents.model_copy(update=changes))
         self.bus.publish(event, f"{message} (by {actor})", actor=actor)
         self.wake.set()
 

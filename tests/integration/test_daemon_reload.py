@@ -20,13 +20,13 @@ from test_daemon import EXE, Notifications
 
 from autogit.agent.config import AgentConfig
 from autogit.agent.daemon import config_changes
-from autogit.agent.sim import GitLabSimulator
+from autogit.gitlab_double import GitLabSimulator
 
 
 class Daemon:
     """`autogit-agent run` with a config file this test rewrites; its journal (stdout) is kept."""
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None, wrapper: list[str] | None = None) -> None:
         self.path = tmp_path / "agent.yaml"
         self.sock = tmp_path / "agent.sock"
         self.config = {
@@ -40,7 +40,7 @@ class Daemon:
         self.log_path = tmp_path / "journal.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [str(EXE), "run", "--config", str(self.path)], env={**base, **(env or {}), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+            [*(wrapper or []), str(EXE), "run", "--config", str(self.path)], env={**base, **(env or {}), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
             stdout=self._log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.notify.wait_for("READY=1")
