@@ -21,8 +21,6 @@ from test_daemon_reload import Daemon
 
 from autogit.gitlab_double import GitLabSimulator
 
-pytestmark = pytest.mark.docker
-
 GPU = "0000:03:00.0"
 
 
@@ -70,6 +68,7 @@ def restartable(tmp_path: Path, config: dict[str, Any], env: dict[str, str], wra
     return Daemon(tmp_path, config, env, wrapper)
 
 
+@pytest.mark.docker
 def test_a_drained_gpu_stays_drained_across_a_restart_and_gets_no_job(tmp_path, docker_client):
     require(shutil.which("umockdev-run") is not None, "needs umockdev-run (package umockdev)")
     testbed = tmp_path / "amd.umockdev"
@@ -120,3 +119,19 @@ def test_a_drained_gpu_stays_drained_across_a_restart_and_gets_no_job(tmp_path, 
         finally:
             second.stop()
     assert json.loads(state_file.read_text())["drained_gpus"] == [GPU]  # still there for the next start
+
+
+def test_a_corrupt_state_file_is_one_journal_line_and_the_agent_starts_without_intents(tmp_path):
+    state_file = tmp_path / "state.json"
+    state_file.write_text('{"paused": true, "drained_gpus": ')  # cut short, as by a full disk
+    d = Daemon(tmp_path, {"gitlab": {"poll_interval": 1}})  # detect-only: no GitLab, no Docker needed
+    try:
+        assert d.status()["paused"] is False
+        lines = [line for line in d.journal().splitlines() if "state file" in line]
+        assert len(lines) == 1 and "WARNING" in lines[0], d.journal()
+        assert f"state file {state_file} is corrupt (Invalid JSON" in lines[0]
+        assert f"set aside as {state_file}.bad: starting with no operator intents" in lines[0]
+        assert api(d, "POST", "/v1/scaling/pause")["changed"] is True
+        assert json.loads(state_file.read_text())["paused"] is True  # a good file again
+    finally:
+        d.stop()
