@@ -8,7 +8,8 @@ How it decides (ADR-001 explains why):
 2. Jobs are visited in fair order: round-robin over projects, each round oldest first, so a
    project with a thousand queued jobs cannot starve one with a single job.
 3. A job is served by an idle runner that GitLab would give it to (job tags ⊆ runner tags;
-   untagged jobs only on run_untagged runners), else by a new runner if every cap allows:
+   untagged jobs only on run_untagged runners), even one of a kind this host would not start
+   now (emulation or GPUs switched off in the policy), else by a new runner if every cap allows:
    total, per architecture, CPU and memory budget, and for GPU jobs one free healthy GPU
    (the smallest that fits, so big GPUs stay free for the jobs that need them). A MIG
    instance is a GPU of its own; a GPU in MIG mode is never taken whole, and an instance is
@@ -330,15 +331,16 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
             if known[1] is not None:
                 capacity_waits.append(known[1])
             continue
+        # An idle runner GitLab would give the job to serves it, whatever this host could start.
+        taker = idle_runner_for(tags) if len(claimed) < len(idle) else None
+        if taker is not None:
+            claimed.add(taker.id)
+            served.append(JobServed.trusted(job=job.id, runner=taker.id))
+            continue
         demand = classify(tags)
         if isinstance(demand, JobWait):
             settled[tags] = (demand, None)
             wait(job, demand)
-            continue
-        runner = idle_runner_for(tags) if len(claimed) < len(idle) else None
-        if runner is not None:
-            claimed.add(runner.id)
-            served.append(JobServed.trusted(job=job.id, runner=runner.id))
             continue
         if policy.paused:
             settled[tags] = (paused, None)
@@ -368,11 +370,18 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
 
     # Idle runners that serve nothing make room for jobs that wait for capacity (stop now,
     # start on the next pass once they are gone: caps hold at every instant).
+    # A demand no spare runner could make room for stays so as spare runners go (capacity does not
+    # change here): ask once per demand, not once per waiting job.
+    hopeless: set[int] = set()
     for demand in capacity_waits:
         if not spare_ids:
             break
+        if id(demand) in hopeless:
+            continue
         victim = _room_maker(demand, spare, spare_ids, capacity, host)
-        if victim is not None:
+        if victim is None:
+            hopeless.add(id(demand))
+        else:
             spare_ids.discard(victim.id)
             stops.append(StopRunner.trusted(runner=victim.id, reason=REASON_MAKE_ROOM))
 

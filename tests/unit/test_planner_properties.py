@@ -1,16 +1,20 @@
-"""Property tests: the invariants that must hold for any host, runners, jobs and policy."""
+"""Property tests: the invariants that must hold for any host, runners, jobs and policy (safety),
+that the planner does what it can (liveness), and that it agrees with the naive reference planner
+(tests/reference_planner.py) wherever both are defined."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta, UTC
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autogit.agent.model import Gpu, Host, Job, Policy, Runner, RunnerKind, WaitReason
+from autogit.agent.model import Gpu, Host, Job, Plan, Policy, Runner, RunnerKind, WaitReason
 from autogit.agent.planner import plan
 from autogit.agent.tags import VRAM_FLOORS_GIB, gpu_tags, host_profiles, memory_gib
+from reference_planner import compare, naive_plan
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TAG_POOL = ["amd64", "x86_64", "arm64", "riscv64", "gpu", "cuda", "rocm", "h100", "docker", "big", "vram-80g"]
@@ -289,3 +293,115 @@ def test_a_memory_floor_tag_is_carried_exactly_by_gpus_at_or_above_it(memory_mb,
     assert (f"vram-ge-{floor}g" in tags) == (memory_mb > 0 and -(-memory_mb // 1024) >= floor)
     if f"vram-ge-{floor}g" in tags:
         assert memory_mb > (floor - 1) * 1024
+
+
+# --- liveness: the planner does what it can, and agrees with the naive reference planner ---------
+
+# Stops of runners that were idle capacity (the rest are runners that serve nobody: unresponsive,
+# on a GPU that is gone, unhealthy, drained or split, or drained themselves).
+CAPACITY_STOPS = {"make-room", "idle-timeout"}
+
+
+def _idle_capacity(host: Host, runners: list[Runner], stopped: dict[str, str]) -> list[Runner]:
+    """The runners GitLab could give a job now: idle, not draining, on a usable GPU if any."""
+    gpus = {g.id: g for g in host.gpus}
+    split = {g.id for g in host.gpus if g.mig_mode} | {g.mig_parent for g in host.gpus if g.mig_parent}
+
+    def gpu_ok(r: Runner) -> bool:
+        g = gpus.get(r.gpu) if r.gpu else None
+        return r.gpu is None or (g is not None and g.healthy and not g.drained and g.id not in split)
+
+    return [r for r in runners if not r.busy and not r.draining and gpu_ok(r) and stopped.get(r.id, "make-room") in CAPACITY_STOPS]
+
+
+def _room_for_one_more(host: Host, runners: list[Runner], p: Plan, policy: Policy, arch: str) -> bool:
+    """Every cap has room for one more runner of `arch`, counting existing runners (stopping ones
+    too: they hold their share until gone) and the plan's starts."""
+    archs = [_arch(r.platform) for r in runners] + [_arch(s.platform) for s in p.start]
+    cpus = sum(policy.runner_cpus if r.cpus is None else r.cpus for r in runners) + sum(s.cpus for s in p.start)
+    memory = sum(policy.runner_memory_mb if r.memory_mb is None else r.memory_mb for r in runners) + sum(s.memory_mb for s in p.start)
+    cap = policy.max_per_arch.get(arch)
+    return (
+        len(archs) < policy.max_runners
+        and (cap is None or archs.count(arch) < cap)
+        and (not policy.runner_cpus or cpus + policy.runner_cpus <= host.cpus - policy.reserved_cpus + 1e-9)
+        and (not policy.runner_memory_mb or memory + policy.runner_memory_mb <= host.memory_mb - policy.reserved_memory_mb)
+    )
+
+
+def _free_gpu_fits(host: Host, runners: list[Runner], p: Plan, policy: Policy, tags: set[str]) -> bool:
+    """A healthy, undrained whole-or-instance GPU whose tags cover `tags` is held by nobody (nor its
+    MIG parent or instances)."""
+    held = {r.gpu for r in runners if r.gpu} | {s.gpu for s in p.start if s.gpu}
+    held |= {g.mig_parent for g in host.gpus if g.id in held and g.mig_parent} | {g.id for g in host.gpus if g.mig_parent in held}
+    split = {g.id for g in host.gpus if g.mig_mode} | {g.mig_parent for g in host.gpus if g.mig_parent}
+    fits = {pr.gpu for pr in host_profiles(host, policy) if pr.gpu is not None and tags <= pr.tags}
+    return any(g.id in fits and g.healthy and not g.drained and g.id not in split and g.id not in held for g in host.gpus)
+
+
+def _job_arch(host: Host, policy: Policy, tags: set[str]) -> str:
+    fitting = [pr for pr in host_profiles(host, policy) if tags <= pr.tags]
+    return next((pr.arch for pr in fitting if pr.kind is not RunnerKind.GPU), fitting[0].arch if fitting else host.arch)
+
+
+def check_liveness(host: Host, runners: list[Runner], jobs: list[Job], policy: Policy, p: Plan) -> None:
+    jobs_by_id = {j.id: j for j in jobs}
+    stopped = {s.runner: s.reason for s in p.stop}
+    claimed = {s.runner for s in p.served}
+    free = [r for r in _idle_capacity(host, runners, stopped) if r.id not in claimed]
+    for w in p.waiting:
+        tags = set(jobs_by_id[w.job].tags)
+        # Nothing waits while an idle runner GitLab would give it to is unclaimed.
+        assert not [r.id for r in free if tags <= set(r.tags) and (tags or r.run_untagged)], w
+        if w.reason is not WaitReason.WAITING_FOR_CAPACITY:
+            continue
+        # Nothing waits for capacity while every cap has room (and, for a GPU job, a GPU is free).
+        gpu_job = not any(pr.kind is not RunnerKind.GPU and tags <= pr.tags for pr in host_profiles(host, policy))
+        room = _room_for_one_more(host, runners, p, policy, _job_arch(host, policy, tags))
+        assert not room or (gpu_job and not _free_gpu_fits(host, runners, p, policy, tags)), w
+
+
+def _fresh(jobs: list[Job]) -> list[Job]:
+    """The same jobs, at most a minute old: below any pickup timeout, so no idle runner is taken
+    for unresponsive (the naive reference planner does not judge responsiveness)."""
+    return [j.model_copy(update={"created_at": NOW - (NOW - j.created_at) / 60}) for j in jobs]
+
+
+@settings(max_examples=400, deadline=None)
+@given(hosts, runner_lists(), job_lists, policies)
+def test_liveness(host, runners, jobs, policy):
+    check_liveness(host, runners, jobs, policy, plan(host, runners, jobs, policy, NOW))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mig_hosts(), gpu_runner_lists(), fit_jobs)
+def test_gpu_liveness(host, runners, jobs):
+    check_liveness(host, runners, jobs, FIT_POLICY, plan(host, runners, jobs, FIT_POLICY, NOW))
+
+
+@settings(max_examples=400, deadline=None)
+@given(hosts, runner_lists(), job_lists.map(_fresh), policies)
+def test_equals_the_naive_reference_planner(host, runners, jobs, policy):
+    assert compare(plan(host, runners, jobs, policy, NOW), naive_plan(host, runners, jobs, policy, NOW)) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(mig_hosts(), gpu_runner_lists(), fit_jobs.map(_fresh))
+def test_gpu_fit_equals_the_naive_reference_planner(host, runners, jobs):
+    assert compare(plan(host, runners, jobs, FIT_POLICY, NOW), naive_plan(host, runners, jobs, FIT_POLICY, NOW)) == []
+
+
+@pytest.mark.parametrize("policy_update", [{"emulation": False}, {"gpus": False}, {"paused": True}])
+def test_an_idle_runner_serves_the_job_even_where_no_such_runner_would_be_started(policy_update):
+    """Liveness by example: emulation or GPUs switched off (or scaling paused) while an idle
+    runner GitLab would give the job to is still there: the job is served, not told it waits."""
+    host = Host(hostname="h", arch="amd64", emulated=["arm64"], cpus=8, memory_mb=16384,
+                gpus=[Gpu(id="g0", vendor="nvidia", model="NVIDIA L4", memory_mb=23034)])  # fmt: skip
+    idle = NOW - timedelta(seconds=10)
+    runners = [
+        Runner(id="arm", tags=["arm64"], kind=RunnerKind.EMULATED, platform="linux/arm64", idle_since=idle),
+        Runner(id="gpu", tags=["gpu"], kind=RunnerKind.GPU, gpu="g0", idle_since=idle),
+    ]
+    jobs = [Job(id=1, project_id=1, tags=["arm64"], created_at=idle), Job(id=2, project_id=1, tags=["gpu"], created_at=idle)]
+    p = plan(host, runners, jobs, Policy(**policy_update), NOW)
+    assert {(s.job, s.runner) for s in p.served} == {(1, "arm"), (2, "gpu")} and p.waiting == []
