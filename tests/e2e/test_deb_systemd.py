@@ -233,6 +233,11 @@ def test_upgrade_keeps_config_and_secrets_and_restarts_once(box: Box, debs: dict
     box.sh("echo '# admin was here' >> /etc/autogit/agent.env")
     yaml_before = box.out("sha256sum /etc/autogit/agent.yaml")
     env_before = box.out("sha256sum /etc/autogit/agent.env")
+    # An operator intent made before the upgrade outlives it (ADR-008): saved under the unit's
+    # StateDirectory, which ProtectSystem=strict leaves writable.
+    box.sh(f"curl -sS --fail --max-time 5 --unix-socket {SOCK} -X POST http://autogit/v1/scaling/pause")
+    assert box.status()["paused"] is True
+    assert box.out("stat -c '%a %U' /var/lib/autogit/state.json") == "640 autogit"
     pid = box.prop("MainPID")
     box.sh(f"apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold /debs/{debs['second'].name}", timeout=600)
     assert box.out(f"dpkg-query -W -f='${{Version}}' {PKG}") == f"{debs['version']}+e2e1"
@@ -243,6 +248,10 @@ def test_upgrade_keeps_config_and_secrets_and_restarts_once(box: Box, debs: dict
     assert box.prop("MainPID") != pid  # restarted after the upgrade, onto the new files
     box.wait(f"test -S {SOCK}", timeout=15)
     assert box.status()["phase"] == "detect-only"
+    assert box.status()["paused"] is True, "the pause did not survive the upgrade"
+    assert "operator intents restored from /var/lib/autogit/state.json: scaling paused" in box.out(f"journalctl -u {PKG} --no-pager -o cat")
+    box.sh(f"curl -sS --fail --max-time 5 --unix-socket {SOCK} -X POST http://autogit/v1/scaling/resume")
+    assert box.status()["paused"] is False
 
 
 @pytest.mark.slow
