@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLEAN_PACKAGES = ("autogit.tui", "autogit.agent.api", "autogit.agent.gitlab")
 CLEAN_MODULES = (
     "autogit.agent", "autogit.agent.cli", "autogit.agent.daemon", "autogit.agent.demo", "autogit.agent.events",
-    "autogit.agent.metrics", "autogit.agent.model", "autogit.agent.render", "autogit.agent.scenario", "autogit.agent.state",
+    "autogit.agent.fleet", "autogit.agent.metrics", "autogit.agent.model", "autogit.agent.render", "autogit.agent.scenario", "autogit.agent.state",
     "autogit.agent.systemd", "autogit.agent.inventory", "autogit.agent.inventory.cpu", "autogit.agent.inventory.host",
     "autogit.agent.inventory.hotplug",
 )  # fmt: skip
