@@ -307,9 +307,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
         return candidates[i] if i < len(candidates) else None
 
     def wait(job: Job, template: JobWait) -> None:
-        waiting.append(
-            JobWait.trusted(job=job.id, reason=template.reason, detail=template.detail, missing_tags=template.missing_tags)
-        )
+        waiting.append(_job_wait(job.id, template))
 
     paused = JobWait(job=0, reason=WaitReason.SCALING_PAUSED, detail="scaling is paused by an operator")
     all_gpus_held = JobWait(
@@ -407,6 +405,24 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
 
     stops.sort(key=lambda s: s.runner)
     return Plan.trusted(start=starts, stop=stops, drain=drains, served=served, waiting=waiting)
+
+
+# Every JobWait the planner makes sets all four fields; a frozen model never changes its fields
+# set in place (pydantic's copies copy it), so one set serves them all.
+_WAIT_FIELDS = {"job", "reason", "detail", "missing_tags"}
+_new_wait = JobWait.__new__
+_set = object.__setattr__
+
+
+def _job_wait(job_id: int, why: JobWait) -> JobWait:
+    """`why` for one job: JobWait.trusted, cut down for the hot path (most of a long queue waits,
+    ~10^4 entries a pass): one dict and no set of its own per entry."""
+    wait = _new_wait(JobWait)
+    _set(wait, "__dict__", {"job": job_id, "reason": why.reason, "detail": why.detail, "missing_tags": why.missing_tags})
+    _set(wait, "__pydantic_fields_set__", _WAIT_FIELDS)
+    _set(wait, "__pydantic_extra__", None)
+    _set(wait, "__pydantic_private__", None)
+    return wait
 
 
 def _start(demand: _Demand, gpu: Gpu | None, for_jobs: list[int], policy: Policy) -> StartRunner:

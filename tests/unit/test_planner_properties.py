@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autogit.agent.model import Gpu, Host, Job, Plan, Policy, Runner, RunnerKind, WaitReason
+from autogit.agent.model import Gpu, Host, Job, JobWait, Plan, Policy, Runner, RunnerKind, WaitReason
 from autogit.agent.planner import plan
 from autogit.agent.tags import VRAM_FLOORS_GIB, gpu_tags, host_profiles, memory_gib
 from reference_planner import compare, naive_plan
@@ -405,3 +405,18 @@ def test_an_idle_runner_serves_the_job_even_where_no_such_runner_would_be_starte
     jobs = [Job(id=1, project_id=1, tags=["arm64"], created_at=idle), Job(id=2, project_id=1, tags=["gpu"], created_at=idle)]
     p = plan(host, runners, jobs, Policy(**policy_update), NOW)
     assert {(s.job, s.runner) for s in p.served} == {(1, "arm"), (2, "gpu")} and p.waiting == []
+
+
+def test_waiting_entries_are_ordinary_job_waits():
+    """The planner builds its ~10^4 waiting entries on a fast path (one fields set shared by all):
+    each equals, dumps and copies like a validated JobWait, and a copy never touches the others."""
+    host = Host(hostname="h", arch="amd64", cpus=1, memory_mb=1024)
+    jobs = [Job(id=i, project_id=1, tags=tags, created_at=NOW) for i, tags in ((1, ["s390x"]), (2, []), (3, []))]
+    p = plan(host, [], jobs, Policy(max_runners=0), NOW)
+    assert [w.job for w in p.waiting] == [1, 2, 3]
+    for w in p.waiting:
+        assert w == JobWait.model_validate(w.model_dump()) and w.model_fields_set == {"job", "reason", "detail", "missing_tags"}
+    changed = p.waiting[1].model_copy(update={"detail": "other"})
+    assert changed.detail == "other" and p.waiting[2].detail != "other"
+    assert p.waiting[2].model_fields_set == {"job", "reason", "detail", "missing_tags"}
+    assert Plan.model_validate_json(p.model_dump_json()) == p
