@@ -37,6 +37,7 @@ __all__ = [
     "GitLabScope",
     "GpuConfig",
     "RunnerConfig",
+    "FleetConfig",
     "RunnerMode",
     "Secrets",
     "WebhookConfig",
@@ -68,6 +69,11 @@ class GitLabScope(Frozen):
     )
     groups: list[PositiveInt] = Field(default_factory=list, description="Group ids (kind=groups).")
     projects: list[PositiveInt] = Field(default_factory=list, description="Project ids (kind=projects).")
+    include_shared: bool = Field(
+        False,
+        description="kind=groups: also serve projects of other namespaces shared with these groups. Group "
+        "runners never reach those; it needs a token that may register runners there.",
+    )
 
     @model_validator(mode="after")
     def _ids_match_kind(self) -> GitLabScope:
@@ -189,8 +195,30 @@ class ApiConfig(Frozen):
     event_history: PositiveInt = Field(1000, description="Events kept for ?since= replay.")
 
 
+class FleetConfig(Frozen):
+    """Several hosts on one GitLab: one runner per job across them (ADR-009, docs/runners/fleet.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Publish this host's presence in GitLab and plan only for the jobs the fleet gives it. Turn on "
+        "on every host of a fleet; alone, a host plans for every job either way.",
+    )
+    hold_off: PositiveFloat = Field(
+        30, description="Seconds the host ranked r + 1 for a job waits after rank r before it starts for it too."
+    )
+    membership_ttl: PositiveFloat = Field(90, description="Seconds a host stays a member without a heartbeat.")
+    heartbeat_interval: PositiveFloat = Field(30, description="Seconds between refreshes of this host's presence (and reads of its peers').")
+
+    @model_validator(mode="after")
+    def _ttl_covers_heartbeats(self) -> FleetConfig:
+        if self.membership_ttl < 2 * self.heartbeat_interval:
+            raise ValueError("membership_ttl must be at least twice heartbeat_interval, or live hosts drop out between heartbeats")
+        return self
+
+
 class AgentConfig(Frozen):
     gitlab: GitLabConfig = Field(default_factory=GitLabConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     scaling: Policy = Field(default_factory=Policy)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)

@@ -128,6 +128,10 @@ class Job(Frozen):
     created_at: UtcDatetime
     name: str | None = None
     web_url: str | None = Field(None, description="The job's GitLab page, where GitLab's answer gave it; None: not known.")
+    reach: list[str] = Field(
+        default_factory=list,
+        description="Where a runner must be registered to be given this job: `group:<id>` or `project:<id>`; empty: anywhere.",
+    )
 
 
 class RunnerKind(StrEnum):
@@ -145,6 +149,7 @@ class Runner(Frozen):
     kind: RunnerKind = RunnerKind.NATIVE
     platform: str | None = Field(None, description="Platform its jobs run on, e.g. 'linux/arm64'.")
     gpu: str | None = Field(None, description="Id of the GPU it holds exclusively.")
+    reach: str | None = Field(None, description="Where it is registered (`group:<id>`, `project:<id>`); None: instance-wide.")
     busy: bool = False
     idle_since: UtcDatetime | None = Field(None, description="When it last became idle; None: unknown.")
     draining: bool = Field(False, description="Takes no new job; removed once idle.")
@@ -187,6 +192,7 @@ class Policy(Frozen):
 
 
 class StartRunner(Frozen):
+    reach: str | None = Field(None, description="Where to register it (`group:<id>`, `project:<id>`); None: the scope's default.")
     kind: RunnerKind
     tags: TagSet
     run_untagged: bool

@@ -227,23 +227,28 @@ class _Classifier:
         return JobWait(job=0, reason=reason, detail=detail)
 
 
-def _matches(tags: frozenset[str], runner: Runner, runner_tags: frozenset[str]) -> bool:
-    # GitLab's rule: every job tag on the runner; untagged jobs only where run_untagged.
-    return tags <= runner_tags and (bool(tags) or runner.run_untagged)
+def _matches(tags: frozenset[str], runner: Runner, runner_tags: frozenset[str], reach: str | None = None) -> bool:
+    # GitLab's rule: every job tag on the runner; untagged jobs only where run_untagged; and the
+    # runner registered where it serves the job's project (a group runner serves its group only).
+    return tags <= runner_tags and (bool(tags) or runner.run_untagged) and (reach is None or runner.reach in (None, reach))
 
 
-def _overdue_tag_sets(jobs: Sequence[Job], policy: Policy, now: datetime) -> set[frozenset[str]]:
-    """The distinct tag sets of jobs pending longer than pickup_timeout."""
+def _reach(job: Job) -> str | None:
+    return job.reach[0] if job.reach else None
+
+
+def _overdue_tag_sets(jobs: Sequence[Job], policy: Policy, now: datetime) -> set[tuple[frozenset[str], str | None]]:
+    """The distinct (tag set, reach) of jobs pending longer than pickup_timeout."""
     cutoff = now.timestamp() - policy.pickup_timeout
-    return {frozenset(j.tags) for j in jobs if _as_utc(j.created_at).timestamp() <= cutoff}
+    return {(frozenset(j.tags), _reach(j)) for j in jobs if _as_utc(j.created_at).timestamp() <= cutoff}
 
 
-def _unresponsive(runner: Runner, overdue: set[frozenset[str]], policy: Policy, now: datetime) -> bool:
+def _unresponsive(runner: Runner, overdue: set[tuple[frozenset[str], str | None]], policy: Policy, now: datetime) -> bool:
     """Idle for longer than pickup_timeout while a job it matches has waited that long too."""
     if runner.idle_since is None or (now - _as_utc(runner.idle_since)).total_seconds() < policy.pickup_timeout:
         return False
     runner_tags = frozenset(runner.tags)
-    return any(_matches(tags, runner, runner_tags) for tags in overdue)
+    return any(_matches(tags, runner, runner_tags, reach) for tags, reach in overdue)
 
 
 def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Policy, now: datetime) -> Plan:
@@ -286,24 +291,25 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
         return held.memory_mb if held is not None else 0
 
     claimed: set[str] = set()
-    idle_by_tags: dict[frozenset[str], list[Runner]] = {}
-    cursor: dict[frozenset[str], int] = {}
+    idle_by_tags: dict[tuple[frozenset[str], str | None], list[Runner]] = {}
+    cursor: dict[tuple[frozenset[str], str | None], int] = {}
     starts: list[StartRunner] = []
     served: list[JobServed] = []
     waiting: list[JobWait] = []
     capacity_waits: list[_Demand] = []  # one entry per job that waits for capacity
 
-    def idle_runner_for(tags: frozenset[str]) -> Runner | None:
-        candidates = idle_by_tags.get(tags)
+    def idle_runner_for(tags: frozenset[str], reach: str | None) -> Runner | None:
+        key = (tags, reach)
+        candidates = idle_by_tags.get(key)
         if candidates is None:
             # Most specific runner first: keep versatile runners for jobs only they can take; among
             # equals the one on the smallest GPU, so big GPUs stay free for the jobs that need them.
-            candidates = sorted((r for r, rt in idle if _matches(tags, r, rt)), key=lambda r: (len(r.tags), gpu_memory(r), r.id))
-            idle_by_tags[tags] = candidates
-        i = cursor.get(tags, 0)
+            candidates = sorted((r for r, rt in idle if _matches(tags, r, rt, reach)), key=lambda r: (len(r.tags), gpu_memory(r), r.id))
+            idle_by_tags[key] = candidates
+        i = cursor.get(key, 0)
         while i < len(candidates) and candidates[i].id in claimed:
             i += 1
-        cursor[tags] = i
+        cursor[key] = i
         return candidates[i] if i < len(candidates) else None
 
     def wait(job: Job, template: JobWait) -> None:
@@ -319,36 +325,37 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
     # Likewise claims only grow: once a tag set has no idle runner left and its architecture is
     # blocked (or scaling is paused), or it cannot run here at all, every later job with those
     # tags waits alike. Settle it once: (why it waits, the demand it waits for capacity with).
-    settled: dict[frozenset[str], tuple[JobWait, _Demand | None]] = {}
+    settled: dict[tuple[frozenset[str], str | None], tuple[JobWait, _Demand | None]] = {}
     classify = classifier.classify
     for job in fair_order(jobs):
         tags = frozenset(job.tags)
-        known = settled.get(tags)
+        reach = _reach(job)
+        known = settled.get((tags, reach))
         if known is not None:
             wait(job, known[0])
             if known[1] is not None:
                 capacity_waits.append(known[1])
             continue
         # An idle runner GitLab would give the job to serves it, whatever this host could start.
-        taker = idle_runner_for(tags) if len(claimed) < len(idle) else None
+        taker = idle_runner_for(tags, reach) if len(claimed) < len(idle) else None
         if taker is not None:
             claimed.add(taker.id)
             served.append(JobServed.trusted(job=job.id, runner=taker.id))
             continue
         demand = classify(tags)
         if isinstance(demand, JobWait):
-            settled[tags] = (demand, None)
+            settled[(tags, reach)] = (demand, None)
             wait(job, demand)
             continue
         if policy.paused:
-            settled[tags] = (paused, None)
+            settled[(tags, reach)] = (paused, None)
             wait(job, paused)
             continue
         why = blocked.get(demand.arch)
         if why is None and (blocker := capacity.blocker(demand.arch)) is not None:
             why = blocked[demand.arch] = JobWait(job=0, reason=WaitReason.WAITING_FOR_CAPACITY, detail=blocker)
         if why is not None:
-            settled[tags] = (why, demand)
+            settled[(tags, reach)] = (why, demand)
         gpu: Gpu | None = None
         if why is None and demand.kind is RunnerKind.GPU:
             gpu = next((g for g in demand.gpus if g.id not in capacity.taken_gpus), None)
@@ -361,7 +368,7 @@ def plan(host: Host, runners: Sequence[Runner], jobs: Sequence[Job], policy: Pol
             continue
         capacity.add(demand.arch, policy.runner_cpus, policy.runner_memory_mb, gpu.id if gpu else None)
         served.append(JobServed.trusted(job=job.id, runner=f"start:{len(starts)}"))
-        starts.append(_start(demand, gpu, [job.id], policy))
+        starts.append(_start(demand, gpu, [job.id], policy, reach))
 
     spare = [r for r, _ in idle if r.id not in claimed]
     spare_ids = {r.id for r in spare}
@@ -425,8 +432,9 @@ def _job_wait(job_id: int, why: JobWait) -> JobWait:
     return wait
 
 
-def _start(demand: _Demand, gpu: Gpu | None, for_jobs: list[int], policy: Policy) -> StartRunner:
+def _start(demand: _Demand, gpu: Gpu | None, for_jobs: list[int], policy: Policy, reach: str | None = None) -> StartRunner:
     return StartRunner.trusted(
+        reach=reach,
         kind=demand.kind,
         tags=list(demand.runner_tags),
         run_untagged=demand.run_untagged,

@@ -28,10 +28,13 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, UTC
 
+from pydantic import SecretStr
+
 from .config import AgentConfig
 from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
 from .metrics import AgentMetrics
-from .model import Host, Job, Plan, Runner, StartRunner
+from . import __version__, fleet
+from .model import Host, Job, Plan, Policy, Runner, StartRunner
 from .planner import REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE
 from .planner import plan as make_plan
 from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
@@ -44,6 +47,7 @@ log = logging.getLogger("autogit.reconciler")
 
 class Reconciler:
     START_CONCURRENCY = 4
+    BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0  # after a refusal by GitLab: doubling, never a storm
     KILL_GRACE_S = 10.0  # past gitlab-runner's own forceful timeout, before SIGKILL
     def __init__(
         self,
@@ -75,6 +79,16 @@ class Reconciler:
         self._first_seen: dict[int, float] = {}  # job id → monotonic time first seen pending
         self._queue_key: tuple[frozenset[int], frozenset[tuple[int, str]]] | None = None
         self._stopping = False
+        self._orphan_strikes: dict[str, int] = {}  # container → passes its registration was 404
+        self._delete_backoff: dict[int, tuple[float, float]] = {}  # registration → (retry at, delay)
+        self._create_blocked_until = 0.0
+        self._create_delay = 0.0
+        self._refused: dict[str, str] = {}  # what GitLab refuses now, one line each
+        self._paused: set[str] = set()
+        self._pause_refused_until = 0.0
+        self._fleet_next = 0.0  # when the presence is refreshed and the peers' read next
+        self._presence_id: int | None = None
+        self._busy_ids: set[int] = set()
         self._last_full = -math.inf  # monotonic time of the latest full pass
 
     # --- inputs from webhooks ---------------------------------------------------------------
@@ -95,11 +109,11 @@ class Reconciler:
         GitLab or Docker that is down); quick passes in between when something wakes the loop."""
         while not self._stopping:
             # The interval is read on every turn: a config reload may change it.
-            next_full = self._last_full + self.config.gitlab.poll_interval
+            next_full = self._last_full + self._poll_interval()
             full = time.monotonic() >= next_full
             if full:
                 self._last_full = time.monotonic()
-                next_full = self._last_full + self.config.gitlab.poll_interval
+                next_full = self._last_full + self._poll_interval()
             try:
                 await self.reconcile_once(full_poll=full)
             except Exception:  # a bug in one pass must not end the agent; the next pass retries
@@ -114,6 +128,12 @@ class Reconciler:
     def stop(self) -> None:
         self._stopping = True
         self.state.wake.set()
+
+    def _poll_interval(self) -> float:
+        """gitlab.poll_interval, or longer when GitLab's rate limit asks for it (the jobs listing
+        is limited per user: the adapter paces by the RateLimit-* headers and the project count)."""
+        paced = self.gitlab.min_poll_interval() if self.gitlab is not None else 0.0
+        return max(self.config.gitlab.poll_interval, paced)
 
     def poll_now(self) -> None:
         """Make the next pass a full one (e.g. the GitLab adapter was rebuilt by a reload)."""
@@ -157,9 +177,12 @@ class Reconciler:
             if full_poll or self._registrations is None:
                 every = await self.gitlab.list_registrations()
                 self._registrations = [r for r in every if r.host == self.hostname]
-                state.fleet = [r for r in every if r.host != self.hostname]
+                state.fleet = await self.gitlab.fill_tags([r for r in every if r.host != self.hostname])
+                self._busy_ids = {r.runner_id for r in queue.running if r.runner_id is not None}
                 state.fleet_seen = now
             state.set_health("gitlab", True)
+            if full_poll:
+                state.set_problems("gitlab", list(queue.problems) + self._refusals())
         except GitLabError as exc:
             state.set_health("gitlab", False, str(exc))
             state.set_phase(AgentPhase.DEGRADED, "GitLab unavailable; runners left as they are")
@@ -183,6 +206,8 @@ class Reconciler:
         runners = self._runners(containers, busy_runner_ids, now)
         host_view = host.model_copy(update={"gpus": state.gpus()})
         policy = self.config.scaling.model_copy(update={"paused": state.intents.paused or self.config.scaling.paused})
+        if self.config.fleet.enabled:
+            pending = await self._fleet_share(host_view, runners, pending, policy, now)
         plan = make_plan(host_view, runners, pending, policy, now)
 
         await self._act(plan, containers, now, full_poll)
@@ -196,6 +221,49 @@ class Reconciler:
         if self.on_pass is not None:
             self.on_pass(time.perf_counter() - started)
         return plan
+
+    # --- the fleet (agent/fleet.py, ADR-009) --------------------------------------------------------
+    async def _fleet_share(self, host: Host, runners: list[Runner], pending: list[Job], policy: Policy, now: datetime) -> list[Job]:
+        """The pending jobs this host plans for: the fleet's deterministic share of it. Every
+        heartbeat_interval the host refreshes its presence in GitLab and reads its peers'; a
+        host that cannot see any presence (GitLab refuses them) plans alone, as before."""
+        assert self.gitlab is not None
+        fleet_config = self.config.fleet
+        state = self.state
+        if time.monotonic() >= self._fleet_next:
+            self._fleet_next = time.monotonic() + fleet_config.heartbeat_interval
+            try:
+                presence = fleet.build_presence(host, runners, policy, version=__version__, now=now)
+                self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
+                read = []
+                for description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
+                    contacted_at = datetime.fromisoformat(contacted.replace("Z", "+00:00")) if contacted else None
+                    found = fleet.decode_presence(note, contacted_at=contacted_at)
+                    if found is not None and found.hostname == fleet.presence_hostname(description):
+                        read.append(found)
+                state.presences = read
+                self._refused.pop("fleet", None)
+            except (GitLabError, fleet.PresenceTooLarge) as exc:
+                self._refused["fleet"] = f"fleet presence: {exc} (this host plans alone meanwhile)"
+        live = fleet.live_presences(state.presences, now, fleet_config.membership_ttl)
+        state.live_hosts = {p.hostname for p in live}
+        if self.hostname not in state.live_hosts:
+            state.ownership = []
+            return pending  # not (yet) a member: plan alone rather than serve nothing
+        peers = [
+            fleet.PeerRunner(host=reg.host or "", tags=reg.tags, run_untagged=reg.run_untagged, idle=reg.id not in self._busy_ids)
+            for reg in state.fleet
+            # a dead host's registrations serve nobody (its runners went with it)
+            if reg.host and reg.host in state.live_hosts
+        ] + [
+            fleet.PeerRunner(host=self.hostname, tags=r.tags, run_untagged=r.run_untagged, idle=not r.busy and not r.draining, reach=r.reach)
+            for r in runners
+        ]
+        mono = time.monotonic()
+        first_seen = {j: now - timedelta(seconds=mono - t) for j, t in self._first_seen.items()}
+        state.ownership = fleet.assign_jobs(self.hostname, pending, live, peers, now, fleet_config.hold_off, first_seen)
+        planned = {o.job for o in state.ownership if o.mine}
+        return [j for j in pending if j.id in planned]
 
     # --- observe helpers ----------------------------------------------------------------------------
     def _runners(self, containers: list[ManagedContainer], busy_ids: set[int], now: datetime) -> list[Runner]:
@@ -215,6 +283,7 @@ class Reconciler:
                     kind=c.kind,
                     platform=c.platform,
                     gpu=c.gpu,
+                    reach=c.reach,
                     # A stopping runner is on its way out: count its capacity, never stop it twice.
                     busy=busy or stopping,
                     idle_since=None if busy else max(floor),
@@ -224,15 +293,24 @@ class Reconciler:
         return out
 
     async def _clean_up(self, containers: list[ManagedContainer], now: datetime) -> list[ManagedContainer]:
-        """Remove what leaked or finished; return the containers that remain."""
+        """Remove what leaked or finished; return the containers that remain.
+
+        A container is an orphan only when GitLab says its registration is gone (`GET
+        /runners/:id` → 404) on two passes in a row: a listing that does not show a runner (an
+        admin who is a member of nothing, offset pagination while others create runners) proves
+        nothing, and a running container is never removed on one observation."""
         registrations = {r.id: r for r in self._registrations or []}
         keep: list[ManagedContainer] = []
         for c in containers:
-            orphan = c.gitlab_id is None or c.gitlab_id not in registrations
-            if c.status in {"exited", "dead"} or orphan:
-                why = "exited" if c.status in {"exited", "dead"} else "its GitLab registration is gone"
-                await self._remove(c, why)
+            if c.status in {"exited", "dead"}:
+                await self._remove(c, "exited")
                 continue
+            if c.gitlab_id is None or c.gitlab_id not in registrations:
+                if await self._orphaned(c):
+                    await self._remove(c, "its GitLab registration is gone")
+                    continue
+            else:
+                self._orphan_strikes.pop(c.name, None)
             await self._escalate_stop(c, now)
             keep.append(c)
         live = {c.gitlab_id for c in keep}
@@ -242,6 +320,20 @@ class Reconciler:
         for name in self.runtime.stale_dirs({c.name for c in containers}):
             self.runtime.discard_dir(name)
         return keep
+
+    async def _orphaned(self, c: ManagedContainer) -> bool:
+        if c.gitlab_id is None:
+            return c.status != "running"  # never registered (created by hand?): only when stopped
+        assert self.gitlab is not None
+        exists = await self.gitlab.runner_exists(c.gitlab_id)
+        if exists is not False:
+            self._orphan_strikes.pop(c.name, None)
+            if exists and self._registrations is not None:  # listed nowhere, yet it is there: keep it known
+                self._registrations.append(Registration(id=c.gitlab_id, description=f"{description_prefix(self.hostname)}{c.name}", tags=c.tags))
+            return False
+        strikes = self._orphan_strikes.get(c.name, 0) + 1
+        self._orphan_strikes[c.name] = strikes
+        return strikes >= 2 or c.status != "running"
 
     async def _escalate_stop(self, c: ManagedContainer, now: datetime) -> None:
         """SIGQUIT → (drain_timeout) → SIGTERM → (force_timeout + grace) → SIGKILL."""
@@ -257,19 +349,41 @@ class Reconciler:
             )
 
     async def _remove(self, c: ManagedContainer, why: str) -> None:
+        token = self.runtime.token_of(c.name)  # deleting with it needs no user scope or role
         with self._timed("remove"):
             await self.runtime.remove(c.name)
         self._last_busy.pop(c.name, None)
+        self._orphan_strikes.pop(c.name, None)
+        self._paused.discard(c.name)
         self.state.bus.publish("runner.removed", f"runner {c.name} removed: {why}", runner=c.name, gitlab_id=c.gitlab_id)
         if c.gitlab_id is not None:
-            await self._delete_registration(c.gitlab_id, f"runner {c.name} removed")
+            await self._delete_registration(c.gitlab_id, f"runner {c.name} removed", token)
 
-    async def _delete_registration(self, gitlab_id: int, why: str) -> None:
+    async def _delete_registration(self, gitlab_id: int, why: str, token: SecretStr | None = None) -> None:
+        """Delete it; a refusal is retried with backoff, not every pass, and never stops the
+        pass: the other registrations, runners and jobs are still served."""
         assert self.gitlab is not None
-        await self.gitlab.delete_runner(gitlab_id)
+        retry_at, delay = self._delete_backoff.get(gitlab_id, (0.0, 0.0))
+        if time.monotonic() < retry_at:
+            return
+        try:
+            await self.gitlab.delete_runner(gitlab_id, token)
+        except GitLabError as exc:
+            delay = min(self.BACKOFF_MAX_S, max(self.BACKOFF_MIN_S, delay * 2))
+            self._delete_backoff[gitlab_id] = (time.monotonic() + delay, delay)
+            self.state.bus.publish("registration.delete-failed", f"GitLab runner {gitlab_id}: {exc}; next try in {delay:.0f}s",
+                                   gitlab_id=gitlab_id, permission=exc.permission)  # fmt: skip
+            if exc.permission:
+                self._refused[f"delete {gitlab_id}"] = str(exc)
+            return
+        self._delete_backoff.pop(gitlab_id, None)
+        self._refused.pop(f"delete {gitlab_id}", None)
         if self._registrations is not None:
             self._registrations = [r for r in self._registrations if r.id != gitlab_id]
         self.state.bus.publish("registration.deleted", f"GitLab runner {gitlab_id} deleted: {why}", gitlab_id=gitlab_id)
+
+    def _refusals(self) -> list[str]:
+        return sorted(set(self._refused.values()))
 
     # --- act -------------------------------------------------------------------------------------------
     def _timed(self, action: str) -> contextlib.AbstractContextManager[None]:
@@ -282,17 +396,22 @@ class Reconciler:
             # A quick pass (webhook, hotplug, action) sees GitLab's busy state as of the last
             # poll: start what is needed now, but reap idle runners only on fresh information.
             stops = [s for s in stops if s.reason not in {REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE}]
+        by_name = {c.name: c for c in containers}
         for stop in stops:
             with self._timed("stop"):
+                await self._pause(by_name.get(stop.runner))
                 await self.runtime.request_stop(stop.runner)
             bus.publish("runner.stopping", f"runner {stop.runner} stopping ({stop.reason})", runner=stop.runner, reason=stop.reason)
         for drain in plan.drain:
             with self._timed("drain"):
+                await self._pause(by_name.get(drain.runner))
                 await self.runtime.request_stop(drain.runner)
             bus.publish("runner.draining", f"runner {drain.runner} draining ({drain.reason}): no new job, current one finishes", runner=drain.runner, reason=drain.reason)
         for name in sorted(self.state.intents.drained_runners & {c.name for c in containers if c.stopping_since is None}):
             await self.runtime.request_stop(name)
             bus.publish("runner.draining", f"runner {name} draining (operator)", runner=name, reason="operator")
+        if plan.start and time.monotonic() < self._create_blocked_until:
+            return  # GitLab refused the last registration: retried after the backoff, not every pass
         if plan.start:
             # Starts are independent (registration + container each): a burst of jobs gets its
             # runners in parallel, a few at a time so GitLab and dockerd are not flooded.
@@ -300,20 +419,48 @@ class Reconciler:
 
             async def start_one(start: StartRunner) -> None:
                 async with gate:
+                    if time.monotonic() < self._create_blocked_until:
+                        return  # refused meanwhile: the others wait for the backoff too
                     try:
                         with self._timed("start"):
                             await self._start(start)
                     except (GitLabError, DockerError) as exc:
                         bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags)
+                        if isinstance(exc, GitLabError) and exc.permission:
+                            self._create_delay = min(self.BACKOFF_MAX_S, max(self.BACKOFF_MIN_S, self._create_delay * 2))
+                            self._create_blocked_until = time.monotonic() + self._create_delay
+                            self._refused["create"] = str(exc)
+                        return
+                    self._create_delay = 0.0
+                    self._refused.pop("create", None)
 
             await asyncio.gather(*(start_one(s) for s in plan.start))
+
+    async def _pause(self, c: ManagedContainer | None) -> None:
+        """paused=true in GitLab before the graceful stop, so no job lands on a runner that is
+        leaving; a GitLab that refuses (no manage_runner or api scope) only loses that nicety."""
+        if c is None or c.gitlab_id is None or self.gitlab is None or c.name in self._paused:
+            return
+        if time.monotonic() < self._pause_refused_until:
+            return  # refused for another runner already: asked again after the backoff
+        try:
+            await self.gitlab.set_paused(c.gitlab_id)
+            self._paused.add(c.name)
+            self._refused.pop("pause", None)
+        except GitLabError as exc:
+            if exc.permission:
+                self._pause_refused_until = time.monotonic() + self.BACKOFF_MAX_S
+                line = str(exc).replace(f"/runners/{c.gitlab_id}", "/runners/:id")
+                self._refused["pause"] = f"{line} (runners are stopped without being paused first)"
 
     async def _start(self, start: StartRunner) -> None:
         assert self.gitlab is not None
         name = f"autogit-{self.hostname}-{start.kind.value}-{uuid.uuid4().hex[:10]}"
         description = f"{description_prefix(self.hostname)}{name}"
         t0 = time.monotonic()
-        created = await self.gitlab.create_runner(description, start.tags, start.run_untagged)
+        # GitLab ends a job at the runner's maximum_timeout: no job may outlive the drain deadline.
+        created = await self.gitlab.create_runner(description, start.tags, start.run_untagged, reach=start.reach,
+                                                  maximum_timeout=int(self.config.runner.drain_timeout))  # fmt: skip
         if self._registrations is not None:
             self._registrations.append(Registration(id=created.id, description=description, tags=start.tags))
         gpu = next((g for g in self.state.gpus() if g.id == start.gpu), None) if start.gpu else None
@@ -329,6 +476,7 @@ class Reconciler:
             kind=start.kind,
             platform=start.platform,
             gpu=gpu,
+            reach=start.reach,
             cpus=start.cpus,
             memory_mb=start.memory_mb,
             # GitLab's repo_url names its external URL; runners that reach it by another one
@@ -340,7 +488,7 @@ class Reconciler:
             await self.runtime.create(spec)
         except BaseException:
             # No container, no registration: never leave a registration behind.
-            await self._delete_registration(created.id, "its container could not be created")
+            await self._delete_registration(created.id, "its container could not be created", created.token)
             raise
         waited = [time.monotonic() - self._first_seen[j] for j in start.for_jobs if j in self._first_seen]
         self.state.bus.publish(

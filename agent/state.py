@@ -32,6 +32,11 @@ class ComponentHealth(Frozen):
     error: str | None = None
     since: datetime | None = Field(None, description="When it last changed between ok and failing.")
     errors_total: int = 0
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What it refuses while it answers (a missing scope or role, a project it hides): one line each; "
+        "the rest of the work goes on.",
+    )
 
 
 class GpuReading(Frozen):
@@ -89,6 +94,10 @@ class AgentState:
         # the registration listing of the last full pass; `fleet_seen` is when that was.
         self.fleet: list = []
         self.fleet_seen: datetime | None = None
+        # fleet.enabled: the presences read from GitLab, the live hosts, and who owns each pending job
+        self.presences: list = []
+        self.live_hosts: set[str] = set()
+        self.ownership: list = []
         self.plan_time: datetime | None = None
         self.gitlab = ComponentHealth()
         self.docker = ComponentHealth()
@@ -113,11 +122,19 @@ class AgentState:
         errors = current.errors_total + (0 if ok else 1)
         changed = current.ok is not ok
         since = self._clock() if changed else current.since
-        setattr(self, component, ComponentHealth(ok=ok, error=None if ok else error, since=since, errors_total=errors))
+        setattr(self, component, ComponentHealth(ok=ok, error=None if ok else error, since=since, errors_total=errors, problems=current.problems))
         if changed:
             kind = f"{component}.{'ok' if ok else 'failing'}"
             word = ("reachable again" if current.ok is False else "reachable") if ok else f"failing: {error or '?'}"
             self.bus.publish(kind, f"{component} {word}", error=error)
+
+    def set_problems(self, component: str, problems: list[str]) -> None:
+        """The refusals of a component that still answers; each new one is published once."""
+        current: ComponentHealth = getattr(self, component)
+        for line in problems:
+            if line not in current.problems:
+                self.bus.publish(f"{component}.refused", line)
+        setattr(self, component, current.model_copy(update={"problems": list(problems)}))
 
     def gpus(self) -> list[Gpu]:
         """The host's GPUs with operator drains applied."""

@@ -58,6 +58,10 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from .access import (
+    MAINTAINER, OWNER, READ_SCOPES, REPORTER, WRITE_SCOPES, Access, Denied, SimToken, SimUser, not_found,
+)
+
 __all__ = ["GitLabSimulator", "SimJob", "SimRunner", "SimProject", "WebhookTarget", "JOB_SCOPES"]
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,9 @@ FINISHED = frozenset({"success", "failed", "canceled", "skipped"})
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 FAULT_MODES = ("none", "500", "timeout", "reset")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_USER = web.RequestKey("user", SimUser)
+_PAT = web.RequestKey("pat", SimToken)
+_RATELIMIT = web.RequestKey("ratelimit", dict)
 # the base URL as the current request addressed the server, for web_url and Link headers
 _BASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar("sim_base_url", default=None)
 
@@ -101,6 +108,7 @@ class SimProject:
     id: int
     path_with_namespace: str
     group_id: int | None = None
+    shared_with_groups: set[int] = field(default_factory=set)  # POST /projects/:id/share
 
     @property
     def name(self) -> str:
@@ -127,6 +135,13 @@ class SimRunner:
     system_ids: set[str] = field(default_factory=set)
     info: dict[str, Any] = field(default_factory=dict)
     assigned_projects: set[int] = field(default_factory=set)  # POST /projects/:id/runners
+    creator_id: int | None = None
+    token_expires_at: float | None = None
+
+    @property
+    def projects(self) -> set[int]:
+        """Every project a project runner belongs to (its owner project first among them)."""
+        return ({self.project_id} if self.project_id is not None else set()) | self.assigned_projects
 
 
 @dataclass
@@ -177,6 +192,9 @@ class GitLabSimulator:
         webhooks: Sequence[WebhookTarget] = (),
         clock: Callable[[], float] = time.time,
         long_poll_s: float = 0.0,
+        access: Access | None = None,
+        jobs_index_limit: int = 600,
+        runner_token_ttl_s: float | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.private_token = private_token
@@ -187,6 +205,21 @@ class GitLabSimulator:
         self.webhook_deliveries: list[dict[str, Any]] = []  # {url, build_id, build_status, status|error}
         self._clock = clock
         self.long_poll_s = long_poll_s
+        # The old single admin token is one user among others: root, admin, every scope.
+        self.access = access or Access()
+        if not any(u.username == "root" for u in self.access.users.values()):
+            root = self.access.add_user("root", admin=True)
+            self.access.add_token(root, {"api", "read_api", "create_runner", "manage_runner", "admin_mode"}, value=private_token)
+            self.access.add_member(root, group=1, role=OWNER)  # root made the default group
+        # lib/api/ci/jobs.rb check_rate_limit!(:jobs_index, scope: current_user): 600 a minute by
+        # default (lib/gitlab/application_rate_limiter.rb), self-managed included.
+        self.jobs_index_limit = jobs_index_limit
+        self._jobs_index_hits: dict[int, list[float]] = {}
+        self.runner_token_ttl_s = runner_token_ttl_s
+        self.calls: dict[str, int] = {}  # "METHOD /route" → calls, for tests that count them
+        # Runners a listing skips, as offset pagination does while others create or delete runners
+        # (GitLab's REST pagination docs); GET /runners/:id still finds them.
+        self.skipped_in_listings: set[int] = set()
         self._queue_version = secrets.token_hex(8)  # workhorse's per-queue "last_update" value
         self._queue_changed: asyncio.Event | None = None
         self._lock = threading.RLock()  # the Python API may be called from another thread
@@ -305,6 +338,20 @@ class GitLabSimulator:
         self._emit(job)
         return job
 
+    def add_runner(self, description: str, *, project_id: int, also: Sequence[int] = (), tags: Sequence[str] = ()) -> int:
+        """A project runner registered by someone else (root), enabled in `also` projects too."""
+        with self._lock:
+            self._ids["runner"] += 1
+            runner = SimRunner(id=self._ids["runner"], token="glrt-" + secrets.token_urlsafe(15), runner_type="project_type",
+                               description=description, project_id=project_id, tag_list=_tags(list(tags)),
+                               created_at=self._clock(), assigned_projects=set(also))  # fmt: skip
+            self._runners[runner.id] = runner
+            return runner.id
+
+    def runners_ever(self) -> list[int]:
+        """Ids of every runner ever registered, deleted ones included."""
+        return list(range(1, self._ids["runner"] + 1))
+
     @property
     def jobs(self) -> list[SimJob]:
         with self._lock:
@@ -364,9 +411,14 @@ class GitLabSimulator:
         return set(job.tags) <= set(runner.tag_list) if job.tags else runner.run_untagged
 
     def _runner_status(self, runner: SimRunner) -> str:
+        # app/models/ci/runner.rb: stale after STALE_TIMEOUT (7 days) without contact, or never
+        # contacted and created that long ago; online within ONLINE_CONTACT_TIMEOUT (2 h).
+        now = self._clock()
         if runner.contacted_at is None:
-            return "never_contacted"
-        return "online" if self._clock() - runner.contacted_at <= self.runner_online_timeout_s else "offline"
+            return "stale" if now - runner.created_at > 7 * 86400 else "never_contacted"
+        if now - runner.contacted_at > 7 * 86400:
+            return "stale"
+        return "online" if now - runner.contacted_at <= self.runner_online_timeout_s else "offline"
 
     def _finish(self, job: SimJob, status: str, failure_reason: str | None = None) -> None:
         with self._lock:
@@ -536,6 +588,9 @@ class GitLabSimulator:
             ("POST", "/projects/{pid}/jobs/{jid:\\d+}/cancel", self._cancel_job),
             ("POST", "/user/runners", self._create_runner),
             ("POST", "/projects/{pid}/runners", self._assign_runner),
+            ("GET", "/projects/{pid}/runners", self._list_project_runners),
+            ("DELETE", "/projects/{pid}/runners/{rid:\\d+}", self._unassign_runner),
+            ("GET", "/groups/{gid}/runners", self._list_group_runners),
             ("GET", "/runners", self._list_runners),
             ("GET", "/runners/all", self._list_all_runners),
             ("GET", "/runners/{rid:\\d+}", self._get_runner),
@@ -556,16 +611,94 @@ class GitLabSimulator:
         r.add_route("POST", "/_sim/faults", self._sim_faults)
 
     def _authed(self, handler: Handler) -> Handler:
+        """PRIVATE-TOKEN or Bearer: the token's user, and the token's scopes for this request
+        (lib/api/api_guard.rb, lib/gitlab/auth.rb): GET needs read_api or api, anything else
+        api; POST /user/runners also takes create_runner, /runners/:id also manage_runner."""
+
         async def wrapper(request: web.Request) -> web.StreamResponse:
             token = request.headers.get("PRIVATE-TOKEN") or ""
             auth = request.headers.get("Authorization", "")
             if not token and auth.lower().startswith("bearer "):
                 token = auth[7:].strip()
-            if not token or not secrets.compare_digest(token.encode(), self.private_token.encode()):
-                return _error(401, "401 Unauthorized")
-            return await handler(request)
+            route = f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}"
+            self.calls[route] = self.calls.get(route, 0) + 1
+            try:
+                if not token:
+                    raise Denied(401, {"message": "401 Unauthorized"})
+                user, pat = self.access.authenticate(token, datetime.fromtimestamp(self._clock(), UTC).date())
+                allowed = set(READ_SCOPES if request.method == "GET" else WRITE_SCOPES)
+                if request.path == API + "/user/runners":
+                    allowed.add("create_runner")
+                if re.fullmatch(API + r"/runners/\d+(/.*)?", request.path):
+                    allowed.add("manage_runner")
+                if request.path == "/api/graphql":
+                    allowed = {"api", "read_api"}
+                self.access.require_scope(pat, allowed)
+                request[_USER], request[_PAT] = user, pat
+                return await handler(request)
+            except Denied as exc:
+                return web.json_response(exc.body, status=exc.status)
 
         return wrapper
+
+    # ---------------------------------------------------------------- abilities
+    def _group_of(self) -> dict[int, int | None]:
+        return {p.id: p.group_id for p in self._projects.values()}
+
+    def _admin(self, request: web.Request) -> bool:
+        return self.access.is_admin(request[_USER], request[_PAT])
+
+    def _role(self, request: web.Request, project_id: int) -> int:
+        return self.access.project_role(request[_USER], project_id, self._group_of())
+
+    def _visible_project(self, request: web.Request, ref: str, role: int = REPORTER) -> SimProject:
+        """A project the user may read at `role` (or an admin): GitLab hides the rest as 404
+        (lib/api/helpers.rb find_project!, user_project)."""
+        project = self._project_or_none(ref)
+        if project is None or not (self._admin(request) or self._role(request, project.id) >= role):
+            raise not_found("Project")
+        return project
+
+    def _can_admin_runner(self, request: web.Request, runner: SimRunner) -> bool:
+        """update/delete/read_runner (app/policies/ci/runner_policy.rb): admin; a maintainer of
+        the runner's owner project; an owner of its group."""
+        if self._admin(request):
+            return True
+        if runner.runner_type == "project_type":
+            return runner.project_id is not None and self._role(request, runner.project_id) >= MAINTAINER
+        if runner.runner_type == "group_type":
+            return runner.group_id is not None and self.access.group_role(request[_USER], runner.group_id) >= OWNER
+        return False
+
+    def _owned_runners(self, user: SimUser) -> list[SimRunner]:
+        """app/models/user.rb ci_owned_runners: project runners of projects the user maintains
+        and group runners of groups the user owns; membership only, no admin bypass."""
+        group_of = self._group_of()
+        out = []
+        for r in self.runners:
+            if r.runner_type == "project_type" and any(self.access.project_role(user, pid, group_of) >= MAINTAINER for pid in r.projects):
+                out.append(r)
+            elif r.runner_type == "group_type" and r.group_id is not None and self.access.group_role(user, r.group_id) >= OWNER:
+                out.append(r)
+        return out
+
+    def _jobs_index_limited(self, request: web.Request) -> web.Response | None:
+        """429 past jobs_index_limit requests a minute per user, with Retry-After and the
+        RateLimit-* headers (lib/gitlab/application_rate_limiter.rb, lib/api/helpers/rate_limiter.rb)."""
+        now = self._clock()
+        hits = [t for t in self._jobs_index_hits.get(request[_USER].id, []) if now - t < 60]
+        remaining = self.jobs_index_limit - len(hits)
+        reset = int((hits[0] + 60 - now) + 1) if hits else 60
+        headers = {"RateLimit-Name": "throttle_jobs_index", "RateLimit-Limit": str(self.jobs_index_limit),
+                   "RateLimit-Observed": str(len(hits) + 1), "RateLimit-Remaining": str(max(0, remaining - 1)),
+                   "RateLimit-Reset": str(int(now) + reset)}  # fmt: skip
+        if remaining <= 0:
+            self._jobs_index_hits[request[_USER].id] = hits
+            return web.json_response({"message": "This endpoint has been requested too many times. Try again later."},
+                                     status=429, headers=headers | {"Retry-After": str(reset)})  # fmt: skip
+        self._jobs_index_hits[request[_USER].id] = hits + [now]
+        request[_RATELIMIT] = headers
+        return None
 
     @web.middleware
     async def _mw_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -636,15 +769,16 @@ class GitLabSimulator:
 
     # ---------------------------------------------------------------- user API handlers
     async def _get_user(self, request: web.Request) -> web.Response:
-        return web.json_response(self._user_obj())
+        user = request[_USER]
+        return web.json_response(self._user_obj() | {"id": user.id, "username": user.username, "name": user.username,
+                                                     "is_admin": user.admin})
 
     async def _list_projects(self, request: web.Request) -> web.Response:
         return self._paginate(request, [self._project_obj(p) for p in sorted(self._projects.values(),
                                                                                  key=lambda p: -p.id)])
 
     async def _get_project(self, request: web.Request) -> web.Response:
-        project = self._project_or_none(request.match_info["pid"])
-        return web.json_response(self._project_obj(project)) if project else _error(404, "404 Project Not Found")
+        return web.json_response(self._project_obj(self._visible_project(request, request.match_info["pid"], role=10)))
 
     async def _get_group(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
@@ -659,7 +793,11 @@ class GitLabSimulator:
         gid = request.match_info["gid"]
         if not gid.isdigit() or int(gid) not in self._groups:
             return _error(404, "404 Group Not Found")
-        projects = [p for p in self._projects.values() if p.group_id == int(gid)]
+        if not (self._admin(request) or self.access.group_role(request[_USER], int(gid)) >= 10):
+            return _error(404, "404 Group Not Found")
+        # lib/api/groups.rb: with_shared defaults to true, adding the projects shared with the group
+        with_shared = _bool(request.query.get("with_shared", "true"))
+        projects = [p for p in self._projects.values() if p.group_id == int(gid) or (with_shared and int(gid) in p.shared_with_groups)]
         return self._paginate(request, [self._project_obj(p) for p in sorted(projects, key=lambda p: -p.id)])
 
     async def _graphql(self, request: web.Request) -> web.Response:
@@ -678,7 +816,9 @@ class GitLabSimulator:
         statuses = {s.strip().lower() for s in found.group(1).split(",") if s.strip()}
         first = min(100, int(variables.get("first") or 100))
         offset = int(base64.b64decode(variables["after"]).decode()) if variables.get("after") else 0
-        jobs = [j for j in sorted(self.jobs, key=lambda j: -j.id) if j.status in statuses]
+        # Query.jobs is "all jobs on the instance", for administrators (app/graphql/resolvers/ci/all_jobs_resolver.rb)
+        visible = self.jobs if self._admin(request) else []
+        jobs = [j for j in sorted(visible, key=lambda j: -j.id) if j.status in statuses]
         page = jobs[offset : offset + first]
         nodes = [
             {
@@ -697,17 +837,20 @@ class GitLabSimulator:
         return web.json_response({"data": {"jobs": {"nodes": nodes, "pageInfo": info}}})
 
     async def _list_jobs(self, request: web.Request) -> web.Response:
-        project = self._project_or_none(request.match_info["pid"])
-        if project is None:
-            return _error(404, "404 Project Not Found")
+        project = self._visible_project(request, request.match_info["pid"])
+        limited = self._jobs_index_limited(request)
+        if limited is not None:
+            return limited
         scopes = set(request.query.getall("scope[]", [])) | set(request.query.getall("scope", []))
         if scopes - JOB_SCOPES:
             return _error(400, "scope does not have a valid value", key="error")
         jobs = [j for j in self.jobs if j.project_id == project.id and (not scopes or j.status in scopes)]
-        return self._paginate(request, [self._job_obj(j) for j in sorted(jobs, key=lambda j: -j.id)])
+        resp = self._paginate(request, [self._job_obj(j) for j in sorted(jobs, key=lambda j: -j.id)])
+        resp.headers.update(request.get(_RATELIMIT, {}))
+        return resp
 
     def _project_job(self, request: web.Request) -> SimJob | None:
-        project = self._project_or_none(request.match_info["pid"])
+        project = self._visible_project(request, request.match_info["pid"])
         job = self._jobs.get(int(request.match_info["jid"]))
         return job if project is not None and job is not None and job.project_id == project.id else None
 
@@ -740,6 +883,15 @@ class GitLabSimulator:
         if runner_type == "project_type" and project_id not in self._projects:
             return _error(400 if project_id is None else 403, "400 Bad request - project_id is missing"
                           if project_id is None else "403 Forbidden")
+        # app/services/ci/runners/create_runner_service.rb + the *_runner_strategy: an instance
+        # runner needs an admin, a group runner the group's owner, a project runner a maintainer.
+        user = request[_USER]
+        allowed = self._admin(request) or (
+            (runner_type == "group_type" and group_id is not None and self.access.group_role(user, group_id) >= OWNER)
+            or (runner_type == "project_type" and project_id is not None and self._role(request, project_id) >= MAINTAINER)
+        )
+        if not allowed:
+            return _error(403, "403 Forbidden - Insufficient permissions")
         note = p.get("maintenance_note")
         if note is not None and len(str(note)) > 1024:
             return _error(400, "maintenance_note is too long (maximum is 1024 characters)", key="error")
@@ -752,31 +904,82 @@ class GitLabSimulator:
                 run_untagged=_bool(p.get("run_untagged", True)), tag_list=_tags(p.get("tag_list")),
                 access_level=str(p.get("access_level") or "not_protected"),
                 maximum_timeout=int(p["maximum_timeout"]) if p.get("maximum_timeout") else None,
-                maintenance_note=note, created_at=self._clock(),
+                maintenance_note=note, created_at=self._clock(), creator_id=user.id,
+                token_expires_at=self._clock() + self.runner_token_ttl_s if self.runner_token_ttl_s else None,
             )
             self._runners[runner.id] = runner
-        return web.json_response({"id": runner.id, "token": runner.token, "token_expires_at": None}, status=201)
+        return web.json_response({"id": runner.id, "token": runner.token, "token_expires_at": _iso(runner.token_expires_at)}, status=201)
 
     async def _assign_runner(self, request: web.Request) -> web.Response:
-        """POST /projects/:id/runners (runner_id): enable a project runner in another project."""
-        project = self._project_or_none(request.match_info["pid"])
+        """POST /projects/:id/runners (runner_id): enable a project runner in another project
+        (lib/api/ci/runners.rb: authorize! :create_runner on the target, authenticate_enable_runner!)."""
+        project = self._visible_project(request, request.match_info["pid"])
+        if not (self._admin(request) or self._role(request, project.id) >= MAINTAINER):
+            return _error(403, "403 Forbidden")
         p = await self._params(request)
         runner = self._runners.get(int(p.get("runner_id") or 0))
-        if project is None or runner is None:
-            return _error(404, "404 Not found")
+        if runner is None:
+            return _error(404, "404 Runner Not Found")
+        if runner.runner_type == "group_type":
+            return _error(403, "403 Forbidden - Runner is a group runner")
+        if not self._admin(request):
+            if runner.locked:
+                return _error(403, "403 Forbidden - Runner is locked")
+            if not self._can_admin_runner(request, runner):  # :assign_runner
+                return _error(403, "403 Forbidden - No access granted")
         if runner.runner_type != "project_type":
             return _error(400, "400 Bad request - Runner is not a project runner")
-        if project.id == runner.project_id or project.id in runner.assigned_projects:
+        if project.id in runner.projects:
             return _error(400, "Runner has already been taken", key="error")
         with self._lock:
             runner.assigned_projects.add(project.id)
         return web.json_response(self._runner_obj(runner), status=201)
+
+    async def _unassign_runner(self, request: web.Request) -> web.Response:
+        """DELETE /projects/:id/runners/:runner_id (authorize! :admin_project_runners; refused for
+        the only project, app/services/ci/runners/unassign_runner_service.rb)."""
+        project = self._visible_project(request, request.match_info["pid"])
+        if not (self._admin(request) or self._role(request, project.id) >= MAINTAINER):
+            return _error(403, "403 Forbidden")
+        runner = self._runners.get(int(request.match_info["rid"]))
+        if runner is None or project.id not in runner.projects:
+            return _error(404, "404 Runner Not Found")
+        if len(runner.projects) == 1:
+            return _error(403, "403 Forbidden - Only one project associated with the runner. Please remove the runner instead")
+        with self._lock:
+            if runner.project_id == project.id:  # the owner project goes: the next one owns it
+                runner.project_id = min(runner.assigned_projects)
+                runner.assigned_projects.discard(runner.project_id)
+            else:
+                runner.assigned_projects.discard(project.id)
+        return web.Response(status=204)
+
+    async def _list_project_runners(self, request: web.Request) -> web.Response:
+        """Ci::Runner.owned_or_instance_wide(project): its project runners and instance runners
+        (authorize! :read_project_runners: maintainer)."""
+        project = self._visible_project(request, request.match_info["pid"])
+        if not (self._admin(request) or self._role(request, project.id) >= MAINTAINER):
+            return _error(403, "403 Forbidden")
+        runners = [r for r in self.runners if r.runner_type == "instance_type" or project.id in r.projects]
+        return self._paginate(request, [self._runner_obj(r) for r in self._filtered_runners(request, runners)])
+
+    async def _list_group_runners(self, request: web.Request) -> web.Response:
+        """Ci::Runner.group_or_instance_wide(group) (authorize! :read_group_runners: owner)."""
+        gid = request.match_info["gid"]
+        if not gid.isdigit() or int(gid) not in self._groups:
+            return _error(404, "404 Group Not Found")
+        if not (self._admin(request) or self.access.group_role(request[_USER], int(gid)) >= OWNER):
+            return _error(403, "403 Forbidden")
+        runners = [r for r in self.runners if r.runner_type == "instance_type" or r.group_id == int(gid)]
+        return self._paginate(request, [self._runner_obj(r) for r in self._filtered_runners(request, runners)])
 
     def _filtered_runners(self, request: web.Request, runners: Sequence[SimRunner]) -> list[SimRunner]:
         q = request.query
         wanted_tags = set(_tags(q.get("tag_list")))
         out = []
         for r in sorted(runners, key=lambda r: r.id):
+            if r.id in self.skipped_in_listings:
+                continue
             status = self._runner_status(r)
             if q.get("type") and r.runner_type != q["type"]:
                 continue
@@ -790,21 +993,31 @@ class GitLabSimulator:
         return out
 
     async def _list_runners(self, request: web.Request) -> web.Response:
-        # "owned" runners: the project and group runners this (admin) user can see
-        owned = [r for r in self.runners if r.runner_type != "instance_type"]
+        owned = self._owned_runners(request[_USER])
         return self._paginate(request, [self._runner_obj(r) for r in self._filtered_runners(request, owned)])
 
     async def _list_all_runners(self, request: web.Request) -> web.Response:
+        if not self._admin(request):  # authenticated_as_admin!
+            return _error(403, "403 Forbidden")
         return self._paginate(request, [self._runner_obj(r) for r in self._filtered_runners(request, self.runners)])
 
-    async def _get_runner(self, request: web.Request) -> web.Response:
-        runner = self._runners.get(int(request.match_info["rid"]))
-        return web.json_response(self._runner_obj(runner, detail=True)) if runner else _error(404, "404 Not found")
-
-    async def _update_runner(self, request: web.Request) -> web.Response:
+    def _runner_for(self, request: web.Request) -> SimRunner:
         runner = self._runners.get(int(request.match_info["rid"]))
         if runner is None:
-            return _error(404, "404 Not found")
+            raise not_found("Runner")
+        return runner
+
+    async def _get_runner(self, request: web.Request) -> web.Response:
+        runner = self._runner_for(request)
+        # authenticate_show_runner!: instance runners to everyone, others with :read_runner
+        if runner.runner_type != "instance_type" and not self._can_admin_runner(request, runner):
+            return _error(403, "403 Forbidden - No access granted")
+        return web.json_response(self._runner_obj(runner, detail=True))
+
+    async def _update_runner(self, request: web.Request) -> web.Response:
+        runner = self._runner_for(request)
+        if not self._can_admin_runner(request, runner):
+            return _error(403, "403 Forbidden - No access granted")
         p = await self._params(request)
         with self._lock:
             for key in ("paused", "locked", "run_untagged"):
@@ -823,15 +1036,19 @@ class GitLabSimulator:
         return web.json_response(self._runner_obj(runner, detail=True))
 
     async def _delete_runner(self, request: web.Request) -> web.Response:
+        runner = self._runner_for(request)
+        # authenticate_delete_runner!: admins; otherwise not while assigned to several projects
+        if not self._admin(request):
+            if len(runner.projects) > 1:
+                return _error(403, "403 Forbidden - Runner associated with more than one project")
+            if not self._can_admin_runner(request, runner):
+                return _error(403, "403 Forbidden - No access granted")
         with self._lock:
-            if self._runners.pop(int(request.match_info["rid"]), None) is None:
-                return _error(404, "404 Not found")
+            self._runners.pop(runner.id, None)
         return web.Response(status=204)
 
     async def _runner_jobs(self, request: web.Request) -> web.Response:
-        rid = int(request.match_info["rid"])
-        if rid not in self._runners:
-            return _error(404, "404 Not found")
+        rid = self._runner_for(request).id
         status = request.query.get("status")
         if status and status not in ("running", "success", "failed", "canceled"):
             return _error(400, "status does not have a valid value", key="error")
@@ -841,9 +1058,14 @@ class GitLabSimulator:
 
     # ---------------------------------------------------------------- runner API handlers
     def _runner_by_token(self, token: Any) -> SimRunner | None:
+        """The runner this token authenticates; an expired runner token authenticates nothing
+        (app/models/ci/runner.rb token_expired?)."""
         if not isinstance(token, str) or not token:
             return None
-        return next((r for r in self.runners if secrets.compare_digest(r.token.encode(), token.encode())), None)
+        runner = next((r for r in self.runners if secrets.compare_digest(r.token.encode(), token.encode())), None)
+        if runner is not None and runner.token_expires_at is not None and runner.token_expires_at <= self._clock():
+            return None
+        return runner
 
     async def _runner_from_body(self, request: web.Request) -> tuple[SimRunner | None, dict[str, Any], web.Response | None]:
         """The runner named by the body's `token`, or GitLab's 400 (no token) / 403 (unknown)."""

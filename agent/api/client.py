@@ -201,6 +201,8 @@ def format_status(status: StatusResponse) -> str:
         lines.append(f"{status.hostname}: hardware not observed yet")
     lines.append(f"agent: {status.phase.value}, started {_when(status.started_at)}, last reconcile {_when(status.last_reconcile)} (pass {status.reconcile_count})")
     lines.append(f"{_health('gitlab', status.gitlab)}; {_health('docker', status.docker)}")
+    for problem in status.gitlab.problems:  # GitLab answers, but refuses this (the rest goes on)
+        lines.append(f"gitlab refuses: {problem}")
     lines.append("scaling: PAUSED by an operator" if status.paused else "scaling: active")
     c = status.counts
     by_state = ", ".join(f"{n} {state}" for state, n in c.runners.items())

@@ -126,6 +126,10 @@ class Job(Wire):
     created_at: datetime
     name: str | None = None
     web_url: str | None = Field(None, description="The job's GitLab page, where GitLab's answer gave it; None: not known.")
+    reach: list[str] = Field(
+        default_factory=list,
+        description="Where a runner must be registered to be given this job: `group:<id>` or `project:<id>`; empty: anywhere.",
+    )
 
 
 class Runner(Wire):
@@ -137,6 +141,7 @@ class Runner(Wire):
     kind: RunnerKind = RunnerKind.NATIVE
     platform: str | None = Field(None, description="Platform its jobs run on, e.g. 'linux/arm64'.")
     gpu: str | None = Field(None, description="Id of the GPU it holds exclusively.")
+    reach: str | None = Field(None, description="Where it is registered (`group:<id>`, `project:<id>`); None: instance-wide.")
     busy: bool = False
     idle_since: datetime | None = Field(None, description="When it last became idle; None: unknown.")
     draining: bool = Field(False, description="Takes no new job; removed once idle.")
@@ -145,6 +150,7 @@ class Runner(Wire):
 
 
 class StartRunner(Wire):
+    reach: str | None = Field(None, description="Where to register it (`group:<id>`, `project:<id>`); None: the scope's default.")
     kind: RunnerKind
     tags: list[str]
     run_untagged: bool
@@ -192,6 +198,11 @@ class ComponentHealth(Wire):
     error: str | None = None
     since: datetime | None = Field(None, description="When it last changed between ok and failing.")
     errors_total: int = 0
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What it refuses while it answers (a missing scope or role, a project it hides): one line each; "
+        "the rest of the work goes on.",
+    )
 
 
 class ConfigReport(Wire):
@@ -322,6 +333,11 @@ class FleetHost(Wire):
     hostname: str
     last_seen: datetime | None = Field(None, description="When this agent last listed the host's runners in GitLab.")
     runners: list[FleetRunner]
+    live: bool | None = Field(None, description="Whether its presence heartbeat is within fleet.membership_ttl; None: fleet off.")
+    heartbeat_at: datetime | None = Field(None, description="Its presence's last heartbeat.")
+    profiles: list[str] = Field(default_factory=list, description="What it serves: native arch, emulated ones, GPU classes, extra tags.")
+    room: int | None = Field(None, description="Runners it can still start, as its presence says.")
+    owns: list[int] = Field(default_factory=list, description="Pending jobs it owns, as this host computes ownership.")
 
 
 class FleetResponse(Wire):
@@ -329,6 +345,7 @@ class FleetResponse(Wire):
     the `autogit:<host>:<name>` description of their registrations; this host's in full detail."""
 
     hosts: list[FleetHost]
+    ownership: list[str] = Field(default_factory=list, description="Why each pending job this host does not plan for is another's.")
 
 
 class ErrorType(StrEnum):

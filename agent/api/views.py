@@ -5,6 +5,8 @@ attribute (schema.Wire has from_attributes), so the server never sends an intern
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from collections import Counter
 
 from ..state import AgentState
@@ -72,13 +74,27 @@ def fleet_view(state: AgentState, hostname: str) -> FleetResponse:
         )
         for rv in state.runners
     ]
-    hosts = [FleetHost(hostname=hostname, last_seen=state.plan_time, runners=own)]
     others: dict[str, list[FleetRunner]] = {}
     for reg in state.fleet:
         others.setdefault(reg.host, []).append(FleetRunner(id=reg.name, gitlab_id=reg.id, state=reg.status or "unknown", tags=reg.tags))
-    for host in sorted(others):
-        hosts.append(FleetHost(hostname=host, last_seen=state.fleet_seen, runners=sorted(others[host], key=lambda r: r.id)))
-    return FleetResponse(hosts=hosts)
+    presences = {p.hostname: p for p in state.presences}
+    owns: dict[str, list[int]] = {}
+    for o in state.ownership:
+        if o.owner is not None:
+            owns.setdefault(o.owner, []).append(o.job)
+
+    def host_view(host: str, last_seen: datetime | None, runners: list[FleetRunner]) -> FleetHost:
+        p = presences.get(host)
+        if p is None:
+            return FleetHost(hostname=host, last_seen=last_seen, runners=runners, owns=sorted(owns.get(host, [])))
+        profiles = [p.arch] + [f"{a} (emulated)" for a in p.emulated] + [f"{g.count}× {' '.join(sorted(g.tags))}" for g in p.gpus] + list(p.extra_tags)
+        return FleetHost(hostname=host, last_seen=last_seen, runners=runners, live=host in state.live_hosts, heartbeat_at=p.heartbeat_at,
+                         profiles=profiles, room=p.room.slots, owns=sorted(owns.get(host, [])))  # fmt: skip
+
+    hosts = [host_view(hostname, state.plan_time, own)]
+    for host in sorted(set(others) | set(presences) - {hostname}):
+        hosts.append(host_view(host, state.fleet_seen, sorted(others.get(host, []), key=lambda r: r.id)))
+    return FleetResponse(hosts=hosts, ownership=[o.describe() for o in state.ownership if not o.mine])
 
 
 def plan_view(state: AgentState) -> PlanResponse:

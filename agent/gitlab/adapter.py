@@ -16,6 +16,7 @@ retry_transient_errors, honouring Retry-After) up to `max_retries` times.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from functools import partial
 from collections.abc import Callable, Iterable
@@ -35,7 +36,42 @@ T = TypeVar("T")
 
 
 class GitLabError(RuntimeError):
-    """Any failure talking to GitLab; str() is one line and never holds a token."""
+    """Any failure talking to GitLab; str() is one line and never holds a token. `status` is
+    GitLab's HTTP status (None: unreachable); `permission` marks a refusal that retrying
+    cannot fix until an operator changes the token, its scopes or its user's role."""
+
+    def __init__(self, message: str, status: int | None = None, permission: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.permission = permission
+
+
+def _refusal(exc: glexc.GitlabError, what: str, needs: str) -> GitLabError:
+    """GitLab's refusal as one line naming the missing scope or role (lib/api/api_guard.rb
+    renders insufficient_scope with the scopes that would do; forbidden! carries the reason)."""
+    code = getattr(exc, "response_code", None)
+    body: Any = getattr(exc, "error_message", "") or ""
+    if isinstance(body, dict):
+        detail = str(body.get("error_description") or body.get("message") or body.get("error") or body)
+        scopes = body.get("scope")
+    else:
+        detail, scopes = str(body), None
+    try:
+        raw = (getattr(exc, "response_body", b"") or b"").decode(errors="replace")
+        if raw.startswith("{"):
+            doc = json.loads(raw)
+            scopes = scopes or doc.get("scope")
+            detail = str(doc.get("error_description") or doc.get("message") or detail)
+    except ValueError:
+        pass
+    detail = detail[:200]
+    if code == 401:
+        return GitLabError(f"GitLab refused the token ({detail}) for {what}: give the agent a valid token", code, permission=True)
+    if code == 403 and scopes:
+        return GitLabError(f"the GitLab token lacks a scope for {what}: it needs one of: {scopes}", code, permission=True)
+    if code == 403:
+        return GitLabError(f"GitLab refused {what} ({detail}): the token's user needs {needs}", code, permission=True)
+    return GitLabError(f"GitLab answered {code or 'an error'} to {what}: {detail}", code)
 
 
 class Registration(Frozen):
@@ -43,6 +79,8 @@ class Registration(Frozen):
     description: str
     tags: list[str] = Field(default_factory=list)
     status: str | None = Field(None, description="GitLab's runner status: online, offline, ...")
+    paused: bool = False
+    run_untagged: bool = False
 
     @property
     def host(self) -> str | None:
@@ -69,6 +107,7 @@ class RunningJob(Frozen):
 class QueueSnapshot(Frozen):
     pending: list[Job]
     running: list[RunningJob]
+    problems: list[str] = Field(default_factory=list, description="Projects that could not be read, one line each.")
 
 
 def description_prefix(hostname: str) -> str:
@@ -114,9 +153,34 @@ class GitLabAdapter:
         # python-gitlab takes max_retries per request (with retry_transient_errors, on 429/5xx).
         self._retry: dict[str, Any] = {"max_retries": config.max_retries}
         self.calls = 0  # API calls made (for the cost figures and metrics)
+        self._is_admin: bool | None = None
+        self._group_of: dict[int, int] = {}  # project → the configured group it was found under
+        self._runner_tags: dict[int, list[str]] = {}  # GET /runners/:id, once per runner
+        self._runner_untagged: dict[int, bool] = {}
+        # GitLab's RateLimit-* answer headers (lib/gitlab/application_rate_limiter.rb), last seen
+        self.rate_limit: dict[str, int] = {}
+        self._gl.session.hooks["response"].append(self._note_rate_limit)
 
     # --- plumbing -----------------------------------------------------------------------------
-    async def _call(self, fn: Callable[[], T]) -> T:
+    def _note_rate_limit(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+            value = resp.headers.get(header)
+            if value is not None and value.isdigit():
+                self.rate_limit[header.split("-", 1)[1].lower()] = int(value)
+
+    def min_poll_interval(self, now: float | None = None) -> float:
+        """Seconds between full polls that keep the jobs listing within GitLab's per-user limit
+        (600 a minute by default: lib/api/ci/jobs.rb jobs_index), using at most half of it so the
+        user's other clients and this host's webhook lookups keep room; longer while GitLab said
+        the budget is spent."""
+        per_pass = max(1, len(self._projects) if self.config.scope.kind == "groups" else len(self.config.scope.projects))
+        limit = self.rate_limit.get("limit") or 600
+        interval = per_pass * 60.0 / (limit / 2)
+        if self.rate_limit.get("remaining") == 0 and "reset" in self.rate_limit:
+            interval = max(interval, self.rate_limit["reset"] - (now if now is not None else time.time()))
+        return interval
+
+    async def _call(self, fn: Callable[[], T], what: str = "a GitLab API call", needs: str = "access to it") -> T:
         """Run one blocking python-gitlab call in a thread, mapping every error to GitLabError."""
 
         def counted() -> T:
@@ -126,8 +190,7 @@ class GitLabAdapter:
         try:
             return await asyncio.to_thread(counted)
         except glexc.GitlabError as exc:
-            code = getattr(exc, "response_code", None)
-            raise GitLabError(f"GitLab answered {code or 'an error'}: {str(exc.error_message)[:200]}") from None
+            raise _refusal(exc, what, needs) from None
         except requests.RequestException as exc:
             raise GitLabError(f"GitLab unreachable: {type(exc).__name__}") from None
 
@@ -144,10 +207,34 @@ class GitLabAdapter:
             return self._projects
         ids: set[int] = set()
         for group in scope.groups:
-            rows = await self._call(partial(self._list, f"/groups/{group}/projects", {"include_subgroups": True, "simple": True}))
-            ids.update(r["id"] for r in rows)
+            # with_shared defaults to true (lib/api/groups.rb): projects of other namespaces shared
+            # with the group come only when configured, and a group runner never reaches them
+            # (they get project runners of their own).
+            for shared in (False, True) if scope.include_shared else (False,):
+                query = {"include_subgroups": True, "simple": True, "with_shared": shared}
+                rows = await self._call(partial(self._list, f"/groups/{group}/projects", query),
+                                        f"GET /groups/{group}/projects", f"a membership of group {group}")  # fmt: skip
+                for r in rows:
+                    if r["id"] not in ids:
+                        ids.add(r["id"])
+                        self._group_of[r["id"]] = -r["id"] if shared else group
         self._projects, self._projects_at = sorted(ids), time.monotonic()
         return self._projects
+
+    def reach_of(self, project_id: int) -> str | None:
+        """Where a runner that serves this project's jobs is registered: `project:<id>` of the
+        scope's first project (the others are assigned), `group:<id>` of the configured group the
+        project was found under (a group runner serves its group and subgroups only), or None for
+        an instance runner."""
+        runner_type = self._runner_target()["runner_type"]
+        if runner_type == "group_type":
+            group = self._group_of.get(project_id)
+            if group is not None and group < 0:  # shared into the group: a project runner of its own
+                return f"project:{project_id}"
+            return f"group:{group}" if group is not None else None
+        if runner_type == "project_type":
+            return f"project:{self.config.scope.projects[0]}"
+        return None
 
     async def observe_queue(self) -> QueueSnapshot:
         """Pending jobs (the planner's input) and running ones (who is busy), in one call per
@@ -156,15 +243,25 @@ class GitLabAdapter:
             return await self._observe_instance_queue()
         pending: list[Job] = []
         running: list[RunningJob] = []
+        problems: list[str] = []
         for project in await self._scope_projects():
-            rows = await self._call(partial(self._list, f"/projects/{project}/jobs", {"scope[]": ["pending", "running"]}))
+            try:
+                rows = await self._call(partial(self._list, f"/projects/{project}/jobs", {"scope[]": ["pending", "running"]}),
+                                        f"GET /projects/{project}/jobs", f"the Reporter role in project {project}")  # fmt: skip
+            except GitLabError as exc:
+                if exc.status not in (403, 404):
+                    raise  # GitLab failing, or the token refused outright: the whole observation is unknown
+                # One project refused (or gone): the others are still served.
+                problems.append(str(exc) if exc.status != 404 else f"project {project}: not found, or not visible to the token's user")
+                continue
+            reach = self.reach_of(project)
             for row in rows:
                 if row.get("status") == "pending":
-                    pending.append(_job_from_api(row, project))
+                    pending.append(_job_from_api(row, project).model_copy(update={"reach": [reach] if reach else []}))
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
-        return QueueSnapshot(pending=pending, running=running)
+        return QueueSnapshot(pending=pending, running=running, problems=problems)
 
     _JOBS_QUERY = (
         "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
@@ -212,61 +309,203 @@ class GitLabAdapter:
 
     async def get_job(self, project_id: int, job_id: int) -> tuple[str, Job]:
         """One job (webhooks carry no tags, so the agent fetches the job): (status, job)."""
-        row = await self._call(lambda: self._gl.http_get(f"/projects/{project_id}/jobs/{job_id}", **self._retry))
+        row = await self._call(lambda: self._gl.http_get(f"/projects/{project_id}/jobs/{job_id}", **self._retry),
+                               f"GET /projects/{project_id}/jobs/{job_id}", f"the Reporter role in project {project_id}")  # fmt: skip
         assert isinstance(row, dict)
-        return row.get("status", ""), _job_from_api(row, project_id)
+        reach = self.reach_of(project_id)
+        return row.get("status", ""), _job_from_api(row, project_id).model_copy(update={"reach": [reach] if reach else []})
 
     # --- registrations ----------------------------------------------------------------------------
-    def _runner_target(self) -> dict[str, Any]:
+    def _runner_target(self, reach: str | None = None) -> dict[str, Any]:
         scope = self.config.scope
         runner_type = self.config.runner_type or {"instance": "instance_type", "groups": "group_type", "projects": "project_type"}[scope.kind]
         target: dict[str, Any] = {"runner_type": runner_type}
-        if runner_type == "group_type":
-            target["group_id"] = scope.groups[0]
+        if runner_type == "group_type" and reach and reach.startswith("project:"):
+            target = {"runner_type": "project_type", "project_id": int(reach.split(":", 1)[1])}
+        elif runner_type == "group_type":
+            target["group_id"] = int(reach.split(":", 1)[1]) if reach and reach.startswith("group:") else scope.groups[0]
         elif runner_type == "project_type":
             target["project_id"] = scope.projects[0]
         return target
 
-    async def create_runner(self, description: str, tags: Iterable[str], run_untagged: bool) -> CreatedRunner:
+    @staticmethod
+    def _needs(target: dict[str, Any]) -> str:
+        """Who may create (and delete) such a runner (app/services/ci/runners/create_runner_service.rb)."""
+        if target["runner_type"] == "group_type":
+            return f"the Owner role in group {target['group_id']}"
+        if target["runner_type"] == "project_type":
+            return f"the Maintainer role in project {target['project_id']}"
+        return "administrator access (and, with Admin Mode on, the admin_mode scope)"
+
+    async def create_runner(self, description: str, tags: Iterable[str], run_untagged: bool, reach: str | None = None,
+                            maximum_timeout: int | None = None) -> CreatedRunner:  # fmt: skip
         """POST /user/runners (the runner-authentication-token workflow); the token comes back once."""
+        target = self._runner_target(reach)
+        multi_project = self.config.scope.kind == "projects" and target["runner_type"] == "project_type" and len(self.config.scope.projects) > 1
         data = {
-            **self._runner_target(),
+            **target,
             "description": description,
             "tag_list": list(tags),
             "run_untagged": run_untagged,
-            "locked": True,
+            # A locked runner cannot be assigned to other projects by non-admins ("Runner is
+            # locked", lib/api/ci/runners.rb); a single-project runner stays locked.
+            "locked": not multi_project,
             "maintenance_note": "Managed by autogit-agent; it deletes this runner when the runner goes.",
         }
-        row = await self._call(lambda: self._gl.http_post("/user/runners", post_data=data, **self._retry))
+        if maximum_timeout:
+            data["maximum_timeout"] = maximum_timeout
+        row = await self._call(lambda: self._gl.http_post("/user/runners", post_data=data, **self._retry),
+                               "POST /user/runners", self._needs(target))  # fmt: skip
         assert isinstance(row, dict)
         created = CreatedRunner(id=row["id"], token=SecretStr(row["token"]))
-        if data["runner_type"] == "project_type":
+        if multi_project:
             # A project runner serves its own project only; enable it in the scope's others
-            # (POST /projects/:id/runners, "Assign a runner to project").
+            # (POST /projects/:id/runners, "Assign a runner to project": scope api, Maintainer).
             try:
                 for project in self.config.scope.projects[1:]:
                     await self._call(
-                        partial(self._gl.http_post, f"/projects/{project}/runners", post_data={"runner_id": created.id}, **self._retry)
+                        partial(self._gl.http_post, f"/projects/{project}/runners", post_data={"runner_id": created.id}, **self._retry),
+                        f"POST /projects/{project}/runners", f"the Maintainer role in project {project}",
                     )
             except GitLabError:
-                await self.delete_runner(created.id)  # never leave a half-made registration
+                await self.delete_runner(created.id, created.token)  # never leave a half-made registration
                 raise
         return created
 
-    async def delete_runner(self, runner_id: int) -> None:
+    async def delete_runner(self, runner_id: int, token: SecretStr | None = None, *, unassign: bool = True) -> None:
+        """With the runner's own token when the agent still has it: `DELETE /runners` of the
+        runner API needs no user scope or role at all (lib/api/ci/runner.rb), on every GitLab
+        version. Otherwise by id (scope manage_runner from 17.1, else api); a project runner
+        assigned to several projects is unassigned first, as non-admins must."""
+        if token is not None:
+            try:
+                await self._call(lambda: self._gl.http_delete("/runners", query_data={"token": token.get_secret_value()}, **self._retry),
+                                 "DELETE /runners (runner token)", "nothing")  # fmt: skip
+                return
+            except GitLabError as exc:
+                if exc.status not in (403, 404):  # 403: the token is no longer valid; try by id
+                    raise
         try:
-            await self._call(lambda: self._gl.http_delete(f"/runners/{runner_id}", **self._retry))
+            await self._call(lambda: self._gl.http_delete(f"/runners/{runner_id}", **self._retry),
+                             f"DELETE /runners/{runner_id}", self._needs(self._runner_target()))  # fmt: skip
         except GitLabError as exc:
-            if "404" not in str(exc):  # already gone: the goal is reached
-                raise
+            if exc.status == 404:  # already gone: the goal is reached
+                return
+            if exc.status == 403 and "more than one project" in str(exc) and unassign:
+                for project in self.config.scope.projects[1:]:
+                    try:
+                        await self._call(partial(self._gl.http_delete, f"/projects/{project}/runners/{runner_id}", **self._retry),
+                                         f"DELETE /projects/{project}/runners/{runner_id}", f"the Maintainer role in project {project}")  # fmt: skip
+                    except GitLabError as inner:
+                        if inner.status != 404:
+                            raise
+                await self.delete_runner(runner_id, unassign=False)
+                return
+            raise
+
+    async def runner_exists(self, runner_id: int) -> bool | None:
+        """GET /runners/:id: True, False (404: GitLab says it is gone), or None (cannot tell)."""
+        try:
+            row = await self._call(lambda: self._gl.http_get(f"/runners/{runner_id}", **self._retry), f"GET /runners/{runner_id}",
+                                   self._needs(self._runner_target()))  # fmt: skip
+        except GitLabError as exc:
+            if exc.status == 404:
+                return False
+            return None
+        if isinstance(row, dict):
+            self._runner_tags[runner_id] = list(row.get("tag_list") or [])
+            self._runner_untagged[runner_id] = bool(row.get("run_untagged"))
+        return True
+
+    async def set_paused(self, runner_id: int, paused: bool = True) -> None:
+        """PUT /runners/:id paused: GitLab assigns a paused runner no new job, so none lands on a
+        runner that is draining (scope manage_runner from 17.1, else api)."""
+        await self._call(lambda: self._gl.http_put(f"/runners/{runner_id}", post_data={"paused": paused}, **self._retry),
+                         f"PUT /runners/{runner_id}", self._needs(self._runner_target()))  # fmt: skip
+
+    async def admin(self) -> bool:
+        """Whether the token acts as an administrator (GET /user is_admin; /runners/all then
+        tells whether Admin Mode lets it)."""
+        if self._is_admin is None:
+            row = await self._call(lambda: self._gl.http_get("/user", **self._retry), "GET /user", "a valid token")
+            self._is_admin = bool(isinstance(row, dict) and row.get("is_admin"))
+        return self._is_admin
 
     async def list_registrations(self) -> list[Registration]:
         """The runners of every AutoGit host this token can see (one listing serves both this
-        host's leak clean-up and the fleet view), found by their `autogit:` description."""
-        path = "/runners/all" if self._runner_target()["runner_type"] == "instance_type" else "/runners"
-        rows = await self._call(lambda: self._list(path, {}))
-        return [
-            Registration(id=r["id"], description=r.get("description") or "", tags=r.get("tag_list") or [], status=r.get("status"))
-            for r in rows
-            if (r.get("description") or "").startswith("autogit:")
-        ]
+        host's leak clean-up and the fleet view), found by their `autogit:` description.
+
+        `GET /runners` lists the runners the user owns through memberships only
+        (app/models/user.rb ci_owned_runners): an administrator who is a member of nothing sees
+        none there, so an admin token lists `GET /runners/all` (of the type this scope uses),
+        and falls back to the owned listing where Admin Mode refuses it. List entities carry no
+        tag_list (lib/api/entities/ci/runner.rb): tags come from `GET /runners/:id`, once per
+        runner, cached."""
+        runner_type = self._runner_target()["runner_type"]
+        rows: list[dict[str, Any]] | None = None
+        if runner_type == "instance_type" or await self.admin():
+            try:
+                rows = await self._call(lambda: self._list("/runners/all", {"type": runner_type}), "GET /runners/all",
+                                        "administrator access (and, with Admin Mode on, the admin_mode scope)")  # fmt: skip
+            except GitLabError as exc:
+                if exc.status != 403 or runner_type == "instance_type":
+                    raise
+        if rows is None:
+            rows = await self._call(lambda: self._list("/runners", {"type": runner_type}), "GET /runners", self._needs(self._runner_target()))
+        out = []
+        for r in rows:
+            description = r.get("description") or ""
+            if not description.startswith("autogit:"):
+                continue
+            out.append(Registration(id=r["id"], description=description, tags=self._runner_tags.get(r["id"], []),
+                                    status=r.get("status"), paused=bool(r.get("paused"))))  # fmt: skip
+        live = {r.id for r in out}
+        for stale in set(self._runner_tags) - live:
+            del self._runner_tags[stale]
+        return out
+
+    # --- fleet presence (agent/fleet.py, ADR-009) ----------------------------------------------------
+    async def publish_presence(self, registration_id: int | None, body: dict[str, Any]) -> int:
+        """Create this host's presence registration, or refresh its note; returns its id. A
+        refresh of one that is gone (404) creates it again."""
+        if registration_id is not None:
+            try:
+                await self._call(lambda: self._gl.http_put(f"/runners/{registration_id}", post_data={"maintenance_note": body["maintenance_note"]},
+                                                           **self._retry), f"PUT /runners/{registration_id}", self._needs(self._runner_target()))  # fmt: skip
+                return registration_id
+            except GitLabError as exc:
+                if exc.status != 404:
+                    raise
+        target = self._runner_target()
+        row = await self._call(lambda: self._gl.http_post("/user/runners", post_data={**target, **body}, **self._retry),
+                               "POST /user/runners (presence)", self._needs(target))  # fmt: skip
+        assert isinstance(row, dict)
+        return int(row["id"])
+
+    async def read_presences(self, tag: str) -> list[tuple[str, str | None, str | None]]:
+        """Every presence registration: (description, maintenance note, contacted_at). The list
+        entity has neither note nor contact time, so each is read with GET /runners/:id."""
+        runner_type = self._runner_target()["runner_type"]
+        path = "/runners/all" if runner_type == "instance_type" or await self.admin() else "/runners"
+        try:
+            rows = await self._call(lambda: self._list(path, {"tag_list": tag}), f"GET {path}", self._needs(self._runner_target()))
+        except GitLabError as exc:
+            if path != "/runners/all" or exc.status != 403:
+                raise
+            rows = await self._call(lambda: self._list("/runners", {"tag_list": tag}), "GET /runners", self._needs(self._runner_target()))
+        out = []
+        for r in rows:
+            detail = await self._call(partial(self._gl.http_get, f"/runners/{r['id']}", **self._retry), f"GET /runners/{r['id']}",
+                                      self._needs(self._runner_target()))  # fmt: skip
+            if isinstance(detail, dict):
+                out.append((str(detail.get("description") or ""), detail.get("maintenance_note"), detail.get("contacted_at")))
+        return out
+
+    async def fill_tags(self, registrations: list[Registration], budget: int = 10) -> list[Registration]:
+        """The registrations with their tags, fetching at most `budget` unknown ones per call."""
+        for reg in registrations:
+            if reg.id not in self._runner_tags and budget > 0:
+                budget -= 1
+                await self.runner_exists(reg.id)
+        return [r.model_copy(update={"tags": self._runner_tags.get(r.id, r.tags), "run_untagged": self._runner_untagged.get(r.id, r.run_untagged)})
+                for r in registrations]  # fmt: skip

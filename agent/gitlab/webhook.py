@@ -8,6 +8,7 @@ net: webhooks can be lost, and a lost one only delays a job to the next poll.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -36,6 +37,7 @@ class WebhookListener:
         self.accepted = 0
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._lookups: set[asyncio.Task[None]] = set()
 
     def _refuse(self, request: web.Request, status: int, why: str) -> web.Response:
         self.refused += 1
@@ -55,8 +57,19 @@ class WebhookListener:
         except (ValueError, KeyError, TypeError):
             return self._refuse(request, 400, "body is not a Job Hook payload (project_id, build_id, build_status)")
         self.accepted += 1
-        await self.on_job(project_id, job_id, status)
+        # Answer first: GitLab waits at most 10 s for a hook and disables one that keeps failing
+        # (temporarily after 4 failures, for good after 40; app/models/concerns/web_hooks/auto_disabling.rb).
+        # The job lookup (a GitLab API call) runs after the answer.
+        task = asyncio.get_running_loop().create_task(self._lookup(project_id, job_id, status))
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
         return web.json_response({"message": "accepted"}, status=202)
+
+    async def _lookup(self, project_id: int, job_id: int, status: str) -> None:
+        try:
+            await self.on_job(project_id, job_id, status)
+        except Exception as exc:  # noqa: BLE001 - one failed lookup must not end the listener; the next poll covers it
+            self.bus.publish("webhook.lookup-failed", f"job {job_id} of project {project_id}: {str(exc)[:200]}", job=job_id)
 
     async def start(self) -> None:
         host, _, port = self.config.listen.rpartition(":")
@@ -70,6 +83,8 @@ class WebhookListener:
         self.port = sockets[0].getsockname()[1] if sockets else int(port)
 
     async def stop(self) -> None:
+        for task in list(self._lookups):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -115,6 +115,7 @@ class RunnerSpec(Frozen):
     gpu: Gpu | None = None
     cpus: float
     memory_mb: int
+    reach: str | None = Field(None, description="Where it is registered (`group:<id>`, `project:<id>`); None: instance-wide.")
     clone_url: str | None = Field(None, description="URL job helpers clone from when it is not GitLab's own.")
     ca_pem: str | None = Field(None, description="Private CA of GitLab, written to certs/<host>.crt for the runner.")
 
@@ -129,6 +130,7 @@ class ManagedContainer(Frozen):
     kind: RunnerKind
     platform: str
     gpu: str | None
+    reach: str | None = None
     status: str = Field(description="Docker's state: created, running, exited, ...")
     started_at: datetime | None
     stopping_since: datetime | None = Field(None, description="When a graceful stop was asked for.")
@@ -309,6 +311,7 @@ class DockerRuntime:
             _label("kind"): spec.kind.value,
             _label("platform"): spec.platform,
             _label("gpu"): spec.gpu.id if spec.gpu else "",
+            _label("reach"): spec.reach or "",
         }
 
         def run() -> Any:
@@ -376,6 +379,7 @@ class DockerRuntime:
             kind=RunnerKind(labels.get(_label("kind"), "native")),
             platform=labels.get(_label("platform"), ""),
             gpu=labels.get(_label("gpu")) or None,
+            reach=labels.get(_label("reach")) or None,
             status=state.get("Status", "unknown"),
             started_at=started_at,
             stopping_since=stopping,
@@ -421,7 +425,7 @@ class DockerRuntime:
         """Remove the container (force: it is only called for exited or orphaned ones) with its
         anonymous volumes (the official image declares VOLUME), whatever gitlab-runner left of
         its jobs (a killed runner cleans nothing), and its config directory with the token."""
-        token = self._token_of(name)
+        token = self._token_value(name)
         try:
             await self._call(lambda: self._docker().containers.get(name).remove(force=True, v=True))
         except docker.errors.NotFound:
@@ -429,7 +433,12 @@ class DockerRuntime:
         await self.remove_job_leftovers(name, token)
         self.discard_dir(name)
 
-    def _token_of(self, name: str) -> str | None:
+    def token_of(self, name: str) -> SecretStr | None:
+        """The runner's token from its config.toml, while the agent still has it."""
+        value = self._token_value(name)
+        return SecretStr(value) if value else None
+
+    def _token_value(self, name: str) -> str | None:
         try:
             with open(self._dir(name) / "config.toml", "rb") as f:
                 return str(tomllib.load(f)["runners"][0]["token"])

@@ -67,24 +67,27 @@ def runner_settings(images: RunnerImages, tmp: Path, **extra: object) -> dict[st
 class Harness:
     """A real reconciler against the simulator and the Docker engine."""
 
-    def __init__(self, sim: GitLabSimulator, images: RunnerImages, tmp: Path, **scaling) -> None:
+    def __init__(self, sim: GitLabSimulator, images: RunnerImages, tmp: Path, *, token: str | None = None,
+                 scope: dict | None = None, fleet: dict | None = None, hostname: str | None = None, **scaling) -> None:  # fmt: skip
         self.sim = sim
         self.images = images
-        self.hostname = f"t{uuid.uuid4().hex[:8]}"
+        self.hostname = hostname or f"t{uuid.uuid4().hex[:8]}"
         policy = {"max_runners": 5, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0} | scaling
         self.config = AgentConfig.model_validate(
             {
                 "hostname": self.hostname,
-                "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1, 2]}, "poll_interval": 0.5, "request_timeout": 3, "max_retries": 0},
+                "gitlab": {"url": sim.url, "scope": scope or {"kind": "projects", "projects": [1, 2]}, "poll_interval": 0.5,
+                           "request_timeout": 3, "max_retries": 0},  # fmt: skip
                 "scaling": policy,
-                "runner": runner_settings(images, tmp),
+                "fleet": fleet or {},
+                "runner": runner_settings(images, tmp / self.hostname),
             }
         )
         self.state = AgentState()
         cpu = observe_cpu()
         self.host = Host(hostname=self.hostname, arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
         self.runtime = DockerRuntime(self.config.runner, self.hostname)
-        self.gitlab = GitLabAdapter(self.config.gitlab, SecretStr(sim.private_token))
+        self.gitlab = GitLabAdapter(self.config.gitlab, SecretStr(token or sim.private_token))
         self.reconciler = self.new_reconciler()
         self.runner_tags: dict[int, set[str]] = {}  # every runner the simulator ever saw
         self.tokens_seen: set[str] = set()
@@ -111,9 +114,10 @@ class Harness:
     async def cleanup(self) -> None:
         """What an agent's own shutdown would leave is removed the way the agent removes it."""
         for c in await self.runtime.list():
+            token = self.runtime.token_of(c.name)
             await self.runtime.remove(c.name)
             if c.gitlab_id is not None:
-                await self.gitlab.delete_runner(c.gitlab_id)
+                await self.gitlab.delete_runner(c.gitlab_id, token)
         await self.runtime.close()
 
     def leftovers(self) -> list[str]:

@@ -75,3 +75,25 @@ async def test_wrong_token_is_a_clear_error(sim):
     with pytest.raises(GitLabError) as err:
         await GitLabAdapter(config, SecretStr("glpat-wrong")).observe_queue()
     assert "401" in str(err.value) and "glpat-wrong" not in str(err.value)
+
+
+async def test_polling_paces_itself_by_gitlabs_rate_limit_headers():
+    """600 jobs-index requests a minute per user by default (lib/api/ci/jobs.rb); the adapter
+    reads GitLab's RateLimit-Limit and keeps the full pass within half of it."""
+    simulator = GitLabSimulator(jobs_index_limit=6)
+    await simulator.start()
+    try:
+        simulator.add_project(2, "autogit/two", group_id=1)
+        simulator.add_project(3, "autogit/three", group_id=1)
+        paced = adapter(simulator, scope={"kind": "projects", "projects": [1, 2, 3]}, poll_interval=1, max_retries=0)
+        assert paced.min_poll_interval() == 3 * 60 / 300  # before GitLab said anything: 600/min
+        await paced.observe_queue()
+        assert paced.rate_limit["limit"] == 6
+        assert paced.min_poll_interval() == 3 * 60 / 3  # 3 projects in half of 6 a minute
+        await paced.observe_queue()  # the 4th..6th request of the minute: the budget is spent
+        assert paced.rate_limit["remaining"] == 0 and paced.min_poll_interval(now=0) > 60
+        with pytest.raises(GitLabError) as err:
+            await paced.observe_queue()  # a 7th request: 429, not retried (max_retries 0 here)
+        assert err.value.status == 429
+    finally:
+        await simulator.stop()

@@ -105,12 +105,14 @@ async def test_one_job_runners_take_exactly_one_job_each_and_leave_nothing(harne
 async def test_a_drain_past_its_deadline_aborts_the_job_and_a_kill_leaves_nothing(harness: Harness):
     """SIGQUIT, then at drain_timeout SIGTERM (gitlab-runner aborts the job and removes its
     containers), then SIGKILL only past force_timeout; whatever is left is removed with the runner."""
-    harness.config = harness.config.model_copy(update={"runner": harness.config.runner.model_copy(update={"drain_timeout": 2, "force_timeout": 1})})
-    harness.runtime.config = harness.config.runner
-    harness.reconciler = harness.new_reconciler()
     sim = harness.sim
     long = sim.add_job(project_id=1, script=["sleep 300"], name="long").id
     await harness.until(lambda: sim.job(long).status == "running", timeout=60, what="the long job to run")
+    # The deadline shrinks after the runner was registered (a reload): its maximum_timeout, which
+    # the agent keeps within the drain deadline, was the old one, so only the agent can end it.
+    harness.config = harness.config.model_copy(update={"runner": harness.config.runner.model_copy(update={"drain_timeout": 2, "force_timeout": 1})})
+    harness.runtime.config = harness.config.runner
+    harness.reconciler = harness.new_reconciler()
     (runner,) = await harness.runtime.list()
     harness.state.drain_runner(runner.name, "test")  # an operator drains it
     await harness.until(lambda: sim.job(long).status == "failed" and not sim.runners, timeout=60, what="abort and removal")
@@ -131,3 +133,13 @@ async def test_job_containers_a_killed_runner_left_are_removed_with_it(harness: 
     sim.cancel_job(long)
     await harness.until(lambda: not sim.runners, timeout=60, what="the dead runner to be removed")
     assert harness.leftovers() == []
+
+
+async def test_no_job_outlives_the_drain_deadline_through_maximum_timeout(harness: Harness):
+    """The agent registers runners with GitLab's maximum_timeout = runner.drain_timeout."""
+    sim = harness.sim
+    job = sim.add_job(project_id=1, script=["echo ok"]).id
+    await harness.until(lambda: finished(sim, [job]), timeout=60, what="the job")
+    runner = next(r for r in sim.runners if r.id == sim.job(job).runner_id) if sim.runners else None
+    limit = runner.maximum_timeout if runner else sim.job(job).timeout_s
+    assert limit == int(harness.config.runner.drain_timeout)

@@ -51,6 +51,9 @@ async def test_listener_accepts_only_signed_job_hooks(listener):
     assert await _post(listener, job_hook | {"X-Gitlab-Token": SECRET}, b"x" * 8192) == 413  # over max_body_bytes
     assert listener.seen == []
     assert await _post(listener, job_hook | {"X-Gitlab-Token": SECRET}, body) == 202
+    async with asyncio.timeout(5):  # the lookup runs after the answer
+        while not listener.seen:
+            await asyncio.sleep(0.01)
     assert listener.seen == [(1, 41, "pending")]
     assert (listener.refused, listener.accepted) == (3, 1)
     refusals = [e for e in listener.bus.history() if e.type == "webhook.refused"]
@@ -90,3 +93,28 @@ async def test_webhook_scales_up_before_the_next_poll(runner_image, tmp_path):
         await hook.stop()
         await h.cleanup()
         await sim.stop()
+
+
+async def test_the_hook_is_answered_before_the_job_lookup():
+    """GitLab waits 10 s at most for a hook and disables failing ones: the answer cannot wait
+    for a GitLab API call."""
+    release = asyncio.Event()
+    looked_up: list[int] = []
+
+    async def slow_lookup(project_id: int, job_id: int, status: str) -> None:
+        await release.wait()  # a GitLab that is slow to answer the job lookup
+        looked_up.append(job_id)
+
+    bus = EventBus()
+    hook = WebhookListener(WebhookConfig(enabled=True, listen="127.0.0.1:0"), SecretStr(SECRET), bus, slow_lookup)
+    await hook.start()
+    try:
+        status = await _post(hook, {"X-Gitlab-Event": "Job Hook", "X-Gitlab-Token": SECRET}, json.dumps(HOOK).encode())
+        assert status == 202 and looked_up == []  # answered while the lookup still waits
+        release.set()
+        async with asyncio.timeout(5):
+            while not looked_up:
+                await asyncio.sleep(0.01)
+        assert looked_up == [41]
+    finally:
+        await hook.stop()

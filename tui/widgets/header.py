@@ -23,6 +23,9 @@ def _health(name: str, health: ComponentHealth, compact: bool = False) -> Text:
     text = Text(f"{name} ")
     if health.ok is None:
         text.append("–" if compact else "– n/a", style="bright_black")
+    elif health.ok and health.problems:
+        # It answers but refuses something (a scope, a role): the events tab has each line.
+        text.append(f"▲{len(health.problems)}" if compact else f"▲ {len(health.problems)} refused", style="bold yellow")
     elif health.ok:
         text.append("●" if compact else "● ok", style="green")
     else:
