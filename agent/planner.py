@@ -108,12 +108,18 @@ class _Capacity:
         return None
 
 
+def _pending_since(job: Job) -> datetime:
+    return job.queued_at or job.created_at
+
+
 def fair_order(jobs: Sequence[Job]) -> list[Job]:
     """Round-robin over projects; within a round, oldest first (ties by job id)."""
     # One stable sort by (created_at, id), two passes with plain keys (cheaper than tuple keys);
     # then the n-th job of each project goes to round n, and each round keeps that order.
     ordered = sorted(jobs, key=attrgetter("id"))
-    ordered.sort(key=attrgetter("created_at"))
+    # oldest in the queue first: GitLab's queued_at where it gave one (a later stage's job is
+    # created with its pipeline, long before it is pending)
+    ordered.sort(key=_pending_since)
     seen: dict[int, int] = {}
     rounds: list[list[Job]] = []
     for job in ordered:
@@ -240,7 +246,7 @@ def _reach(job: Job) -> str | None:
 def _overdue_tag_sets(jobs: Sequence[Job], policy: Policy, now: datetime) -> set[tuple[frozenset[str], str | None]]:
     """The distinct (tag set, reach) of jobs pending longer than pickup_timeout."""
     cutoff = now.timestamp() - policy.pickup_timeout
-    return {(frozenset(j.tags), _reach(j)) for j in jobs if _as_utc(j.created_at).timestamp() <= cutoff}
+    return {(frozenset(j.tags), _reach(j)) for j in jobs if _as_utc(_pending_since(j)).timestamp() <= cutoff}
 
 
 def _unresponsive(runner: Runner, overdue: set[tuple[frozenset[str], str | None]], policy: Policy, now: datetime) -> bool:

@@ -266,6 +266,20 @@ class Reconciler:
         return [j for j in pending if j.id in planned]
 
     # --- observe helpers ----------------------------------------------------------------------------
+    def _never_contacted(self, c: ManagedContainer, now: datetime) -> bool:
+        """Running past the bound while GitLab says its runner never asked for a job (a wrong URL,
+        a CA it does not trust, a network it cannot leave): not capacity, and reported."""
+        reg = next((r for r in self._registrations or [] if r.id == c.gitlab_id), None)
+        bound = self.config.scaling.pickup_timeout
+        if reg is None or reg.status != "never_contacted" or c.started_at is None or (now - c.started_at).total_seconds() < bound:
+            self._refused.pop(f"contact {c.name}", None)
+            return False
+        self._refused[f"contact {c.name}"] = (
+            f"runner {c.name} has not contacted GitLab {bound:.0f} s after it started: check runner.gitlab_url, "
+            "gitlab.ca_file and runner.network (docker logs of the container say why); it is replaced"
+        )
+        return True
+
     def _runners(self, containers: list[ManagedContainer], busy_ids: set[int], now: datetime) -> list[Runner]:
         out = []
         drained = self.state.intents.drained_runners
@@ -287,7 +301,7 @@ class Reconciler:
                     # A stopping runner is on its way out: count its capacity, never stop it twice.
                     busy=busy or stopping,
                     idle_since=None if busy else max(floor),
-                    draining=stopping or c.name in drained,
+                    draining=stopping or c.name in drained or (not busy and self._never_contacted(c, now)),
                 )
             )
         return out

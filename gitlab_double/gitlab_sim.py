@@ -76,9 +76,16 @@ FINISHED = frozenset({"success", "failed", "canceled", "skipped"})
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 FAULT_MODES = ("none", "500", "timeout", "reset")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_USER = web.RequestKey("user", SimUser)
-_PAT = web.RequestKey("pat", SimToken)
-_RATELIMIT = web.RequestKey("ratelimit", dict)
+def _request_key(name: str, kind: type) -> Any:
+    """aiohttp's typed request key (3.12+); the plain name on older aiohttp (Debian's, in the
+    compose stand-in image)."""
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, kind) if maker is not None else name
+
+
+_USER = _request_key("user", SimUser)
+_PAT = _request_key("pat", SimToken)
+_RATELIMIT = _request_key("ratelimit", dict)
 # the base URL as the current request addressed the server, for web_url and Link headers
 _BASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar("sim_base_url", default=None)
 
@@ -827,6 +834,7 @@ class GitLabSimulator:
                 "status": j.status.upper(),
                 "tags": list(j.tags),
                 "createdAt": _iso(j.created_at),
+                "queuedAt": _iso(j.created_at),
                 "project": {"id": f"gid://gitlab/Project/{j.project_id}"},
                 "runner": None if j.runner_id is None else {"id": f"gid://gitlab/Ci::Runner/{j.runner_id}"},
             }

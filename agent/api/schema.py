@@ -126,6 +126,11 @@ class Job(Wire):
     created_at: datetime
     name: str | None = None
     web_url: str | None = Field(None, description="The job's GitLab page, where GitLab's answer gave it; None: not known.")
+    queued_at: datetime | None = Field(
+        None,
+        description="When it entered the queue (GitLab's queued_at: later than created_at when its pipeline waited "
+        "for earlier stages); None: created_at.",
+    )
     reach: list[str] = Field(
         default_factory=list,
         description="Where a runner must be registered to be given this job: `group:<id>` or `project:<id>`; empty: anywhere.",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -122,8 +123,13 @@ def _gid(global_id: str) -> int:
 
 
 def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
+    queued = data.get("queued_duration")  # seconds in the queue so far (Ci::Build#queued_duration)
+    queued_at = None
+    if data.get("status") == "pending" and isinstance(queued, int | float):
+        queued_at = datetime.now(UTC) - timedelta(seconds=float(queued))
     return Job(
         id=data["id"],
+        queued_at=queued_at,
         project_id=(data.get("pipeline") or {}).get("project_id", project_id),
         tags=data.get("tag_list") or [],
         created_at=data["created_at"],
@@ -265,7 +271,7 @@ class GitLabAdapter:
 
     _JOBS_QUERY = (
         "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
-        " nodes { id name status tags createdAt project { id } runner { id } }"
+        " nodes { id name status tags createdAt queuedAt project { id } runner { id } }"
         " pageInfo { hasNextPage endCursor } } }"
     )
 
@@ -299,7 +305,8 @@ class GitLabAdapter:
             for node in jobs["nodes"]:
                 job_id, project_id = _gid(node["id"]), _gid(node["project"]["id"])
                 if node["status"] == "PENDING":
-                    pending.append(Job(id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"], name=node.get("name")))
+                    pending.append(Job(id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"],
+                                       queued_at=node.get("queuedAt"), name=node.get("name")))  # fmt: skip
                 elif node["status"] == "RUNNING":
                     runner = node.get("runner")
                     running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None))

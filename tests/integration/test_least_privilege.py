@@ -131,3 +131,22 @@ async def test_a_busy_runner_survives_a_listing_that_misses_it(strict, runner_im
     await run_harness(h, lambda: finished(sim, [job]) and not sim.runners, "the job and the clean-up")
     assert sim.job(job).status == "success" and "survived" in sim.job(job).trace.decode()
     assert not any("registration is gone" in e.message for e in events(h, "runner.removed"))
+
+
+async def test_a_runner_that_never_contacts_gitlab_is_reported_not_counted(strict, runner_image: RunnerImages, tmp_path):
+    sim, t = strict
+    h = Harness(sim, runner_image, tmp_path, token=t["maint_api"], idle_timeout=600, pickup_timeout=4)
+    # runners reach GitLab by a URL that answers nothing
+    h.config = h.config.model_copy(update={"runner": h.config.runner.model_copy(update={"gitlab_url": "http://127.0.0.1:9"})})
+    h.runtime.config = h.config.runner
+    h.reconciler = h.new_reconciler()
+    sim.add_job(project_id=1, script=["echo never"])
+    try:
+        await h.until(lambda: any("has not contacted GitLab" in p for p in h.state.gitlab.problems), 60, "the report")
+        stopped = [e for e in h.state.bus.history() if e.type == "runner.stopping" and e.data.get("reason") == "drained"]
+        assert stopped, "not counted as capacity: stopped and replaced"
+    finally:
+        await h.cleanup()
+        for r in list(sim.runners):
+            sim._runners.pop(r.id, None)
+    assert h.leftovers() == []

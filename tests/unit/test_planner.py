@@ -300,3 +300,10 @@ def test_only_a_runner_that_matches_the_overdue_job_is_unresponsive():
     p = run([job(1, tags=["amd64"], age_s=100)], [arm, runner("busy", busy=True)], policy=policy)
     assert "arm" not in {s.runner for s in p.stop if s.reason == "unresponsive"}
     assert all(s.runner != "busy" for s in p.stop)  # a busy runner is never stopped
+
+
+def test_fair_order_takes_the_time_a_job_entered_the_queue():
+    # a later stage's job is created with its pipeline but queued only when the stage starts
+    early_created_late_queued = job(1, age_s=600).model_copy(update={"queued_at": NOW - timedelta(seconds=5)})
+    queued_before = job(2, age_s=60)
+    assert [j.id for j in fair_order([early_created_late_queued, queued_before])] == [2, 1]
