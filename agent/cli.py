@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(jobs=args.jobs)
+    return run_demo(jobs=args.jobs, runner_image=args.runner_image)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="GitLab simulator + agent + real runner containers, live on this terminal")
     p.add_argument("--jobs", type=int, default=12, help="jobs in the scripted stream")
+    p.add_argument("--runner-image", default=None, help="runner image to use; default: the pinned official one where a "
+                   "registry answers, else a local gitlab-runner double built here")  # fmt: skip
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("version", help="print the version")

@@ -2,7 +2,7 @@
 machine's Docker engine, with a scripted stream of jobs of mixed tags, shown live.
 
 The simulator is a double of GitLab (gitlab_double); the runner image is a double of gitlab-runner
-built locally (tests/doubles/runner_image, no registry needed) whose docker executor runs each job
+built locally (gitlab_double/runner_image, no registry needed) whose docker executor runs each job
 in a job container, a foreign-architecture one in a job image of that architecture under QEMU. Everything else is the real agent: the planner, the
 reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
 """
@@ -10,6 +10,7 @@ reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from .config import AgentConfig
+import autogit.gitlab_double as gitlab_double
+
+from .config import DEFAULT_RUNNER_IMAGE, AgentConfig
 from .events import Event
 from .gitlab.adapter import GitLabAdapter
 from .gitlab.webhook import WebhookListener
@@ -35,24 +38,54 @@ from .state import AgentState
 
 __all__ = ["run_demo"]
 
-REPO = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = REPO / "tests/doubles/runner_image/build.sh"
+# The gitlab-runner double's image recipe ships with the GitLab double (autogit.gitlab_double),
+# so the demo runs from the installed package as from a checkout.
+BUILD_SCRIPT = Path(gitlab_double.__file__).resolve().parent / "runner_image" / "build.sh"
+DEMO_JOB_IMAGE = "debian:bookworm-slim"
 
 
 def _problem() -> str | None:
     if shutil.which("docker") is None:
-        return "Docker is not installed: run ./scripts/dev-setup (or apt-get install docker.io)"
+        return "Docker is not installed: apt-get install docker.io (or run ./scripts/dev-setup in a checkout)"
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         return "the Docker engine is not running: start it (systemctl start docker, or dockerd &)"
-    if not BUILD_SCRIPT.exists():
-        return f"the runner double's build script is missing ({BUILD_SCRIPT}); run the demo from a source checkout"
     return None
 
 
-def _build_image(console: Console) -> dict[str, str]:
-    """The double's images: RUNNER_IMAGE, HELPER_IMAGE, JOB_IMAGE, JOB_IMAGE_<ARCH>."""
-    console.print("[dim]building the runner double's images (first run: ~1 min, then cached)…[/]")
-    out = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True)
+def _build_problem() -> str | None:
+    """What building the local gitlab-runner double needs, in one line, or None."""
+    missing = [tool for tool in ("debootstrap", "dpkg-deb", "apt-get", "flock") if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        return "building the local gitlab-runner double needs root (debootstrap): run the demo as root, or give --runner-image"
+    if missing:
+        return f"building the local gitlab-runner double needs {', '.join(missing)}: apt-get install debootstrap, or give --runner-image"
+    if not BUILD_SCRIPT.exists():
+        return f"the gitlab-runner double's recipe is missing ({BUILD_SCRIPT}): reinstall autogit-agent"
+    return None
+
+
+def _pull(image: str, timeout_s: float = 60) -> bool:
+    try:
+        return subprocess.run(["docker", "pull", "-q", image], capture_output=True, timeout=timeout_s).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _images(console: Console, runner_image: str | None) -> dict[str, str]:
+    """The runner image the user gave, else the pinned official one where a registry answers,
+    else the local gitlab-runner double built without any registry."""
+    if runner_image:
+        console.print(f"[dim]runner image {runner_image} (as given); job image {DEMO_JOB_IMAGE}[/]")
+        return {"RUNNER_IMAGE": runner_image, "JOB_IMAGE": DEMO_JOB_IMAGE}
+    if _pull(DEFAULT_RUNNER_IMAGE) and _pull(DEMO_JOB_IMAGE):
+        console.print(f"[dim]runner image {DEFAULT_RUNNER_IMAGE} (the pinned official one); job image {DEMO_JOB_IMAGE}[/]")
+        return {"RUNNER_IMAGE": DEFAULT_RUNNER_IMAGE, "JOB_IMAGE": DEMO_JOB_IMAGE}
+    problem = _build_problem()
+    if problem is not None:
+        raise RuntimeError(f"no image registry answers and {problem}")
+    console.print("[dim]no image registry answers: building the local gitlab-runner double (first run: ~1 min, then cached)…[/]")
+    env = dict(os.environ, PIP=os.environ.get("PIP") or f"{sys.executable} -m pip")
+    out = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "image build failed")
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
@@ -102,9 +135,10 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
             "hostname": "demo",
             "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 2, "max_retries": 1},
             "scaling": {"max_runners": max(2, min(6, cpu.cpus * 2)), "idle_timeout": 5, "runner_cpus": 0, "runner_memory_mb": 0},
-            "runner": {"image": images["RUNNER_IMAGE"], "helper_image": images["HELPER_IMAGE"], "job_image": images["JOB_IMAGE"],
-                       "pull_policy": "never", "network": "host", "config_dir": str(workdir), "check_interval": 1,
-                       "drain_timeout": 60},
+            "runner": {"image": images["RUNNER_IMAGE"], "job_image": images["JOB_IMAGE"], "network": "host", "config_dir": str(workdir),
+                       "check_interval": 1, "drain_timeout": 60}
+                      # the local double: its own helper, and nothing pulled
+                      | ({"helper_image": images["HELPER_IMAGE"], "pull_policy": "never"} if "HELPER_IMAGE" in images else {}),
             "webhook": {"enabled": True, "listen": "127.0.0.1:0"},
         }
     )
@@ -132,6 +166,7 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
         with Live(_view(state, sim, events, started), console=console, refresh_per_second=4) as live:
             for delay, tags, platform in stream:
                 await asyncio.sleep(delay)
+                # the double's foreign job images are single-platform; an official job image is multi-arch
                 arch_image = images.get(f"JOB_IMAGE_{platform.split('/')[-1].upper()}") if platform else None
                 job = sim.add_job(project_id=1, tags=tags, script=["echo hello from $(uname -m)", "sleep 2"], name="demo",
                                   image_platform=platform, image=arch_image or (images["JOB_IMAGE"] if platform else None))
@@ -164,15 +199,15 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
     return 0 if ok == n_jobs else 1
 
 
-def run_demo(jobs: int = 12) -> int:
+def run_demo(jobs: int = 12, runner_image: str | None = None) -> int:
     console = Console()
     problem = _problem()
     if problem is not None:
         print(f"autogit-agent demo: {problem}", file=sys.stderr)
         return 69
     try:
-        image = _build_image(console)
+        images = _images(console, runner_image)
     except RuntimeError as exc:
         print(f"autogit-agent demo: runner image: {exc}", file=sys.stderr)
         return 69
-    return asyncio.run(_demo(jobs, image, console))
+    return asyncio.run(_demo(jobs, images, console))

@@ -8,7 +8,7 @@ host with the fleet off, measured in the same run, is the baseline.
     .venv/bin/python bench/fleet_bench.py [--jobs 12]
 
 Goals (issue 12): ≤ 1.05 runners per job; pickup p50 within 1.2× the single-host figure.
-Needs Docker and the runner double's images (tests/doubles/runner_image/build.sh).
+Needs Docker and the runner double's images (gitlab_double/runner_image/build.sh).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=12)
     args = ap.parse_args()
-    built = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, check=True).stdout
+    built = subprocess.run(["sh", str(REPO / "gitlab_double/runner_image/build.sh")], capture_output=True, text=True, check=True).stdout
     images = dict(line.split("=", 1) for line in built.splitlines() if "=" in line)
     print(f"{args.jobs} jobs, 0.2–1.0 s apart, each 'sleep 2'; poll 0.5 s, hold_off 4 s; webhooks off")
     base_rate, base = asyncio.run(scenario(images, 1, False, args.jobs))

@@ -15,7 +15,7 @@
 
     .venv/bin/python bench/scaleup_bench.py [--jobs 50] [--poll 5] [--idle-seconds 30]
 
-Needs Docker and the runner double image (tests/doubles/runner_image/build.sh).
+Needs Docker and the runner double image (gitlab_double/runner_image/build.sh).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=5.0)
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     args = ap.parse_args()
-    built = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, check=True).stdout
+    built = subprocess.run(["sh", str(REPO / "gitlab_double/runner_image/build.sh")], capture_output=True, text=True, check=True).stdout
     images = dict(line.split("=", 1) for line in built.splitlines() if "=" in line)
     image = images["RUNNER_IMAGE"]
     print(f"image {image}; {args.jobs} jobs per mode; poll interval {args.poll:g}s; one-job runners")

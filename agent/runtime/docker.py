@@ -180,7 +180,7 @@ class DockerRuntime:
     # --- config.toml ------------------------------------------------------------------------------
     def render_config(self, spec: RunnerSpec) -> dict[str, Any]:
         """gitlab-runner's config.toml for one runner. Every key is one of gitlab-runner's own
-        (common/config.go); tests check the file against that list (tests/doubles/runner_image)."""
+        (common/config.go); tests check the file against that list (gitlab_double/runner_image)."""
         config = self.config
         docker_table: dict[str, Any] = {
             "image": config.job_image,

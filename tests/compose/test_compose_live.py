@@ -237,9 +237,9 @@ def _job(live: Live, job_id: int) -> dict:
 
 @pytest.fixture(scope="module")
 def runner_images() -> dict[str, str]:
-    """The runner double's images (tests/doubles/runner_image/build.sh): its KEY=image lines, and
+    """The runner double's images (gitlab_double/runner_image/build.sh): its KEY=image lines, and
     the runner image alone on the last line."""
-    out = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(["sh", str(REPO / "gitlab_double/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     images = dict(ln.split("=", 1) for ln in lines if "=" in ln)

@@ -33,7 +33,7 @@ def _docker_ok() -> bool:
 
 @dataclass(frozen=True)
 class RunnerImages:
-    """What tests/doubles/runner_image/build.sh makes: the runner, its helper, and job images."""
+    """What gitlab_double/runner_image/build.sh makes: the runner, its helper, and job images."""
 
     runner: str
     helper: str
@@ -43,7 +43,7 @@ class RunnerImages:
 
 
 def build_runner_images() -> RunnerImages:
-    out = subprocess.run(["sh", str(REPO / "tests/doubles/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(["sh", str(REPO / "gitlab_double/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     images = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     return RunnerImages(images["RUNNER_IMAGE"], images["HELPER_IMAGE"], images["JOB_IMAGE"], images["JOB_IMAGE_ARM64"], images["JOB_IMAGE_RISCV64"])

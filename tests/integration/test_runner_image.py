@@ -1,4 +1,4 @@
-"""The gitlab-runner DOUBLE (tests/doubles/runner_image) against the GitLab simulator, both named
+"""The gitlab-runner DOUBLE (gitlab_double/runner_image) against the GitLab simulator, both named
 doubles, on the real Docker engine, with the docker executor: each job runs in its own job
 container (and a helper container), foreign-architecture jobs in job images of that architecture
 run by QEMU through binfmt_misc. These tests pin the gitlab-runner behaviours the agent depends

@@ -24,7 +24,7 @@ from autogit.agent.runtime.docker import (
     use_cdi,
 )
 
-DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "runner_image" / "entrypoint.py"
+DOUBLE = Path(__file__).resolve().parents[2] / "gitlab_double" / "runner_image" / "entrypoint.py"
 
 
 def _double():

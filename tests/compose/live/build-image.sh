@@ -7,7 +7,7 @@
 # their Go modules, the stack's own MinIO entry point (compose/config/minio/entrypoint.sh) and the
 # entry points beside this script (standin/). Every service of the stand-in stack runs from this one image.
 #
-# Caching (as tests/doubles/runner_image/build.sh): the tag is a hash of this script, the entry
+# Caching (as gitlab_double/runner_image/build.sh): the tag is a hash of this script, the entry
 # points and the tool versions; the rootfs tarball is cached under $AUTOGIT_TEST_CACHE (default
 # /var/cache/autogit-test) keyed by the suite, the packages and ROOTFS_RECIPE, and imported once.
 # Prints progress on stderr and the image tag as the last line on stdout.

@@ -35,7 +35,7 @@ DOCKER_SDK_WHEEL="docker==7.1.0"
 log() { echo "build.sh: $*" >&2; }
 
 if [ -n "${PIP:-}" ]; then :
-elif [ -x "$HERE/../../../.venv/bin/pip" ]; then PIP="$HERE/../../../.venv/bin/pip"
+elif [ -x "$HERE/../../.venv/bin/pip" ]; then PIP="$HERE/../../.venv/bin/pip"
 else PIP="python3 -m pip"; fi
 
 script_hash=$(cat "$HERE/build.sh" "$HERE/image_archive.py" | sha256sum | cut -c1-16)
