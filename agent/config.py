@@ -173,9 +173,12 @@ class RunnerConfig(Frozen):
     )
 
 
+_GPU_VENDORS: tuple[Literal["nvidia", "amd", "intel"], ...] = ("nvidia", "amd", "intel")
+
+
 class GpuConfig(Frozen):
     vendors: list[Literal["nvidia", "amd", "intel"]] = Field(
-        default_factory=lambda: ["nvidia", "amd", "intel"], description="GPU vendors to detect and schedule."
+        default_factory=lambda: list(_GPU_VENDORS), description="GPU vendors to detect and schedule."
     )
     cdi: Literal["auto", "always", "never"] = Field(
         "auto", description="Hand NVIDIA GPUs to jobs as CDI devices: auto uses CDI when dockerd has CDI specs."

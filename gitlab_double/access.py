@@ -90,8 +90,12 @@ class Access:
         return token.value
 
     def add_member(self, user: SimUser, *, project: int | None = None, group: int | None = None, role: int) -> None:
-        table = self.project_members if project is not None else self.group_members
-        table.setdefault(project if project is not None else group, {})[user.id] = role  # type: ignore[index]
+        if project is not None:
+            self.project_members.setdefault(project, {})[user.id] = role
+        elif group is not None:
+            self.group_members.setdefault(group, {})[user.id] = role
+        else:
+            raise ValueError("a membership is of a project or a group")
 
     # --- authentication (lib/gitlab/auth/auth_finders.rb) ----------------------------------------
     def authenticate(self, value: str, today: date) -> tuple[SimUser, SimToken]:

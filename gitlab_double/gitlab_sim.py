@@ -1210,7 +1210,7 @@ class GitLabSimulator:
         if job is None:
             return refused  # type: ignore[return-value]
         state = p.get("state")
-        output = p.get("output") if isinstance(p.get("output"), dict) else {}
+        output: dict[str, Any] = p["output"] if isinstance(p.get("output"), dict) else {}
         if state in ("success", "failed") and output.get("bytesize") is not None and int(output["bytesize"]) != len(job.trace):
             # The final update waits for the whole trace: 202 until GitLab has every byte the
             # runner says it wrote (app/services/ci/update_build_state_service.rb).

@@ -123,10 +123,15 @@ def _gid(global_id: str) -> int:
 
 
 def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
-    queued = data.get("queued_duration")  # seconds in the queue so far (Ci::Build#queued_duration)
+    # Ci::Build#queued_duration: seconds in the queue so far. What the job spent before it was
+    # queued (waiting for earlier stages) is its age less that, counted in whole seconds so that
+    # two reads of the same job agree.
+    queued = data.get("queued_duration")
     queued_at = None
-    if data.get("status") == "pending" and isinstance(queued, int | float):
-        queued_at = datetime.now(UTC) - timedelta(seconds=float(queued))
+    if data.get("status") == "pending" and isinstance(queued, int | float) and data.get("created_at"):
+        created = datetime.fromisoformat(str(data["created_at"]).replace("Z", "+00:00"))
+        waited_before = round((datetime.now(UTC) - created).total_seconds() - float(queued))
+        queued_at = created + timedelta(seconds=max(0, waited_before))
     return Job(
         id=data["id"],
         queued_at=queued_at,

@@ -13,6 +13,7 @@ resource limits, GPUs and devices for jobs go into config.toml's [runners.docker
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import grp
 import os
@@ -445,16 +446,16 @@ class DockerRuntime:
         except (OSError, KeyError, IndexError, tomllib.TOMLDecodeError):
             return None
 
-    async def remove_job_leftovers(self, name: str, token: str | None) -> list[str]:
+    async def remove_job_leftovers(self, name: str, token: str | None) -> builtins.list[str]:
         """Job, helper and cache containers and volumes of this runner: found by the label the
         agent asked for (container_labels) and by gitlab-runner's own runner label."""
         selectors = [f"{JOB_OF_LABEL}={name}"]
         if token:
             selectors.append(f"{GITLAB_RUNNER_LABEL}.runner.id={short_token(token)}")
 
-        def sweep() -> list[str]:
+        def sweep() -> builtins.list[str]:
             client = self._docker()
-            removed: list[str] = []
+            removed: builtins.list[str] = []
             for selector in selectors:
                 for c in client.containers.list(all=True, filters={"label": selector}):
                     with contextlib.suppress(docker.errors.NotFound):
@@ -472,7 +473,7 @@ class DockerRuntime:
     def discard_dir(self, name: str) -> None:
         shutil.rmtree(self._dir(name), ignore_errors=True)
 
-    def stale_dirs(self, known: set[str]) -> list[str]:
+    def stale_dirs(self, known: set[str]) -> builtins.list[str]:
         """Config directories whose container is gone (e.g. the agent died mid-create)."""
         try:
             return sorted(p.name for p in self.config.config_dir.iterdir() if p.is_dir() and p.name not in known)

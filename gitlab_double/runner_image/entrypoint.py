@@ -281,7 +281,11 @@ class Runner:
         self.draining.set()
         self.wake.set()
         # The forceful shutdown is bounded: past it the process exits whatever is left.
-        timer = threading.Timer(self.shutdown_timeout_s, lambda: (log("forceful shutdown timed out"), os._exit(1)))
+        def give_up() -> None:
+            log("forceful shutdown timed out")
+            os._exit(1)
+
+        timer = threading.Timer(self.shutdown_timeout_s, give_up)
         timer.daemon = True
         timer.start()
 
@@ -322,7 +326,7 @@ class Runner:
 
     # --- protocol (network/gitlab.go) --------------------------------------------------------------
     def request_job(self) -> tuple[Job | None, bool]:
-        body = {
+        body: dict[str, Any] = {
             "token": self.token,
             "system_id": self.system_id,
             "last_update": self.last_update,
@@ -527,7 +531,11 @@ class Runner:
         self.current.append(container.id)
         container.start()
         stream = container.logs(stream=True, follow=True)
-        pump = threading.Thread(target=lambda: [self.write(job, chunk) for chunk in stream], daemon=True)
+        def forward() -> None:
+            for chunk in stream:
+                self.write(job, chunk)
+
+        pump = threading.Thread(target=forward, daemon=True)
         pump.start()
         while True:
             if self.aborting.is_set():
@@ -552,8 +560,13 @@ class Runner:
         proc = subprocess.Popen(["sh", "-c", script], env=env, cwd=project_dir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         assert proc.stdout is not None
-        out = proc.stdout
-        pump = threading.Thread(target=lambda: [self.write(job, c) for c in iter(lambda: out.read1(4096), b"")], daemon=True)
+        out: Any = proc.stdout  # a BufferedReader: read1 returns what is there
+
+        def forward() -> None:
+            for chunk in iter(lambda: out.read1(4096), b""):
+                self.write(job, chunk)
+
+        pump = threading.Thread(target=forward, daemon=True)
         pump.start()
         try:
             while proc.poll() is None:

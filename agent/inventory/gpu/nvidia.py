@@ -115,7 +115,7 @@ class NvidiaBackend:
 
     def __init__(self, nvml: Any | None = None) -> None:
         self._given = nvml
-        self._nv: Any | None = None
+        self._nv: Any = None  # the pynvml module (or a double), once loaded
         self._lock = threading.RLock()
         self._ready = False
         self._rescan = False
@@ -476,7 +476,8 @@ class NvmlHealthThread:
         nv = self._backend.lib
         if nv is None:
             return
-        event_set, generation, watched = None, None, {}
+        event_set, generation = None, None
+        watched: dict[Any, Any] = {}
         self._backend._owner = threading.current_thread()
         try:
             while not self._stop.is_set():
