@@ -122,7 +122,7 @@ def _gid(global_id: str) -> int:
     return int(global_id.rsplit("/", 1)[1])
 
 
-def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
+def _job_from_api(data: dict[str, Any], project_id: int, reach: str | None = None) -> Job:
     # Ci::Build#queued_duration: seconds in the queue so far. What the job spent before it was
     # queued (waiting for earlier stages) is its age less that, counted in whole seconds so that
     # two reads of the same job agree.
@@ -140,6 +140,7 @@ def _job_from_api(data: dict[str, Any], project_id: int) -> Job:
         created_at=data["created_at"],
         name=data.get("name"),
         web_url=data.get("web_url"),
+        reach=[reach] if reach else [],
     )
 
 
@@ -268,7 +269,7 @@ class GitLabAdapter:
             reach = self.reach_of(project)
             for row in rows:
                 if row.get("status") == "pending":
-                    pending.append(_job_from_api(row, project).model_copy(update={"reach": [reach] if reach else []}))
+                    pending.append(_job_from_api(row, project, reach))
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
@@ -324,8 +325,7 @@ class GitLabAdapter:
         row = await self._call(lambda: self._gl.http_get(f"/projects/{project_id}/jobs/{job_id}", **self._retry),
                                f"GET /projects/{project_id}/jobs/{job_id}", f"the Reporter role in project {project_id}")  # fmt: skip
         assert isinstance(row, dict)
-        reach = self.reach_of(project_id)
-        return row.get("status", ""), _job_from_api(row, project_id).model_copy(update={"reach": [reach] if reach else []})
+        return row.get("status", ""), _job_from_api(row, project_id, self.reach_of(project_id))
 
     # --- registrations ----------------------------------------------------------------------------
     def _runner_target(self, reach: str | None = None) -> dict[str, Any]:
@@ -443,6 +443,20 @@ class GitLabAdapter:
             self._is_admin = bool(isinstance(row, dict) and row.get("is_admin"))
         return self._is_admin
 
+    async def _visible_runners(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """The runners this token can see: `GET /runners/all` for an admin token (or an instance
+        scope, which needs one), else the user's owned runners, `GET /runners`, also where Admin
+        Mode refuses the admin listing."""
+        runner_type = self._runner_target()["runner_type"]
+        if runner_type == "instance_type" or await self.admin():
+            try:
+                return await self._call(lambda: self._list("/runners/all", query), "GET /runners/all",
+                                        "administrator access (and, with Admin Mode on, the admin_mode scope)")  # fmt: skip
+            except GitLabError as exc:
+                if exc.status != 403 or runner_type == "instance_type":
+                    raise
+        return await self._call(lambda: self._list("/runners", query), "GET /runners", self._needs(self._runner_target()))
+
     async def list_registrations(self) -> list[Registration]:
         """The runners of every AutoGit host this token can see (one listing serves both this
         host's leak clean-up and the fleet view), found by their `autogit:` description.
@@ -453,17 +467,7 @@ class GitLabAdapter:
         and falls back to the owned listing where Admin Mode refuses it. List entities carry no
         tag_list (lib/api/entities/ci/runner.rb): tags come from `GET /runners/:id`, once per
         runner, cached."""
-        runner_type = self._runner_target()["runner_type"]
-        rows: list[dict[str, Any]] | None = None
-        if runner_type == "instance_type" or await self.admin():
-            try:
-                rows = await self._call(lambda: self._list("/runners/all", {"type": runner_type}), "GET /runners/all",
-                                        "administrator access (and, with Admin Mode on, the admin_mode scope)")  # fmt: skip
-            except GitLabError as exc:
-                if exc.status != 403 or runner_type == "instance_type":
-                    raise
-        if rows is None:
-            rows = await self._call(lambda: self._list("/runners", {"type": runner_type}), "GET /runners", self._needs(self._runner_target()))
+        rows = await self._visible_runners({"type": self._runner_target()["runner_type"]})
         out = []
         for r in rows:
             description = r.get("description") or ""
@@ -497,14 +501,7 @@ class GitLabAdapter:
     async def read_presences(self, tag: str) -> list[tuple[str, str | None, str | None]]:
         """Every presence registration: (description, maintenance note, contacted_at). The list
         entity has neither note nor contact time, so each is read with GET /runners/:id."""
-        runner_type = self._runner_target()["runner_type"]
-        path = "/runners/all" if runner_type == "instance_type" or await self.admin() else "/runners"
-        try:
-            rows = await self._call(lambda: self._list(path, {"tag_list": tag}), f"GET {path}", self._needs(self._runner_target()))
-        except GitLabError as exc:
-            if path != "/runners/all" or exc.status != 403:
-                raise
-            rows = await self._call(lambda: self._list("/runners", {"tag_list": tag}), "GET /runners", self._needs(self._runner_target()))
+        rows = await self._visible_runners({"tag_list": tag})
         out = []
         for r in rows:
             detail = await self._call(partial(self._gl.http_get, f"/runners/{r['id']}", **self._retry), f"GET /runners/{r['id']}",

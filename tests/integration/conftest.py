@@ -37,10 +37,10 @@ def gitlab_sim(request: pytest.FixtureRequest) -> Iterator[GitLabSimulator]:
     `@pytest.mark.parametrize("gitlab_sim", [{"host": "0.0.0.0"}], indirect=True)`.
     """
     kwargs: dict[str, Any] = getattr(request, "param", None) or {}
-    with GitLabSimulator(**kwargs).running_in_thread() as sim:
-        yield sim
+    with GitLabSimulator(**kwargs).running_in_thread() as simulator:
+        yield simulator
 
 
 # Fixtures shared by several modules, defined beside their helpers.
-from runner_harness import harness, runner_image  # noqa: E402,F401
+from runner_harness import harness, runner_image, sim  # noqa: E402,F401
 from umockdev_support import umockdev_testbed  # noqa: E402,F401

@@ -145,17 +145,23 @@ def short_token_labels(tokens: set[str]) -> list[str]:
 
 
 @pytest.fixture
-async def harness(runner_image, tmp_path) -> AsyncIterator[Harness]:
-    sim = GitLabSimulator(host="127.0.0.1")
-    await sim.start()
-    sim.add_project(2, "autogit/other", group_id=1)
+async def sim() -> AsyncIterator[GitLabSimulator]:
+    """The GitLab double with the projects a Harness's default scope names (1 and 2)."""
+    simulator = GitLabSimulator(host="127.0.0.1")
+    await simulator.start()
+    simulator.add_project(2, "autogit/other", group_id=1)
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def harness(sim: GitLabSimulator, runner_image, tmp_path) -> AsyncIterator[Harness]:
     h = Harness(sim, runner_image, tmp_path)
     try:
         yield h
         h.remember_runners()
     finally:
         await h.cleanup()
-        await sim.stop()
     assert h.leftovers() == [], "containers or volumes left behind"
     assert [r.description for r in sim.runners] == [], "registrations left behind"
 

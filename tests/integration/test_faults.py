@@ -15,19 +15,9 @@ import pytest
 import yaml
 from runner_harness import Harness, finished, runner_settings, short_token_labels
 
-from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentPhase
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture
-async def sim():
-    simulator = GitLabSimulator(host="127.0.0.1")
-    await simulator.start()
-    simulator.add_project(2, "autogit/other", group_id=1)  # the harness's scope is projects 1 and 2
-    yield simulator
-    await simulator.stop()
 
 
 async def _cleanup(h: Harness) -> None:

@@ -18,15 +18,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FLEET = {"enabled": True, "hold_off": 4, "membership_ttl": 4, "heartbeat_interval": 1}
 
 
-@pytest.fixture
-async def sim():
-    simulator = GitLabSimulator(host="127.0.0.1")
-    await simulator.start()
-    simulator.add_project(2, "autogit/other", group_id=1)
-    yield simulator
-    await simulator.stop()
-
-
 def fleet_of(sim: GitLabSimulator, images: RunnerImages, tmp_path, n: int = 3, **scaling) -> list[Harness]:
     tag = uuid.uuid4().hex[:6]
     return [Harness(sim, images, tmp_path, fleet=FLEET, hostname=f"f{tag}{i}", idle_timeout=3, **scaling) for i in range(n)]

@@ -22,7 +22,6 @@ from sysfs_trees import amd_7900xtx
 
 from autogit.agent.inventory.gpu import AmdBackend
 from autogit.agent.model import RunnerKind
-from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -31,15 +30,6 @@ def _char_device(path: Path) -> None:
     """A real character device node (1:3, the same driver as /dev/null: harmless to open)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-
-
-@pytest.fixture
-async def sim():
-    simulator = GitLabSimulator(host="127.0.0.1")
-    await simulator.start()
-    simulator.add_project(2, "autogit/other", group_id=1)
-    yield simulator
-    await simulator.stop()
 
 
 async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, runner_image, tmp_path):
