@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from datetime import UTC
+from datetime import UTC, datetime
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 65, 66, 69, 78
 
@@ -61,10 +61,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    import json
 
-    from .planner import plan
     from .render import plan_text
-    from .scenario import ScenarioError, load_scenario
+    from .scenario import ScenarioError, load_scenario, plan_scenario
 
     try:
         scenario = load_scenario(args.scenario)
@@ -74,11 +74,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         _err(str(exc))
         return EX_DATAERR
-    result = plan(scenario.host, scenario.planner_runners(), scenario.jobs, scenario.policy, scenario.now.astimezone(UTC))
-    if args.json:
+    result, fleet = plan_scenario(scenario)
+    if not args.json:
+        print(plan_text(scenario, result, fleet))
+    elif fleet is None:
         print(result.model_dump_json(indent=2))
     else:
-        print(plan_text(scenario, result))
+        # The Plan document as ever, plus one `fleet` key: readers of start/stop/waiting need no change.
+        print(json.dumps({**result.model_dump(mode="json"), "fleet": fleet.model_dump(mode="json")}, indent=2))
     return EX_OK
 
 
@@ -98,21 +101,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .api.client import AgentApiError, AgentClient, AgentUnavailable, format_status
+    from .api.client import AgentApiError, AgentClient, AgentUnavailable, format_fleet, format_status, status_fleet_section
 
-    async def fetch():
+    async def fetch() -> str:
         async with AgentClient(args.socket) as client:
-            return await client.status()
+            if args.fleet:
+                fleet = await client.fleet()
+                return fleet.model_dump_json(indent=2) if args.json else format_fleet(fleet, datetime.now(UTC))
+            status = await client.status()
+            if args.json:
+                return status.model_dump_json(indent=2)
+            section = await status_fleet_section(client, datetime.now(UTC))
+            return format_status(status) + (f"\n{section}" if section else "")
 
     try:
-        status = asyncio.run(fetch())
+        print(asyncio.run(fetch()))
     except AgentUnavailable as exc:
         _err(f"{exc} (is autogit-agent running? are you in group autogit?)")
         return EX_UNAVAILABLE
     except AgentApiError as exc:
         _err(str(exc))
         return EX_UNAVAILABLE
-    print(status.model_dump_json(indent=2) if args.json else format_status(status))
     return EX_OK
 
 
@@ -142,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("plan", help="run the planner on a scenario file (no I/O)")
+    p = sub.add_parser("plan", help="run the planner on a scenario file (no I/O); with a fleet section, on this host's share")
     p.add_argument("scenario", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
@@ -155,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="the running agent's status, from its socket")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the /v1/status document (with --fleet: the /v1/fleet document)")
+    p.add_argument("--fleet", action="store_true", help="only the fleet: every host's liveness, profiles, room and owned jobs")
     p.add_argument("--socket", type=Path, default=Path(os.environ.get("AUTOGIT_SOCKET", "/run/autogit/agent.sock")))
     p.set_defaults(func=cmd_status)
 

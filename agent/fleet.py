@@ -28,6 +28,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from hashlib import blake2b
@@ -45,6 +46,7 @@ __all__ = [
     "PRESENCE_DESCRIPTION_PREFIX",
     "PRESENCE_TAG",
     "Claim",
+    "FleetShare",
     "GpuClass",
     "JobOwnership",
     "PeerRunner",
@@ -55,13 +57,16 @@ __all__ = [
     "build_presence",
     "decode_presence",
     "encode_presence",
+    "fleet_share",
     "is_live",
     "jobs_for_me",
+    "join_settle",
     "live_presences",
     "owners",
     "presence_description",
     "presence_hostname",
     "presence_registration",
+    "runners_of",
     "should_start",
 ]
 
@@ -146,11 +151,18 @@ class Presence(_Wire):
     gpus: list[GpuClass] = Field(default_factory=list, alias="g")
     room: Room = Field(alias="r")
     heartbeat_at: UtcDatetime = Field(alias="b", description="When the agent last refreshed it (the note: Unix seconds).")
+    joined_at: UtcDatetime | None = Field(
+        None, alias="j", description="When this membership began (start, or return after a lapse); None: long settled (older agents)."
+    )
     truncated: bool = Field(False, alias="z", description="GPU classes were left out to fit the note.")
 
-    @field_serializer("heartbeat_at", when_used="json")
-    def _unix_seconds(self, moment: datetime) -> int:
-        return math.floor(moment.timestamp())
+    @field_serializer("heartbeat_at", "joined_at", when_used="json")
+    def _unix_seconds(self, moment: datetime | None) -> int | None:
+        return None if moment is None else math.floor(moment.timestamp())
+
+    def joining(self, now: datetime, settle: float) -> bool:
+        """Joined less than `settle` ago: its peers may not have read it yet (join_settle)."""
+        return self.joined_at is not None and (_as_utc(now) - self.joined_at).total_seconds() < settle
 
     def native_tags(self) -> frozenset[str]:
         return arch_tags(self.arch) | frozenset(self.extra_tags)
@@ -244,7 +256,17 @@ def _runner_arch(runner: Runner, host: Host) -> str:
     return runner.platform.split("/", 1)[1] if runner.platform and "/" in runner.platform else host.arch
 
 
-def build_presence(host: Host, runners: Sequence[Runner], policy: Policy, *, version: str, now: datetime) -> Presence:
+def join_settle(heartbeat_interval: float) -> float:
+    """How long a (re)joined host ranks after the settled ones: every peer reads the presences
+    once per heartbeat_interval, so after two of them each has read the newcomer's (a margin of
+    one for a slow pass). Until then its view and theirs differ in exactly that host, and a
+    newcomer ranked last owns nothing its peers could also think theirs: no duplicate start."""
+    return 2 * heartbeat_interval
+
+
+def build_presence(
+    host: Host, runners: Sequence[Runner], policy: Policy, *, version: str, now: datetime, joined_at: datetime | None = None
+) -> Presence:
     """This host's presence from what the planner sees: its profiles (tags.py's notions: native,
     each emulated architecture when emulation is on, each GPU when GPU scheduling is on) and the
     room its runners leave under the policy's caps."""
@@ -276,6 +298,7 @@ def build_presence(host: Host, runners: Sequence[Runner], policy: Policy, *, ver
         gpus=[GpuClass.of(tags, ids, free) for tags, (ids, free) in sorted(classes.items(), key=lambda kv: sorted(kv[0]))],
         room=Room(slots=slots, per_arch={a: n for a, n in per_arch.items() if n < slots}),
         heartbeat_at=now,
+        joined_at=joined_at,
     )
 
 
@@ -423,6 +446,7 @@ def assign_jobs(
     now: datetime,
     hold_off: float,
     first_seen: Mapping[int, datetime] | None = None,
+    settle: float = 0.0,
 ) -> list[JobOwnership]:
     """Every pending job's place in the fleet, as `me` sees it, in the planner's fair order.
 
@@ -430,7 +454,8 @@ def assign_jobs(
     that every host computes from the same view. `runners`: the fleet's runners (this host's
     too); an idle one serves at most one job, and only if its host is live. A job's pending time
     runs from the later of its created_at and `first_seen[job.id]` (when this host first saw it
-    pending: a later stage's job is created long before it is pending).
+    pending: a later stage's job is created long before it is pending). Hosts that joined less
+    than `settle` ago (join_settle) rank after every settled one, in their own rendezvous order.
     """
     if hold_off <= 0:
         raise ValueError("hold_off must be positive: with 0 every capable host would start at once")
@@ -441,6 +466,7 @@ def assign_jobs(
     if me not in members:
         return [JobOwnership(job=j.id, mine=False, claim=Claim.NOT_A_MEMBER, owner=None) for j in jobs]
     rooms = {h: _RoomLeft(p) for h, p in members.items()}
+    joining = {h for h, p in members.items() if p.joining(now, settle)}
     profiles = [(h, _Profiles(p)) for h, p in members.items()]
     fit_cache: dict[frozenset[str], dict[str, tuple[RunnerKind, str, list[int]]]] = {}
     idle = sorted(
@@ -464,7 +490,7 @@ def assign_jobs(
         if not fits:
             out.append(JobOwnership(job=job.id, mine=True, claim=Claim.UNOWNED, owner=None))
             continue
-        order = _ranked(job.id, fits)
+        order = _ranked(job.id, [h for h in fits if h not in joining]) + _ranked(job.id, [h for h in fits if h in joining])
         # Hosts without room for it step aside: the first with room is the owner and spends it;
         # the others with room left follow in the order, then the full ones. If none has room,
         # the order stands and the owner waits for capacity.
@@ -526,3 +552,46 @@ def should_start(
     seen = {job.id: first_seen} if first_seen is not None else None
     (only,) = assign_jobs(me, [job], live, runners, now, hold_off, seen)
     return only.mine and only.claim in (Claim.OWNER, Claim.TAKEOVER)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetShare:
+    """One host's round in the fleet: the live members, every pending job's place (empty when
+    this host is not a live member), and the pending jobs it plans for (hand them to plan())."""
+
+    live: list[Presence]
+    ownership: list[JobOwnership]
+    jobs: list[Job]
+
+
+def runners_of(host: str, runners: Iterable[Runner]) -> list[PeerRunner]:
+    """A host's own runners as the fleet counts them: a busy or draining one takes no new job."""
+    return [
+        PeerRunner(host=host, tags=r.tags, run_untagged=r.run_untagged, idle=not r.busy and not r.draining, reach=r.reach) for r in runners
+    ]
+
+
+def fleet_share(
+    me: str,
+    pending: Sequence[Job],
+    presences: Iterable[Presence],
+    runners: Iterable[PeerRunner],
+    now: datetime,
+    *,
+    hold_off: float,
+    membership_ttl: float,
+    first_seen: Mapping[int, datetime] | None = None,
+    settle: float = 0.0,
+) -> FleetShare:
+    """The agent's fleet step, whole: the live members among the presences read (this host's
+    own as published among them), then assign_jobs over the live hosts' runners. A host whose
+    own presence is not live plans alone, for every job, rather than for none (ADR-009)."""
+    live = live_presences(presences, now, membership_ttl)
+    hosts = {p.hostname for p in live}
+    if me not in hosts:
+        return FleetShare(live=live, ownership=[], jobs=list(pending))
+    # A dead host's registrations serve nobody: its runners went with it.
+    serving = [r for r in runners if r.host in hosts]
+    ownership = assign_jobs(me, pending, live, serving, now, hold_off, first_seen, settle)
+    planned = {o.job for o in ownership if o.mine}
+    return FleetShare(live=live, ownership=ownership, jobs=[j for j in pending if j.id in planned])

@@ -88,6 +88,7 @@ class Reconciler:
         self._pause_refused_until = 0.0
         self._fleet_next = 0.0  # when the presence is refreshed and the peers' read next
         self._presence_id: int | None = None
+        self._joined_at: datetime | None = None  # when this host's current fleet membership began
         self._busy_ids: set[int] = set()
         self._last_full = -math.inf  # monotonic time of the latest full pass
 
@@ -233,7 +234,12 @@ class Reconciler:
         if time.monotonic() >= self._fleet_next:
             self._fleet_next = time.monotonic() + fleet_config.heartbeat_interval
             try:
-                presence = fleet.build_presence(host, runners, policy, version=__version__, now=now)
+                own = next((p for p in state.presences if p.hostname == self.hostname), None)
+                if self._joined_at is None or own is None or not fleet.is_live(own, now, fleet_config.membership_ttl):
+                    # A start, or a return after the peers saw this host lapse (a network cut):
+                    # it ranks last until they have read it again (fleet.join_settle).
+                    self._joined_at = now
+                presence = fleet.build_presence(host, runners, policy, version=__version__, now=now, joined_at=self._joined_at)
                 self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
                 read = []
                 for description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
@@ -245,25 +251,22 @@ class Reconciler:
                 self._refused.pop("fleet", None)
             except (GitLabError, fleet.PresenceTooLarge) as exc:
                 self._refused["fleet"] = f"fleet presence: {exc} (this host plans alone meanwhile)"
-        live = fleet.live_presences(state.presences, now, fleet_config.membership_ttl)
-        state.live_hosts = {p.hostname for p in live}
-        if self.hostname not in state.live_hosts:
-            state.ownership = []
-            return pending  # not (yet) a member: plan alone rather than serve nothing
         peers = [
             fleet.PeerRunner(host=reg.host or "", tags=reg.tags, run_untagged=reg.run_untagged, idle=reg.id not in self._busy_ids)
             for reg in state.fleet
-            # a dead host's registrations serve nobody (its runners went with it)
-            if reg.host and reg.host in state.live_hosts
-        ] + [
-            fleet.PeerRunner(host=self.hostname, tags=r.tags, run_untagged=r.run_untagged, idle=not r.busy and not r.draining, reach=r.reach)
-            for r in runners
+            if reg.host
         ]
         mono = time.monotonic()
         first_seen = {j: now - timedelta(seconds=mono - t) for j, t in self._first_seen.items()}
-        state.ownership = fleet.assign_jobs(self.hostname, pending, live, peers, now, fleet_config.hold_off, first_seen)
-        planned = {o.job for o in state.ownership if o.mine}
-        return [j for j in pending if j.id in planned]
+        # The same pure step as `autogit-agent plan` with a scenario's fleet section (scenario.py).
+        share = fleet.fleet_share(
+            self.hostname, pending, state.presences, peers + fleet.runners_of(self.hostname, runners), now,
+            hold_off=fleet_config.hold_off, membership_ttl=fleet_config.membership_ttl, first_seen=first_seen,
+            settle=fleet.join_settle(fleet_config.heartbeat_interval),
+        )  # fmt: skip
+        state.live_hosts = {p.hostname for p in share.live}
+        state.ownership = share.ownership
+        return share.jobs
 
     # --- observe helpers ----------------------------------------------------------------------------
     def _never_contacted(self, c: ManagedContainer, now: datetime) -> bool:

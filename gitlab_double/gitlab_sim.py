@@ -233,6 +233,7 @@ class GitLabSimulator:
         self._projects: dict[int, SimProject] = {}
         self._groups: dict[int, str] = {}
         self._runners: dict[int, SimRunner] = {}
+        self._registered: list[SimRunner] = []  # deleted ones included
         self._jobs: dict[int, SimJob] = {}
         self._ids = {"runner": 0, "job": 0, "pipeline": 0}
         self._fault = ("none", 0.0)  # (mode, monotonic end)
@@ -353,11 +354,17 @@ class GitLabSimulator:
                                description=description, project_id=project_id, tag_list=_tags(list(tags)),
                                created_at=self._clock(), assigned_projects=set(also))  # fmt: skip
             self._runners[runner.id] = runner
+            self._registered.append(runner)
             return runner.id
 
     def runners_ever(self) -> list[int]:
         """Ids of every runner ever registered, deleted ones included."""
         return list(range(1, self._ids["runner"] + 1))
+
+    def registered(self) -> list[SimRunner]:
+        """Every runner ever registered, deleted ones included, in order (what tests count)."""
+        with self._lock:
+            return list(self._registered)
 
     @property
     def jobs(self) -> list[SimJob]:
@@ -916,6 +923,7 @@ class GitLabSimulator:
                 token_expires_at=self._clock() + self.runner_token_ttl_s if self.runner_token_ttl_s else None,
             )
             self._runners[runner.id] = runner
+            self._registered.append(runner)
         return web.json_response({"id": runner.id, "token": runner.token, "token_expires_at": _iso(runner.token_expires_at)}, status=201)
 
     async def _assign_runner(self, request: web.Request) -> web.Response:

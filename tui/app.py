@@ -394,6 +394,9 @@ class AutoGitApp(App[None]):
                 text = "This host only: the agent has no fleet endpoint yet (GET /v1/fleet) to list the other hosts' runners from GitLab."
             else:
                 text = f"{len(hosts)} host{'' if len(hosts) == 1 else 's'} on this GitLab, grouped by host (* this host)."
+                if any(h.live is not None for h in hosts):  # fleet.enabled: say how many count as members
+                    live = sum(1 for h in hosts if h.live)
+                    text += f" Fleet: {live} of {len(hosts)} live (Live: heartbeat age); Enter: a host's profiles and jobs."
             if text != self._fleet_note:  # an auto-height widget: updating it costs a layout pass
                 self._fleet_note = text
                 main.query_one("#fleet-note").update(text)  # type: ignore[attr-defined]

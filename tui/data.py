@@ -242,6 +242,19 @@ class FleetHost:
     runners: tuple[FleetRunner, ...]
     source: str  # "agent" (this host's own view) or "gitlab" (a /v1/fleet answer)
     last_seen: datetime | None = None
+    # The fleet's view of the host (fleet.enabled): None when the fleet is off, and then the
+    # rest stays empty too. `room` is what its presence says; `owns` as this host computes it.
+    live: bool | None = None
+    heartbeat_at: datetime | None = None
+    profiles: tuple[str, ...] = ()
+    room: int | None = None
+    owns: tuple[int, ...] = ()
+
+    def liveness(self, now: datetime) -> str:
+        """'live 12s' or 'gone 6m' (the heartbeat's age); '' when the fleet is off."""
+        if self.live is None:
+            return ""
+        return f"{'live' if self.live else 'gone'} {since(self.heartbeat_at, now)}"
 
 
 def _fleet_runner(view: RunnerView) -> FleetRunner:
@@ -260,23 +273,32 @@ def fleet_from_runners(status: StatusResponse | None, runners: RunnersResponse |
 def fleet_from_payload(payload: dict, this_host: str | None) -> list[FleetHost]:
     """Parse the GET /v1/fleet shape this console asks the API for (see docs/cli/autogit-tui.md):
     {"hosts": [{"hostname", "last_seen", "runners": [{"id", "state", "tags", "platform",
-    "gpu", "job", "started_at"}]}]}."""
-    hosts = []
-    for h in payload.get("hosts", []):
-        runners = tuple(
-            sorted(
-                (
-                    FleetRunner(
-                        str(r["id"]), str(r.get("state", "?")), tuple(r.get("tags", ())), r.get("platform"), r.get("gpu"),
-                        r.get("job"), _parse_time(r.get("started_at")),
-                    )
-                    for r in h.get("runners", [])
-                ),
-                key=lambda r: r.id,
-            )
-        )
-        hosts.append(FleetHost(h["hostname"], h["hostname"] == this_host, runners, "gitlab", _parse_time(h.get("last_seen"))))
+    "gpu", "job", "started_at"}], "live", "heartbeat_at", "profiles", "room", "owns"}]}.
+    Fields it does not know are ignored and missing ones left empty (an older or newer agent)."""
+    hosts = [_fleet_host(h, this_host) for h in payload.get("hosts", [])]
     return sorted(hosts, key=lambda h: (not h.this_host, h.hostname))
+
+
+def _fleet_host(h: dict, this_host: str | None) -> FleetHost:
+    runners = tuple(
+        sorted(
+            (
+                FleetRunner(
+                    str(r["id"]), str(r.get("state", "?")), tuple(r.get("tags", ())), r.get("platform"), r.get("gpu"),
+                    r.get("job"), _parse_time(r.get("started_at")),
+                )
+                for r in h.get("runners", [])
+            ),
+            key=lambda r: r.id,
+        )
+    )
+    live = h.get("live")
+    return FleetHost(
+        h["hostname"], h["hostname"] == this_host, runners, "gitlab", _parse_time(h.get("last_seen")),
+        live=None if live is None else bool(live), heartbeat_at=_parse_time(h.get("heartbeat_at")),
+        profiles=tuple(str(p) for p in h.get("profiles") or ()), room=h.get("room"),
+        owns=tuple(sorted(int(j) for j in h.get("owns") or ())),
+    )  # fmt: skip
 
 
 def _parse_time(raw: str | None) -> datetime | None:
@@ -466,6 +488,8 @@ def queue_detail(group: QueueGroup, jobs: JobsResponse | None, now: datetime) ->
 
 def fleet_detail(host: FleetHost, runner: FleetRunner | None, now: datetime) -> Detail:
     rows = [("Host", host.hostname + (" (this host)" if host.this_host else "")), ("Seen", since(host.last_seen, now) + " ago" if host.last_seen else "-")]
+    if host.live is not None:
+        rows += _fleet_member_rows(host, now)
     if runner is not None:
         rows += [
             ("Runner", runner.id),
@@ -476,3 +500,13 @@ def fleet_detail(host: FleetHost, runner: FleetRunner | None, now: datetime) -> 
             ("Job", "-" if runner.job is None else f"#{runner.job}"),
         ]
     return rows
+
+
+def _fleet_member_rows(host: FleetHost, now: datetime) -> Detail:
+    beat = f"heartbeat {since(host.heartbeat_at, now)} ago" if host.heartbeat_at else "no heartbeat"
+    return [
+        ("Fleet", f"live, {beat}" if host.live else f"gone (presence older than fleet.membership_ttl), last {beat}"),
+        ("Profiles", ", ".join(host.profiles) or "-"),
+        ("Room", "?" if host.room is None else f"{host.room} more runner(s)"),
+        ("Owns", ", ".join(f"#{j}" for j in host.owns) or "no pending job"),
+    ]

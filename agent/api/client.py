@@ -21,6 +21,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from .schema import (
+    FleetHost,
     FleetResponse,
     ActionResponse,
     ErrorResponse,
@@ -32,7 +33,7 @@ from .schema import (
     StatusResponse,
 )
 
-__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "format_status"]
+__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "fleet_is_on", "format_fleet", "format_status", "status_fleet_section"]
 
 DEFAULT_SOCKET = Path("/run/autogit/agent.sock")
 M = TypeVar("M", bound=BaseModel)
@@ -216,3 +217,54 @@ def format_status(status: StatusResponse) -> str:
         if cfg.restart_needed:
             lines.append(f"config: RESTART NEEDED to apply {', '.join(cfg.restart_needed)} (systemctl restart autogit-agent)")
     return "\n".join(lines)
+
+
+def fleet_is_on(fleet: FleetResponse) -> bool:
+    """Whether the agent runs with fleet.enabled: only then does any host carry a liveness verdict."""
+    return any(h.live is not None for h in fleet.hosts)
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    s = max(0, int((now - moment).total_seconds()))
+    if s < 120:
+        return f"{s} s ago"
+    if s < 7200:
+        return f"{s // 60} min ago"
+    return f"{s // 3600} h ago"
+
+
+def _fleet_host_line(host: FleetHost, now: datetime) -> str:
+    if host.live is None:  # registrations seen in GitLab, but no presence: an agent without the fleet
+        liveness = "no presence"
+    else:
+        beat = "no heartbeat" if host.heartbeat_at is None else f"heartbeat {_ago(host.heartbeat_at, now)}"
+        liveness = f"{'live' if host.live else 'DEAD'} ({beat})"
+    profiles = ", ".join(host.profiles) or "-"
+    room = "?" if host.room is None else str(host.room)
+    owns = ", ".join(str(j) for j in host.owns) or "none"
+    runners = f"{len(host.runners)} runner{'' if len(host.runners) == 1 else 's'}"
+    return f"  {host.hostname}: {liveness}; profiles {profiles}; room {room}; owns {owns}; {runners}"
+
+
+def format_fleet(fleet: FleetResponse, now: datetime) -> str:
+    """The `fleet` section of `autogit-agent status`: one line per host, then why each pending
+    job this host does not plan for is another's. `now` is an argument so the ages are testable."""
+    if not fleet_is_on(fleet):
+        return f"fleet: off (fleet.enabled is false); {len(fleet.hosts)} host(s) on this GitLab"
+    live = sum(1 for h in fleet.hosts if h.live)
+    lines = [f"fleet: {len(fleet.hosts)} host(s), {live} live"]
+    lines += [_fleet_host_line(h, now) for h in fleet.hosts]
+    if fleet.ownership:
+        lines.append("  ownership (pending jobs this host leaves to others):")
+        lines += [f"    {line}" for line in fleet.ownership]
+    return "\n".join(lines)
+
+
+async def status_fleet_section(client: AgentClient, now: datetime) -> str | None:
+    """The fleet section that `status` appends: None when the fleet is off (nothing to add), one
+    line when the fleet cannot be read (an older agent's 404, a timeout): status still shows."""
+    try:
+        fleet = await client.fleet()
+    except (AgentUnavailable, AgentApiError) as exc:
+        return f"fleet: unavailable ({exc})"
+    return format_fleet(fleet, now) if fleet_is_on(fleet) else None

@@ -483,7 +483,17 @@ class GitLabAdapter:
     # --- fleet presence (agent/fleet.py, ADR-009) ----------------------------------------------------
     async def publish_presence(self, registration_id: int | None, body: dict[str, Any]) -> int:
         """Create this host's presence registration, or refresh its note; returns its id. A
-        refresh of one that is gone (404) creates it again."""
+        refresh of one that is gone (404) creates it again. Without an id (a fresh start, or
+        a restart: ids are not kept on disk) the host's existing presence is adopted, so a
+        restart never leaves a second one behind; extra ones (a crash between create and the
+        first refresh) are deleted."""
+        if registration_id is None:
+            rows = await self._visible_runners({"tag_list": ",".join(body["tag_list"])})
+            mine = sorted(int(r["id"]) for r in rows if r.get("description") == body["description"])
+            if mine:
+                registration_id = mine[0]
+                for extra in mine[1:]:
+                    await self.delete_runner(extra)
         if registration_id is not None:
             try:
                 await self._call(lambda: self._gl.http_put(f"/runners/{registration_id}", post_data={"maintenance_note": body["maintenance_note"]},

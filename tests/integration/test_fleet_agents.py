@@ -6,11 +6,13 @@ double on the real Docker engine."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from runner_harness import Harness, RunnerImages, finished
 
+from autogit.agent.fleet import join_settle
 from autogit.gitlab_double import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -21,6 +23,14 @@ FLEET = {"enabled": True, "hold_off": 4, "membership_ttl": 4, "heartbeat_interva
 def fleet_of(sim: GitLabSimulator, images: RunnerImages, tmp_path, n: int = 3, **scaling) -> list[Harness]:
     tag = uuid.uuid4().hex[:6]
     return [Harness(sim, images, tmp_path, fleet=FLEET, hostname=f"f{tag}{i}", idle_timeout=3, **scaling) for i in range(n)]
+
+
+async def form(hosts: list[Harness]) -> None:
+    """Until every host sees all of them, then until each has settled (fleet.join_settle): a
+    newcomer ranks last meanwhile, so jobs would all go to whoever settled first."""
+    await drive(hosts, lambda: all(h.state.live_hosts == {x.hostname for x in hosts} for h in hosts), 30, "every host to see all three")
+    settled = time.monotonic() + join_settle(FLEET["heartbeat_interval"])
+    await drive(hosts, lambda: time.monotonic() >= settled, 30, "the members to settle")
 
 
 async def drive(hosts: list[Harness], until, timeout: float, what: str) -> None:
@@ -53,7 +63,7 @@ async def cleanup(sim: GitLabSimulator, hosts: list[Harness]) -> None:
 async def test_n_jobs_get_n_runners_across_three_hosts(sim, runner_image, tmp_path):
     hosts = fleet_of(sim, runner_image, tmp_path)
     try:
-        await drive(hosts, lambda: all(h.state.live_hosts == {x.hostname for x in hosts} for h in hosts), 30, "every host to see all three")
+        await form(hosts)
         jobs = [sim.add_job(project_id=1 + i % 2, script=["sleep 1", "echo ok"]).id for i in range(6)]
         first = hosts[0]
         await first.reconciler.reconcile_once(full_poll=True)
@@ -81,7 +91,7 @@ async def test_a_dead_hosts_jobs_are_taken_over(sim, runner_image, tmp_path):
     dies with them; GitLab fails it as stuck, as with any runner that vanishes.)"""
     hosts = fleet_of(sim, runner_image, tmp_path)
     try:
-        await drive(hosts, lambda: all(len(h.state.live_hosts) == 3 for h in hosts), 30, "every host to see all three")
+        await form(hosts)
         victim, survivors = hosts[0], hosts[1:]
         jobs = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(9)]
         # The victim dies before it acts on them: the survivors see it live and leave it its share.
@@ -106,7 +116,7 @@ async def test_a_job_only_one_host_can_serve_goes_to_that_host(sim, runner_image
     special.config = special.config.model_copy(update={"scaling": special.config.scaling.model_copy(update={"extra_tags": ["licensed"]})})
     special.reconciler = special.new_reconciler()
     try:
-        await drive(hosts, lambda: all(len(h.state.live_hosts) == 3 for h in hosts), 30, "every host to see all three")
+        await form(hosts)
         job = sim.add_job(project_id=1, tags=["licensed"], script=["echo ok"]).id
         await drive(hosts, lambda: finished(sim, [job]), 90, "the licensed job")
         assert [host for host, jobs_ in started(hosts) if job in jobs_] == [special.hostname]

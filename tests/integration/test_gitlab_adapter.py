@@ -97,3 +97,24 @@ async def test_polling_paces_itself_by_gitlabs_rate_limit_headers():
         assert err.value.status == 429
     finally:
         await simulator.stop()
+
+
+async def test_a_restarted_agent_adopts_its_presence_instead_of_registering_another(sim):
+    from datetime import UTC, datetime
+
+    from autogit.agent import fleet
+    from autogit.agent.model import Host, Policy
+
+    host = Host(hostname="p1", arch="amd64", cpus=4, memory_mb=8192)
+    body = fleet.presence_registration(fleet.build_presence(host, [], Policy(), version="test", now=datetime.now(UTC)))
+    first = await adapter(sim, scope={"kind": "projects", "projects": [1]}).publish_presence(None, body)
+    # a new adapter (the restarted agent) knows no id: it finds the one it made
+    again = await adapter(sim, scope={"kind": "projects", "projects": [1]}).publish_presence(None, body)
+    assert again == first and [r.id for r in sim.runners if r.description == "autogit-presence:p1"] == [first]
+    # two left by a crash between create and refresh: the oldest stays, the other goes
+    extra = sim.add_runner("autogit-presence:p1", project_id=1, tags=[fleet.PRESENCE_TAG])
+    assert extra != first
+    kept = await adapter(sim, scope={"kind": "projects", "projects": [1]}).publish_presence(None, body)
+    assert kept == first and [r.id for r in sim.runners if r.description == "autogit-presence:p1"] == [first]
+    peers = await adapter(sim, scope={"kind": "projects", "projects": [1]}).read_presences(fleet.PRESENCE_TAG)
+    assert [fleet.decode_presence(note).hostname for _, note, _ in peers] == ["p1"]

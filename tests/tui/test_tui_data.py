@@ -7,11 +7,11 @@ import socket
 
 import aiohttp
 import pytest
-from tui_harness import make_state
+from tui_harness import NOW, make_fleet_state, make_state
 
 from autogit.agent.api import views
 from autogit.agent.api.client import AgentApiError, AgentClient, AgentUnavailable
-from autogit.tui.data import age, bar, diagnose, fleet_from_payload, group_queue, resources_for_event, spark
+from autogit.tui.data import age, bar, diagnose, fleet_detail, fleet_from_payload, group_queue, resources_for_event, spark
 
 
 async def test_missing_socket_is_diagnosed(tmp_path) -> None:
@@ -83,3 +83,41 @@ def test_fleet_payload_groups_hosts_this_host_first() -> None:
     hosts = fleet_from_payload(payload, "me")
     assert [h.hostname for h in hosts] == ["me", "a-host", "b-host"]
     assert [r.id for r in hosts[2].runners] == ["b-1", "b-2"]
+
+
+def test_fleet_payload_carries_each_hosts_membership() -> None:
+    # The agent's own /v1/fleet view of the fleet scenario, through the wire as the app reads it.
+    payload = views.fleet_view(make_fleet_state(), "gpu-box-1").model_dump(mode="json")
+    hosts = {h.hostname: h for h in fleet_from_payload(payload, "gpu-box-1")}
+    me, box2, box3 = hosts["gpu-box-1"], hosts["gpu-box-2"], hosts["gpu-box-3"]
+    assert (me.this_host, me.live, box2.live, box3.live) == (True, True, True, False)
+    assert me.liveness(NOW) == "live 5s" and box2.liveness(NOW) == "live 12s" and box3.liveness(NOW) == "gone 6m00s"
+    assert box2.profiles == ("arm64", "amd64 (emulated)", "2× cuda gpu l4") and box3.profiles == ("amd64", "docker")
+    assert (me.room, box2.room, box3.room) == (2, 2, 0)
+    assert box2.owns == (9016, 9018) and box3.owns == () and 9003 in me.owns
+    assert [r.id for r in box3.runners] == ["autogit-gpu-box-3-native-0b9a7c6d4e"] and box3.runners[0].state == "offline"
+
+
+def test_fleet_payload_without_the_fleet_reads_as_before() -> None:
+    # fleet.enabled off (live null), an older agent (no such keys) and a newer one (keys unknown here).
+    payload = {"hosts": [
+        {"hostname": "me", "runners": [], "live": None, "profiles": [], "room": None, "owns": []},
+        {"hostname": "old", "runners": [{"id": "o-1", "state": "online"}]},
+        {"hostname": "new", "runners": [], "live": True, "heartbeat_at": "2026-11-27T11:59:30Z", "uptime": 3, "profiles": ["amd64"], "room": 1},
+    ]}
+    me, new, old = fleet_from_payload(payload, "me")
+    assert (me.live, me.profiles, me.room, me.owns, me.liveness(NOW)) == (None, (), None, (), "")
+    assert (old.live, old.heartbeat_at, [r.id for r in old.runners]) == (None, None, ["o-1"])
+    assert (new.live, new.liveness(NOW), new.profiles, new.room, new.owns) == (True, "live 30s", ("amd64",), 1, ())
+
+
+def test_fleet_detail_names_liveness_profiles_room_and_owned_jobs() -> None:
+    payload = views.fleet_view(make_fleet_state(), "gpu-box-1").model_dump(mode="json")
+    hosts = {h.hostname: h for h in fleet_from_payload(payload, "gpu-box-1")}
+    gone = dict(fleet_detail(hosts["gpu-box-3"], None, NOW))
+    assert gone["Fleet"] == "gone (presence older than fleet.membership_ttl), last heartbeat 6m00s ago"
+    assert (gone["Profiles"], gone["Room"], gone["Owns"]) == ("amd64, docker", "0 more runner(s)", "no pending job")
+    live = dict(fleet_detail(hosts["gpu-box-2"], hosts["gpu-box-2"].runners[0], NOW))
+    assert live["Fleet"] == "live, heartbeat 12s ago" and live["Owns"] == "#9016, #9018" and live["Runner"].startswith("autogit-gpu-box-2-")
+    off = dict(fleet_detail(fleet_from_payload({"hosts": [{"hostname": "me", "runners": []}]}, "me")[0], None, NOW))
+    assert "Fleet" not in off and "Owns" not in off

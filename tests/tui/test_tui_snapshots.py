@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from tui_harness import build_app
-from tui_harness import AgentServer, clock, make_state, socket_dir
+from tui_harness import AgentServer, clock, make_fleet_state, make_state, socket_dir
 
 from autogit.agent.events import EventBus
 from autogit.agent.model import Host
@@ -91,3 +91,21 @@ def test_agent_down(snap_compare, size: tuple[int, int]) -> None:
         await pilot.pause(0.2)
 
     assert snap_compare(build_app(path, backoff=(30, 30)), terminal_size=size, run_before=run_before)
+
+
+@pytest.fixture(scope="module")
+def fleet_agent() -> Iterator[AgentServer]:
+    # fleet.enabled: gpu-box-1 (this host) and gpu-box-2 live, gpu-box-3 gone.
+    server = AgentServer(make_fleet_state(), socket_dir()).start()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM, LARGE], ids=["80x24", "120x36", "200x50"])
+def test_fleet_members(snap_compare, fleet_agent: AgentServer, size: tuple[int, int]) -> None:
+    assert snap_compare(build_app(fleet_agent.path), terminal_size=size, run_before=_ready("4"))
+
+
+def test_fleet_gone_host_detail(snap_compare, fleet_agent: AgentServer) -> None:
+    # The last row is gpu-box-3's only runner: its detail says the host is gone, and since when.
+    assert snap_compare(build_app(fleet_agent.path), terminal_size=MEDIUM, run_before=_ready("4", "ctrl+end", "enter"))

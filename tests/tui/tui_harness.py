@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 
 from autogit.agent.api.server import ApiServer
 from autogit.agent.config import ApiConfig
+from autogit.agent import fleet
 from autogit.agent.events import EventBus
+from autogit.agent.gitlab.adapter import Registration
 from autogit.agent.metrics import AgentMetrics
 from autogit.agent.model import Gpu, GpuVendor, Host, Job, Policy, Runner, RunnerKind
 from autogit.agent.planner import plan
@@ -113,6 +115,38 @@ def _replan(state: AgentState) -> None:
     state.plan = plan(state.host, [rv.runner for rv in state.runners], state.jobs, Policy(max_runners=8, paused=state.intents.paused), NOW)
     state.plan_time = NOW
     state.reconcile_count += 1
+
+
+def make_fleet_state() -> AgentState:
+    """The scripted world with fleet.enabled, three hosts on one GitLab: this host and gpu-box-2
+    live, gpu-box-3 gone (its heartbeat is past the TTL, its runner still registered). Ownership
+    comes from the real fleet.assign_jobs, and this host plans for its share only, as the
+    reconciler does."""
+    state = make_state()
+    assert state.host is not None
+    me = fleet.build_presence(state.host, [rv.runner for rv in state.runners], Policy(max_runners=8), version="0.9.0",
+                              now=NOW - timedelta(seconds=5))  # fmt: skip
+    box2 = fleet.Presence(hostname="gpu-box-2", version="0.9.0", arch="arm64", emulated=["amd64"],
+                          gpus=[fleet.GpuClass(tags=["cuda", "gpu", "l4"], count=2, free=1)], room=fleet.Room(slots=2),
+                          heartbeat_at=NOW - timedelta(seconds=12))  # fmt: skip
+    box3 = fleet.Presence(hostname="gpu-box-3", version="0.8.1", arch="amd64", extra_tags=["docker"], room=fleet.Room(slots=0),
+                          heartbeat_at=NOW - timedelta(minutes=6))  # fmt: skip
+    state.presences = [me, box2, box3]
+    live = fleet.live_presences(state.presences, NOW, membership_ttl=90)
+    state.live_hosts = {p.hostname for p in live}
+    state.fleet = [
+        Registration(id=7101, description="autogit:gpu-box-2:autogit-gpu-box-2-native-3c1f9e0a2b", tags=["arm64"], status="online", run_untagged=True),
+        Registration(id=7102, description="autogit:gpu-box-2:autogit-gpu-box-2-gpu-8d0e4a1c55", tags=["cuda", "gpu", "l4"], status="online"),
+        Registration(id=7201, description="autogit:gpu-box-3:autogit-gpu-box-3-native-0b9a7c6d4e", tags=["amd64", "docker"], status="offline"),
+    ]
+    state.fleet_seen = NOW
+    peers = [fleet.PeerRunner(host="gpu-box-2", tags=r.tags, run_untagged=r.run_untagged, idle=False) for r in state.fleet if r.host == "gpu-box-2"]
+    peers += [fleet.PeerRunner(host="gpu-box-1", tags=rv.runner.tags, run_untagged=rv.runner.run_untagged, idle=rv.state == "idle")
+              for rv in state.runners]  # fmt: skip
+    state.ownership = fleet.assign_jobs("gpu-box-1", state.jobs, live, peers, NOW, hold_off=30)
+    mine = {o.job for o in state.ownership if o.mine}
+    state.plan = plan(state.host, [rv.runner for rv in state.runners], [j for j in state.jobs if j.id in mine], Policy(max_runners=8), NOW)
+    return state
 
 
 # --- scenario steps, as the reconciler would write them -----------------------------------------------

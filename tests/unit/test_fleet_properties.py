@@ -200,3 +200,27 @@ def test_after_k_hold_offs_at_most_k_plus_one_hosts_start(live, jobs, k, frac, r
             # servable job is owned by a live host that can serve it.
             assert sorted(starters) == sorted(sample.ranking[: k + 1])
             assert sample.owner in starters and sample.owner in owners(job, live)
+
+
+@settings(max_examples=300, deadline=None)
+@given(memberships(ample=True), job_lists(HOLD_OFF - 0.001), peer_runners, st.floats(0, 59.9))
+def test_a_rejoining_host_starts_nothing_its_peers_start_while_they_cannot_see_it(live, jobs, runners, ago):
+    """A host back from a network cut (or just started) sees itself and its peers; they do not
+    see it yet (they read presences once per heartbeat). While it is settling, no job is started
+    for by it and by a peer in the same round; once settled, it takes its share as before.
+    (Peers with room: one without room owns a job only to wait for capacity, and a newcomer with
+    room taking that job is the hand-over the design wants.)"""
+    from autogit.agent.fleet import join_settle
+
+    settle = join_settle(30.0)
+    newcomer = Presence(hostname="host-new", version="1.0", arch="amd64", room=Room(slots=4), heartbeat_at=NOW,
+                        joined_at=NOW - timedelta(seconds=ago))  # fmt: skip
+    theirs = {p.hostname: {o.job: o for o in assign_jobs(p.hostname, jobs, live, runners, NOW, HOLD_OFF, settle=settle)} for p in live}
+    its = {o.job: o for o in assign_jobs("host-new", jobs, [*live, newcomer], runners, NOW, HOLD_OFF, settle=settle)}
+    for job in jobs:
+        peer_starts = _starters(theirs, job.id)
+        it_starts = its[job.id].mine and its[job.id].claim in (Claim.OWNER, Claim.TAKEOVER)
+        assert not (it_starts and peer_starts), (job, peer_starts, its[job.id])
+    if ago >= settle:  # settled: it ranks by hash again; some untagged job (it serves those) may go to it
+        untagged = [j for j in jobs if not j.tags and not j.reach]
+        assert all(its[j.id].ranking for j in untagged)

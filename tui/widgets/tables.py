@@ -207,6 +207,48 @@ class FleetTable(_DataTable):
         Col("job", "Job", 7, 8),
         Col("age", "Age", 6, 7),
     )
+    # While the fleet is on (fleet.enabled; any host's live is not None): each host's liveness,
+    # room, owned jobs and profiles on its first row. Platform and GPU make room for them: other
+    # hosts' runners never carry those (GitLab's listing has tags only), and this host's are on
+    # the Runners tab and behind Enter. With the fleet off the tab is as before.
+    FLEET_COLUMNS = (
+        Col("host", "Host", 14, 20),
+        Col("live", "Live", 10),
+        Col("room", "Room", 4),
+        Col("owns", "Owns", 10, 14),
+        Col("profiles", "Profiles", 0, 12, fill=True),
+        Col("runner", "Runner", 14, 22, grow=True),
+        Col("state", "State", 8, 9),
+        Col("tags", "Tags", 16, 20),
+        Col("job", "Job", 7, 8),
+        Col("age", "Age", 6, 7),
+    )
+
+    def __init__(self, clock: Clock, *, id: str | None = None) -> None:
+        super().__init__(clock, id=id)
+        self._fleet_on = False
+
+    def _columns_for(self, wide: bool) -> list[Col]:
+        return [c for c in (self.FLEET_COLUMNS if self._fleet_on else self.COLUMNS) if c.width_for(wide) > 0]
+
+    def watch_data(self) -> None:
+        fleet_on = any(h.live is not None for h in self.data or ())
+        if fleet_on != self._fleet_on:
+            self._fleet_on = fleet_on
+            if self.is_mounted:
+                self._set_columns()  # the column set changes: rebuild it before the rows
+        self.refresh_rows()
+
+    def _member_cells(self, host: FleetHost, now: datetime) -> dict[str, Cell]:
+        """The host's fleet columns, on its first row: liveness, room, owned jobs, profiles."""
+        if host.live is None:
+            return {}
+        return {
+            "live": Text(host.liveness(now), style="green" if host.live else "bold red"),
+            "room": "?" if host.room is None else str(host.room),
+            "owns": _short(",".join(str(j) for j in host.owns), 14 if self.wide else 10),
+            "profiles": ", ".join(host.profiles) or "-",  # a fill column: cut to the room there is
+        }
 
     def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
         hosts: list[FleetHost] | None = self.data
@@ -219,14 +261,16 @@ class FleetTable(_DataTable):
             label = Text(_short(host.hostname, 20 if wide else 14), style="bold")
             if host.this_host:
                 label.append(" *", style="cyan")
+            member = self._member_cells(host, now)
             if not host.runners:
-                out.append((f"{host.hostname}/", {"host": label, "runner": Text("no runners", style="dim")}))
+                out.append((f"{host.hostname}/", {"host": label, **member, "runner": Text("no runners", style="dim")}))
             for i, r in enumerate(host.runners):
                 out.append((f"{host.hostname}/{r.id}", {
                     "host": label if i == 0 else Text(f"  {len(host.runners)} runners" if i == 1 else "", style="dim"),
+                    **(member if i == 0 else {}),
                     "runner": r.id,
                     "state": _state(r.state),
-                    "tags": _short(",".join(r.tags), 30 if wide else 16),
+                    "tags": _short(",".join(r.tags), (20 if self._fleet_on else 30) if wide else 16),
                     "platform": r.platform or "-",
                     "gpu": _short(r.gpu, 14),
                     "job": "-" if r.job is None else str(r.job),

@@ -1,0 +1,155 @@
+"""A fleet of real `autogit-agent run` processes (distinct hostnames, sockets, state) on one
+GitLab (the double) with the gitlab-runner double on the real Docker engine (ADR-009):
+
+- N jobs → N runners at most (one more while a registration is not yet in every listing);
+- kill -9 of an agent holding jobs: they are served by the others, and its registration is
+  left alone while its runner still runs a job;
+- a network cut between one host and GitLab (its agent and its runners in a network namespace
+  whose link is taken away): the others serve its share; back, it starts no duplicates.
+
+The GPU case (only the host with the GPU serves a GPU job) needs umockdev: test_fleet_gpu.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from agent_process import FLEET, AgentProcess, Fleet, all_see_each_other, host_of_job, job_runners, started_by_two_hosts, until
+from runner_harness import finished
+
+from autogit.gitlab_double import GitLabSimulator
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+@pytest.fixture
+async def fleet(sim, runner_image, tmp_path) -> AsyncIterator[Fleet]:
+    group = Fleet(sim, runner_image, tmp_path)
+    for h in group.hosts:
+        h.start()
+    try:
+        await all_see_each_other(group.hosts)
+        yield group
+    finally:
+        await group.close()
+
+
+async def test_three_agent_processes_start_one_runner_per_job(fleet: Fleet, sim):
+    jobs = [sim.add_job(project_id=1, script=["sleep 1", "echo ok"]).id for _ in range(6)]
+    await until(lambda: (fleet.remember_tokens(), finished(sim, jobs))[1], 120, "six jobs", fleet.hosts)
+    assert all(sim.job(j).status == "success" for j in jobs)
+    per_host = {h.hostname: len(job_runners(sim, h.hostname)) for h in fleet.hosts}
+    # N jobs, N runners at most, one more while a registration is not yet in every listing
+    # (docs/runners/fleet.md); without the fleet each of the three would have started six.
+    assert sum(per_host.values()) <= len(jobs) + 1, per_host
+    assert len(started_by_two_hosts(fleet.hosts, jobs)) <= 1, {h.hostname: h.started_for() for h in fleet.hosts}
+    assert sum(1 for n in per_host.values() if n) >= 2, f"the jobs spread over the fleet: {per_host}"
+    # The operator's view: every host live, with its profile and room.
+    view = await fleet.hosts[0].fleet()
+    for host in view.hosts:
+        assert host.live and "amd64" in host.profiles and host.room is not None, host
+
+
+async def test_kill_9_of_an_agent_holding_jobs(fleet: Fleet, sim):
+    long_job = sim.add_job(project_id=1, script=["sleep 8", "echo long"]).id
+    await until(lambda: sim.job(long_job).status == "running", 60, "the long job to run", fleet.hosts)
+    victim = next(h for h in fleet.hosts if h.hostname == host_of_job(sim, long_job))
+    victim_runner = sim.job(long_job).runner_id
+    victim.kill()
+    killed_at = time.monotonic()
+    # Pending jobs right after the kill: the survivors still see the victim live for up to
+    # membership_ttl, so some are the victim's own (rank 0) until the next rank's hold-off.
+    jobs = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(6)]
+    survivor = next(h for h in fleet.hosts if h is not victim)
+    owned_by_victim: set[int] = set()
+    while not owned_by_victim and not finished(sim, jobs) and time.monotonic() - killed_at < 4:
+        view = await survivor.fleet()
+        owned_by_victim = {j for x in view.hosts if x.hostname == victim.hostname for j in x.owns} & set(jobs)
+        await asyncio.sleep(0.1)
+    # with six jobs and three hosts the dead one owns some (rendezvous spreads them)
+    assert owned_by_victim, "the survivors never gave the dead host a job: the test would prove nothing"
+    await until(lambda: (fleet.remember_tokens(), finished(sim, jobs))[1], 90, "the jobs the dead agent owned", fleet.hosts)
+    served_in = time.monotonic() - killed_at
+    assert all(sim.job(j).status == "success" for j in jobs)
+    # The bound: poll interval + min(hold_off, membership_ttl), plus the runners' own start and
+    # check_interval; generous for a 2-core machine.
+    assert served_in < 0.5 + 3 + 30, served_in
+    # Nobody deleted the dead host's registration while its runner ran the long job: it ends well.
+    await until(lambda: finished(sim, [long_job]), 60, "the long job", fleet.hosts)
+    assert sim.job(long_job).status == "success" and sim.job(long_job).runner_id == victim_runner
+    assert any(r.id == victim_runner for r in sim.runners), "a live runner's registration was deleted"
+
+
+async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: GitLabSimulator, runner_image, tmp_path):
+    """Host c's agent and runners live in the network namespace of an anchor container; taking
+    the anchor's link away cuts the whole host off GitLab, as a switch failure would."""
+    sim = sim_everywhere
+    tag = uuid.uuid4().hex[:5]
+    anchor = f"autogit-netns-{tag}"
+    subprocess.run(["docker", "run", "-d", "--name", anchor, "--label", f"io.autogit.test={tag}", runner_image.job, "sleep", "3600"],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", anchor], check=True, capture_output=True, text=True).stdout.strip()
+        gateway = subprocess.run(["docker", "inspect", "-f", "{{.NetworkSettings.Gateway}}", anchor], check=True, capture_output=True,
+                                 text=True).stdout.strip()  # fmt: skip
+        url = sim.url.replace("127.0.0.1", gateway)
+        # Heartbeats 3 s apart: the peers learn of the host's return up to 3 s after it does.
+        slow = FLEET | {"heartbeat_interval": 3, "membership_ttl": 9}
+        group = Fleet(sim, runner_image, tmp_path, fleet=slow)
+        a, b, _ = group.hosts
+        cut = AgentProcess(f"c{tag}", tmp_path, url, runner_image, sim.private_token, fleet=slow, runner={"network": f"container:{anchor}"})
+        group.hosts[2] = cut
+        for h in (a, b):
+            h.start()
+        cut.start(prefix=["nsenter", f"--net=/proc/{pid}/ns/net"])
+        try:
+            await all_see_each_other(group.hosts)
+            warm = [sim.add_job(project_id=1, script=["echo warm"]).id for _ in range(6)]
+            await until(lambda: (group.remember_tokens(), finished(sim, warm))[1], 90, "the first jobs", group.hosts)
+            subprocess.run(["docker", "network", "disconnect", "bridge", anchor], check=True, capture_output=True)
+            cut_jobs = [sim.add_job(project_id=1, script=["echo during"]).id for _ in range(6)]
+
+            async def a_sees_cut_gone() -> bool:
+                view = await a.fleet()
+                return any(x.hostname == cut.hostname and x.live is False for x in view.hosts)
+
+            deadline = time.monotonic() + 40
+            while not await a_sees_cut_gone():
+                assert time.monotonic() < deadline, "the cut host stayed live in its peers' view"
+                await asyncio.sleep(0.3)
+            await until(lambda: (group.remember_tokens(), finished(sim, cut_jobs))[1], 90, "the jobs during the cut", group.hosts)
+            assert {host_of_job(sim, j) for j in cut_jobs} <= {a.hostname, b.hostname}
+            before = {h.hostname: len(job_runners(sim, h.hostname)) for h in group.hosts}
+            # Back: jobs arrive as it reconnects; it rejoins from a fresh view, not a stale one.
+            subprocess.run(["docker", "network", "connect", "bridge", anchor], check=True, capture_output=True)
+            back = []
+            for _ in range(16):  # jobs keep coming while it rejoins
+                back.append(sim.add_job(project_id=1, script=["echo back"]).id)
+                await asyncio.sleep(0.5)
+            await until(lambda: (group.remember_tokens(), finished(sim, back))[1], 90, "the jobs after the cut", group.hosts)
+            await all_see_each_other(group.hosts)
+            assert all(sim.job(j).status == "success" for j in warm + cut_jobs + back)
+            after = {h.hostname: len(job_runners(sim, h.hostname)) for h in group.hosts}
+            new = sum(after.values()) - sum(before.values())
+            assert new <= len(back) + 1, f"runners registered for {len(back)} jobs after the cut: {before} → {after}"
+            # The rejoining host ranks last until its peers have read its presence: no job of
+            # those arriving meanwhile is started for by it and by the host its peers chose.
+            assert started_by_two_hosts(group.hosts, back) == [], {h.hostname: h.started_for() for h in group.hosts}
+            assert started_by_two_hosts(group.hosts, warm + cut_jobs) == []
+        finally:
+            await group.close()
+    finally:
+        subprocess.run(["docker", "rm", "-f", anchor], capture_output=True)
+
+
+@pytest.fixture
+async def sim_everywhere() -> AsyncIterator[GitLabSimulator]:
+    """The GitLab double on every address: reached from another network namespace too."""
+    simulator = GitLabSimulator(host="0.0.0.0")
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
