@@ -557,11 +557,12 @@ def should_start(
 @dataclass(frozen=True, slots=True)
 class FleetShare:
     """One host's round in the fleet: the live members, every pending job's place (empty when
-    this host is not a live member), and the pending jobs it plans for (hand them to plan())."""
+    it plans alone), and the pending jobs it plans for (hand them to plan())."""
 
     live: list[Presence]
     ownership: list[JobOwnership]
     jobs: list[Job]
+    member: bool = True  # live in the view; if not, it planned as a backstop (or alone)
 
 
 def runners_of(host: str, runners: Iterable[Runner]) -> list[PeerRunner]:
@@ -582,16 +583,27 @@ def fleet_share(
     membership_ttl: float,
     first_seen: Mapping[int, datetime] | None = None,
     settle: float = 0.0,
+    own: Presence | None = None,
 ) -> FleetShare:
     """The agent's fleet step, whole: the live members among the presences read (this host's
-    own as published among them), then assign_jobs over the live hosts' runners. A host whose
-    own presence is not live plans alone, for every job, rather than for none (ADR-009)."""
+    own as published among them), then assign_jobs over the live hosts' runners.
+
+    A host that is not live in that view (its presence refused, failing to refresh, or lapsed
+    during a network cut) is a **backstop**: given `own` (the presence it would publish), it
+    ranks after every live peer, as a newcomer does, so it starts only for what they leave
+    pending past their hold-offs, and at once where no live peer can serve a job. Without
+    `own` it plans alone, for every job (ADR-009)."""
     live = live_presences(presences, now, membership_ttl)
     hosts = {p.hostname for p in live}
+    members = live
     if me not in hosts:
-        return FleetShare(live=live, ownership=[], jobs=list(pending))
+        if own is None:
+            return FleetShare(live=live, ownership=[], jobs=list(pending), member=False)
+        # Joined "now" with a positive settle: joining, hence ranked last, whatever settle is.
+        members = [*live, own.model_copy(update={"hostname": me, "heartbeat_at": now, "joined_at": now})]
+        settle = max(settle, 1.0)
     # A dead host's registrations serve nobody: its runners went with it.
-    serving = [r for r in runners if r.host in hosts]
-    ownership = assign_jobs(me, pending, live, serving, now, hold_off, first_seen, settle)
+    serving = [r for r in runners if r.host in hosts or r.host == me]
+    ownership = assign_jobs(me, pending, members, serving, now, hold_off, first_seen, settle)
     planned = {o.job for o in ownership if o.mine}
-    return FleetShare(live=live, ownership=ownership, jobs=[j for j in pending if j.id in planned])
+    return FleetShare(live=live, ownership=ownership, jobs=[j for j in pending if j.id in planned], member=me in hosts)

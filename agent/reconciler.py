@@ -250,7 +250,7 @@ class Reconciler:
                 state.presences = read
                 self._refused.pop("fleet", None)
             except (GitLabError, fleet.PresenceTooLarge) as exc:
-                self._refused["fleet"] = f"fleet presence: {exc} (this host plans alone meanwhile)"
+                self._refused["fleet"] = f"fleet presence: {exc} (meanwhile this host is a backstop: it starts only for jobs its live peers leave pending)"
         peers = [
             fleet.PeerRunner(host=reg.host or "", tags=reg.tags, run_untagged=reg.run_untagged, idle=reg.id not in self._busy_ids)
             for reg in state.fleet
@@ -263,6 +263,8 @@ class Reconciler:
             self.hostname, pending, state.presences, peers + fleet.runners_of(self.hostname, runners), now,
             hold_off=fleet_config.hold_off, membership_ttl=fleet_config.membership_ttl, first_seen=first_seen,
             settle=fleet.join_settle(fleet_config.heartbeat_interval),
+            # not live in GitLab's view (refused, failing, lapsed): a backstop ranked last
+            own=fleet.build_presence(host, runners, policy, version=__version__, now=now),
         )  # fmt: skip
         state.live_hosts = {p.hostname for p in share.live}
         state.ownership = share.ownership

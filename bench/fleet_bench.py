@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from autogit.agent.config import AgentConfig
+from autogit.agent.fleet import join_settle
 from autogit.agent.gitlab.adapter import GitLabAdapter
 from autogit.agent.inventory.cpu import observe_cpu
 from autogit.agent.model import Host
@@ -80,6 +81,7 @@ async def scenario(images: dict[str, str], n_agents: int, fleet: bool, n_jobs: i
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not all(len(a.state.live_hosts) == n_agents for a in agents):
                 await asyncio.sleep(0.2)
+            await asyncio.sleep(join_settle(1))  # newcomers rank last until their peers have read them
         before = sim.runners_ever()
         jobs = []
         for _ in range(n_jobs):

@@ -224,3 +224,22 @@ def test_a_rejoining_host_starts_nothing_its_peers_start_while_they_cannot_see_i
     if ago >= settle:  # settled: it ranks by hash again; some untagged job (it serves those) may go to it
         untagged = [j for j in jobs if not j.tags and not j.reach]
         assert all(its[j.id].ranking for j in untagged)
+
+
+@settings(max_examples=200, deadline=None)
+@given(memberships(ample=True), job_lists(HOLD_OFF - 0.001), peer_runners)
+def test_a_host_its_peers_cannot_see_is_a_backstop_never_a_duplicate(live, jobs, runners):
+    """Its presence refused, failing or lapsed: it ranks after every live peer, so within the
+    first hold_off it starts for no job a live peer can serve; alone, it serves every job."""
+    from autogit.agent.fleet import fleet_share
+
+    me = Presence(hostname="host-unseen", version="1.0", arch="amd64", room=Room(slots=4), heartbeat_at=NOW - timedelta(hours=1))
+    share = fleet_share("host-unseen", jobs, [*live, me], runners, NOW, hold_off=HOLD_OFF, membership_ttl=90, own=me)
+    assert not share.member
+    peers = {p.hostname: {o.job: o for o in assign_jobs(p.hostname, jobs, live, runners, NOW, HOLD_OFF)} for p in live}
+    for o in share.ownership:
+        if o.mine and o.claim in (Claim.OWNER, Claim.TAKEOVER):
+            assert _starters(peers, o.job) == [], o
+    alone = fleet_share("host-unseen", jobs, [me], [], NOW, hold_off=HOLD_OFF, membership_ttl=90, own=me)
+    servable = [j.id for j in jobs if owners(j, [me.model_copy(update={"heartbeat_at": NOW})])]
+    assert set(servable) <= {j.id for j in alone.jobs}

@@ -237,3 +237,17 @@ def test_peers_take_the_field_names_not_the_note_keys(tmp_path, capsys):
 def test_runners_of_counts_busy_and_draining_as_taken():
     runners = [Runner(id="a", tags=["amd64"]), Runner(id="b", busy=True), Runner(id="c", draining=True)]
     assert [r.idle for r in runners_of("me", runners)] == [True, False, False]
+
+
+def test_a_host_that_just_rejoined_ranks_after_its_settled_peers(tmp_path, capsys):
+    """Back 10 s ago from a cut (heartbeat 30 s: settling for 60 s): every untagged job is the
+    settled peer's, this host only next in line; once settled it takes its share again."""
+    jobs = [job(j, []) for j in range(50, 54)]  # within the peer's room of four
+    back = plan_json(tmp_path, capsys, scenario(jobs, [peer("other")], joined_at="2026-11-27T11:59:50Z"))
+    assert all(o["ranking"] == ["other", "me"] and not o["mine"] for o in back["fleet"]["ownership"])
+    assert planned_jobs(back) == set()
+    settled = plan_json(tmp_path, capsys, scenario(jobs, [peer("other")], joined_at="2026-11-27T11:58:00Z"))
+    assert {o["owner"] for o in settled["fleet"]["ownership"]} == {"me", "other"}
+    # A peer that is settling ranks after this host alike: every view has the same order.
+    theirs = plan_json(tmp_path, capsys, scenario(jobs, [peer("other", joined_at="2026-11-27T11:59:50Z")]))
+    assert all(o["ranking"] == ["me", "other"] for o in theirs["fleet"]["ownership"])
