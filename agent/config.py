@@ -211,11 +211,18 @@ class FleetConfig(Frozen):
     )
     membership_ttl: PositiveFloat = Field(90, description="Seconds a host stays a member without a heartbeat.")
     heartbeat_interval: PositiveFloat = Field(30, description="Seconds between refreshes of this host's presence (and reads of its peers').")
+    forget_after: PositiveFloat = Field(
+        7200,
+        description="Seconds a peer's presence may be silent before a live host deletes what it left: its runner "
+        "registrations that GitLab shows running no job and not online (GitLab's online window is 2 h), then its presence.",
+    )
 
     @model_validator(mode="after")
     def _ttl_covers_heartbeats(self) -> FleetConfig:
         if self.membership_ttl < 2 * self.heartbeat_interval:
             raise ValueError("membership_ttl must be at least twice heartbeat_interval, or live hosts drop out between heartbeats")
+        if self.forget_after < self.membership_ttl:
+            raise ValueError("forget_after must be at least membership_ttl: a host is forgotten only once it is gone")
         return self
 
 

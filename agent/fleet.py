@@ -49,6 +49,7 @@ __all__ = [
     "FleetShare",
     "GpuClass",
     "JobOwnership",
+    "Leftover",
     "PeerRunner",
     "Presence",
     "PresenceTooLarge",
@@ -68,6 +69,7 @@ __all__ = [
     "presence_registration",
     "runners_of",
     "should_start",
+    "to_forget",
 ]
 
 # GitLab's Ci::Runner validates `maintenance_note` to at most 1024 characters (the simulator
@@ -607,3 +609,60 @@ def fleet_share(
     ownership = assign_jobs(me, pending, members, serving, now, hold_off, first_seen, settle)
     planned = {o.job for o in ownership if o.mine}
     return FleetShare(live=live, ownership=ownership, jobs=[j for j in pending if j.id in planned], member=me in hosts)
+
+
+# --- forgetting a host that is gone for good ----------------------------------------------------
+
+
+class Leftover(Frozen):
+    """A job-runner registration of another host, as GitLab lists it this round."""
+
+    id: int
+    host: str
+    status: str | None = Field(None, description="GitLab's runner status: online (contacted within 2 h), offline, stale, never_contacted.")
+    busy: bool = Field(description="GitLab's running-job view lists a job running on it.")
+
+
+def to_forget(
+    me: str,
+    leftovers: Iterable[Leftover],
+    presences: Iterable[Presence],
+    presence_ids: Mapping[str, int],
+    live_hosts: Iterable[str],
+    now: datetime,
+    forget_after: float,
+) -> list[int]:
+    """The registrations this host deletes for peers that are gone for good: a host whose
+    presence has been silent `forget_after` or longer leaves job-runner registrations that GitLab
+    shows running no job and not `online` (its runner asked for no job within GitLab's online
+    window: nothing of it is left to run one), then, once none is left, its presence.
+
+    Only a live member deletes, and of the live members only the one ranked first for the
+    registration id, so one DELETE is sent per leftover, not one per host. A host that never
+    published a presence (fleet off, or not AutoGit's fleet) is never touched."""
+    live = sorted(set(live_hosts))
+    if me not in live:
+        return []
+    now = _as_utc(now)
+    silent = {
+        p.hostname
+        for p in presences
+        if p.hostname != me and p.hostname not in live and (now - p.heartbeat_at).total_seconds() >= forget_after
+    }
+    out: list[int] = []
+    remaining: set[str] = set()
+    for reg in leftovers:
+        if reg.host not in silent:
+            continue
+        if reg.busy or reg.status == "online":
+            remaining.add(reg.host)  # it may still run a job: GitLab's view decides, not ours
+        elif _ranked(reg.id, live)[0] == me:
+            out.append(reg.id)
+            remaining.add(reg.host)  # its presence goes in a later round, once the listing is empty
+        else:
+            remaining.add(reg.host)
+    for host in sorted(silent - remaining):
+        pid = presence_ids.get(host)
+        if pid is not None and _ranked(pid, live)[0] == me:
+            out.append(pid)
+    return out

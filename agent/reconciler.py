@@ -89,6 +89,7 @@ class Reconciler:
         self._fleet_next = 0.0  # when the presence is refreshed and the peers' read next
         self._presence_id: int | None = None
         self._joined_at: datetime | None = None  # when this host's current fleet membership began
+        self._presence_ids: dict[str, int] = {}  # hostname → its presence registration, as last read
         self._busy_ids: set[int] = set()
         self._last_full = -math.inf  # monotonic time of the latest full pass
 
@@ -231,6 +232,7 @@ class Reconciler:
         assert self.gitlab is not None
         fleet_config = self.config.fleet
         state = self.state
+        refreshed = False
         if time.monotonic() >= self._fleet_next:
             self._fleet_next = time.monotonic() + fleet_config.heartbeat_interval
             try:
@@ -241,14 +243,16 @@ class Reconciler:
                     self._joined_at = now
                 presence = fleet.build_presence(host, runners, policy, version=__version__, now=now, joined_at=self._joined_at)
                 self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
-                read = []
-                for description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
+                read, ids = [], {}
+                for reg_id, description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
                     contacted_at = datetime.fromisoformat(contacted.replace("Z", "+00:00")) if contacted else None
                     found = fleet.decode_presence(note, contacted_at=contacted_at)
                     if found is not None and found.hostname == fleet.presence_hostname(description):
                         read.append(found)
-                state.presences = read
+                        ids[found.hostname] = reg_id
+                state.presences, self._presence_ids = read, ids
                 self._refused.pop("fleet", None)
+                refreshed = True
             except (GitLabError, fleet.PresenceTooLarge) as exc:
                 self._refused["fleet"] = f"fleet presence: {exc} (meanwhile this host is a backstop: it starts only for jobs its live peers leave pending)"
         peers = [
@@ -268,7 +272,30 @@ class Reconciler:
         )  # fmt: skip
         state.live_hosts = {p.hostname for p in share.live}
         state.ownership = share.ownership
+        if refreshed:  # once per heartbeat, from the presences just read
+            await self._forget_gone_hosts(now)
         return share.jobs
+
+    async def _forget_gone_hosts(self, now: datetime) -> None:
+        """Delete what peers gone for good left behind (fleet.to_forget decides what, and which
+        live host does it); a few per heartbeat, so a dead rack's leftovers never burst."""
+        assert self.gitlab is not None
+        state = self.state
+        host_of = {r.id: r.host for r in state.fleet if r.host} | {i: h for h, i in self._presence_ids.items()}
+        leftovers = [fleet.Leftover(id=r.id, host=r.host, status=r.status, busy=r.id in self._busy_ids) for r in state.fleet if r.host]
+        doomed = fleet.to_forget(self.hostname, leftovers, state.presences, self._presence_ids, state.live_hosts, now, self.config.fleet.forget_after)
+        for reg_id in doomed[:10]:
+            try:
+                await self.gitlab.delete_runner(reg_id)
+            except GitLabError as exc:
+                self._refused["fleet forget"] = f"fleet: cannot delete registration {reg_id} left by {host_of.get(reg_id)}, a host gone for good: {exc}"
+                return
+            what = "presence" if reg_id in self._presence_ids.values() else "runner registration"
+            state.bus.publish(
+                "fleet.forgot", f"{what} {reg_id} of {host_of.get(reg_id)} deleted: its host has been silent {self.config.fleet.forget_after:.0f} s or more",
+                host=host_of.get(reg_id), gitlab_id=reg_id,
+            )  # fmt: skip
+        self._refused.pop("fleet forget", None)
 
     # --- observe helpers ----------------------------------------------------------------------------
     def _never_contacted(self, c: ManagedContainer, now: datetime) -> bool:

@@ -508,16 +508,16 @@ class GitLabAdapter:
         assert isinstance(row, dict)
         return int(row["id"])
 
-    async def read_presences(self, tag: str) -> list[tuple[str, str | None, str | None]]:
-        """Every presence registration: (description, maintenance note, contacted_at). The list
-        entity has neither note nor contact time, so each is read with GET /runners/:id."""
+    async def read_presences(self, tag: str) -> list[tuple[int, str, str | None, str | None]]:
+        """Every presence registration: (id, description, maintenance note, contacted_at). The
+        list entity has neither note nor contact time, so each is read with GET /runners/:id."""
         rows = await self._visible_runners({"tag_list": tag})
         out = []
         for r in rows:
             detail = await self._call(partial(self._gl.http_get, f"/runners/{r['id']}", **self._retry), f"GET /runners/{r['id']}",
                                       self._needs(self._runner_target()))  # fmt: skip
             if isinstance(detail, dict):
-                out.append((str(detail.get("description") or ""), detail.get("maintenance_note"), detail.get("contacted_at")))
+                out.append((int(r["id"]), str(detail.get("description") or ""), detail.get("maintenance_note"), detail.get("contacted_at")))
         return out
 
     async def fill_tags(self, registrations: list[Registration], budget: int = 10) -> list[Registration]:

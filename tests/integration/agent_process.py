@@ -24,13 +24,15 @@ from autogit.agent.fleet import PRESENCE_DESCRIPTION_PREFIX, join_settle
 from autogit.gitlab_double import GitLabSimulator
 
 __all__ = [
-    "FLEET", "AgentProcess", "Fleet", "agent_environment", "all_see_each_other", "host_of_job", "job_runners", "presences",
+    "FLEET", "ONLINE", "AgentProcess", "Fleet", "agent_environment", "all_see_each_other", "host_of_job", "job_runners", "presences",
     "started_by_two_hosts", "until",
 ]  # fmt: skip
 
 # Short bounds so that a test sees every transition: hold_off above twice the poll interval
 # plus a listing (docs/runners/fleet.md), membership_ttl several heartbeats.
-FLEET = {"enabled": True, "hold_off": 3, "membership_ttl": 4, "heartbeat_interval": 1}
+# forget_after above the GitLab double's online window of these tests (ONLINE = 4 s).
+FLEET = {"enabled": True, "hold_off": 3, "membership_ttl": 4, "heartbeat_interval": 1, "forget_after": 6}
+ONLINE = 4.0
 
 AGENT = Path(sys.executable).parent / "autogit-agent"
 # the daemon logs every event as "<type> <message>": runner.started … for jobs [12, 13]
@@ -109,6 +111,11 @@ class AgentProcess:
         log file is appended to), one entry per start."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [int(j) for found in _STARTED_FOR.findall(text) for j in found.split(",")]
+
+    def forgot(self) -> list[str]:
+        """The fleet.forgot lines of this host's log: what it deleted for hosts gone for good."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if " fleet.forgot " in line]
 
     def tail(self, chars: int = 3000) -> str:
         return f"--- {self.hostname} ---\n" + (self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)")

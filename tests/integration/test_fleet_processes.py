@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from agent_process import FLEET, AgentProcess, Fleet, all_see_each_other, host_of_job, job_runners, started_by_two_hosts, until
+from agent_process import FLEET, ONLINE, AgentProcess, Fleet, all_see_each_other, host_of_job, job_runners, started_by_two_hosts, until
 from runner_harness import finished
 
 from autogit.gitlab_double import GitLabSimulator
@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 @pytest.fixture
 async def fleet(sim, runner_image, tmp_path) -> AsyncIterator[Fleet]:
+    sim.runner_online_timeout_s = ONLINE  # GitLab's is 2 h: a runner silent that long is offline
     group = Fleet(sim, runner_image, tmp_path)
     for h in group.hosts:
         h.start()
@@ -82,6 +83,47 @@ async def test_kill_9_of_an_agent_holding_jobs(fleet: Fleet, sim):
     await until(lambda: finished(sim, [long_job]), 60, "the long job", fleet.hosts)
     assert sim.job(long_job).status == "success" and sim.job(long_job).runner_id == victim_runner
     assert any(r.id == victim_runner for r in sim.runners), "a live runner's registration was deleted"
+    # Past forget_after the dead agent's host is "gone for good", but its runner still asks
+    # GitLab for jobs (online): nobody deletes it, nor the presence of a host with one left.
+    await asyncio.sleep(FLEET["forget_after"] + ONLINE + 2)
+    assert any(r.id == victim_runner for r in sim.runners), "a runner that outlived its agent was deleted"
+    assert not [line for h in fleet.hosts if h is not victim for line in h.forgot()]
+
+
+async def test_a_host_gone_for_good_is_forgotten_once(sim, runner_image, tmp_path):
+    """Power loss: the agent and its runners gone. Once its presence has been silent
+    forget_after and GitLab shows its runners offline and idle, one survivor deletes them, then
+    its presence; when it comes back it starts afresh (one presence, no leftovers)."""
+    sim.runner_online_timeout_s = ONLINE
+    group = Fleet(sim, runner_image, tmp_path, sections={i: {"scaling": {"idle_timeout": 30}} for i in range(3)})
+    for h in group.hosts:
+        h.start()
+    try:
+        await all_see_each_other(group.hosts)
+        jobs = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(6)]
+        await until(lambda: (group.remember_tokens(), finished(sim, jobs))[1], 90, "the jobs", group.hosts)
+        victim = next(h for h in group.hosts if job_runners(sim, h.hostname) and any(r.id in job_runners(sim, h.hostname) for r in sim.runners))
+        left = sorted(r.id for r in sim.runners if r.description.startswith(f"autogit:{victim.hostname}:"))
+        victim.kill()
+        # Its runners freeze with it (docker pause: no contact with GitLab, nothing removed), as
+        # on a power loss: the disks keep them for whenever the host comes back.
+        containers = subprocess.run(["docker", "ps", "-q", "--filter", f"label=io.autogit.host={victim.hostname}"], capture_output=True, text=True)
+        subprocess.run(["docker", "pause", *containers.stdout.split()], capture_output=True, check=True)
+        survivors = [h for h in group.hosts if h is not victim]
+        presence = f"autogit-presence:{victim.hostname}"
+
+        def forgotten() -> bool:
+            return not [r for r in sim.runners if r.description.startswith(f"autogit:{victim.hostname}:") or r.description == presence]
+
+        await until(forgotten, FLEET["forget_after"] + ONLINE + 30, "the gone host's registrations and presence to go", group.hosts)
+        lines = [line for h in survivors for line in h.forgot()]
+        # one DELETE per leftover, by one survivor, and nothing of anyone else
+        assert len(lines) == len(left) + 1 and all(victim.hostname in line for line in lines), lines
+        assert all(sim.job(j).status == "success" for j in jobs)
+        # Back (close() starts it again): its runners' registrations are gone, so it removes them
+        # with their job containers and volumes, and publishes one presence again.
+    finally:
+        await group.close()
 
 
 async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: GitLabSimulator, runner_image, tmp_path):
@@ -98,7 +140,7 @@ async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: 
                                  text=True).stdout.strip()  # fmt: skip
         url = sim.url.replace("127.0.0.1", gateway)
         # Heartbeats 3 s apart: the peers learn of the host's return up to 3 s after it does.
-        slow = FLEET | {"heartbeat_interval": 3, "membership_ttl": 9}
+        slow = FLEET | {"heartbeat_interval": 3, "membership_ttl": 9, "forget_after": 120}
         group = Fleet(sim, runner_image, tmp_path, fleet=slow)
         a, b, _ = group.hosts
         cut = AgentProcess(f"c{tag}", tmp_path, url, runner_image, sim.private_token, fleet=slow, runner={"network": f"container:{anchor}"})
@@ -138,8 +180,11 @@ async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: 
             assert new <= len(back) + 1, f"runners registered for {len(back)} jobs after the cut: {before} → {after}"
             # The rejoining host ranks last until its peers have read its presence: no job of
             # those arriving meanwhile is started for by it and by the host its peers chose.
-            assert started_by_two_hosts(group.hosts, back) == [], {h.hostname: h.started_for() for h in group.hosts}
-            assert started_by_two_hosts(group.hosts, warm + cut_jobs) == []
+            starts = {h.hostname: h.started_for() for h in group.hosts}
+            assert [j for j in started_by_two_hosts(group.hosts, back) if j in cut.started_for()] == [], starts
+            # Between the two that never left, the documented bound: views read at different
+            # moments may differ in a host's room (docs/runners/fleet.md, "Duplicates").
+            assert len(started_by_two_hosts(group.hosts, warm + cut_jobs + back)) <= 2, starts
         finally:
             await group.close()
     finally:

@@ -117,4 +117,4 @@ async def test_a_restarted_agent_adopts_its_presence_instead_of_registering_anot
     kept = await adapter(sim, scope={"kind": "projects", "projects": [1]}).publish_presence(None, body)
     assert kept == first and [r.id for r in sim.runners if r.description == "autogit-presence:p1"] == [first]
     peers = await adapter(sim, scope={"kind": "projects", "projects": [1]}).read_presences(fleet.PRESENCE_TAG)
-    assert [fleet.decode_presence(note).hostname for _, note, _ in peers] == ["p1"]
+    assert [(rid, fleet.decode_presence(note).hostname) for rid, _, note, _ in peers] == [(first, "p1")]

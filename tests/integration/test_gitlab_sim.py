@@ -284,6 +284,8 @@ def test_job_hooks_carry_the_secret_and_no_tag_list(gitlab_sim: GitLabSimulator,
     assert receiver.calls[0][1]["runner"] is None
     assert receiver.calls[1][1]["runner"]["id"] == runner.id and receiver.calls[1][1]["runner"]["tags"] == ["gpu"]
     assert receiver.calls[2][1]["build_failure_reason"] == "script_failure"
+    # the receiver has the third body before the simulator has recorded its answer
+    wait_for(lambda: len(gitlab_sim.webhook_deliveries) == 3, what="three deliveries recorded")
     assert [d["status"] for d in gitlab_sim.webhook_deliveries] == [200, 200, 200]
 
 

@@ -88,3 +88,10 @@ def test_config_docs_are_generated_from_the_models():
     assert proc.stdout == (REPO / "docs/configuration/README.md").read_text(), "run: autogit-agent config-docs > docs/configuration/README.md"
     for key in ("scaling.max_runners", "scaling.idle_timeout", "gitlab.poll_interval", "api.socket", "webhook.enabled"):
         assert f"`{key}`" in proc.stdout
+
+
+def test_fleet_bounds_that_contradict_each_other_are_one_line_naming_the_section():
+    with pytest.raises(ConfigError) as err:
+        parse_config("fleet:\n  enabled: true\n  membership_ttl: 90\n  forget_after: 60\n")
+    assert err.value.lines == ["fleet: Value error, forget_after must be at least membership_ttl: a host is forgotten only once it is gone"]
+    assert parse_config("fleet:\n  forget_after: 90\n").fleet.forget_after == 90

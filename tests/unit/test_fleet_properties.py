@@ -9,7 +9,10 @@ from datetime import datetime, timedelta, UTC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autogit.agent.fleet import Claim, GpuClass, JobOwnership, PeerRunner, Presence, Room, assign_jobs, owners, should_start
+from autogit.agent.fleet import (
+    Claim, GpuClass, JobOwnership, Leftover, PeerRunner, Presence, Room, assign_jobs, fleet_share, join_settle, owners, should_start,
+    to_forget,
+)  # fmt: skip
 from autogit.agent.model import Job
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -210,8 +213,6 @@ def test_a_rejoining_host_starts_nothing_its_peers_start_while_they_cannot_see_i
     for by it and by a peer in the same round; once settled, it takes its share as before.
     (Peers with room: one without room owns a job only to wait for capacity, and a newcomer with
     room taking that job is the hand-over the design wants.)"""
-    from autogit.agent.fleet import join_settle
-
     settle = join_settle(30.0)
     newcomer = Presence(hostname="host-new", version="1.0", arch="amd64", room=Room(slots=4), heartbeat_at=NOW,
                         joined_at=NOW - timedelta(seconds=ago))  # fmt: skip
@@ -231,8 +232,6 @@ def test_a_rejoining_host_starts_nothing_its_peers_start_while_they_cannot_see_i
 def test_a_host_its_peers_cannot_see_is_a_backstop_never_a_duplicate(live, jobs, runners):
     """Its presence refused, failing or lapsed: it ranks after every live peer, so within the
     first hold_off it starts for no job a live peer can serve; alone, it serves every job."""
-    from autogit.agent.fleet import fleet_share
-
     me = Presence(hostname="host-unseen", version="1.0", arch="amd64", room=Room(slots=4), heartbeat_at=NOW - timedelta(hours=1))
     share = fleet_share("host-unseen", jobs, [*live, me], runners, NOW, hold_off=HOLD_OFF, membership_ttl=90, own=me)
     assert not share.member
@@ -243,3 +242,38 @@ def test_a_host_its_peers_cannot_see_is_a_backstop_never_a_duplicate(live, jobs,
     alone = fleet_share("host-unseen", jobs, [me], [], NOW, hold_off=HOLD_OFF, membership_ttl=90, own=me)
     servable = [j.id for j in jobs if owners(j, [me.model_copy(update={"heartbeat_at": NOW})])]
     assert set(servable) <= {j.id for j in alone.jobs}
+
+
+leftover_lists = st.lists(
+    st.builds(
+        Leftover, id=st.integers(1, 500), host= st.sampled_from([*HOSTS, "host-gone", "not-in-fleet"]),
+        status=st.sampled_from(["online", "offline", "stale", "never_contacted", None]), busy=st.booleans(),
+    ),
+    max_size=12, unique_by=lambda r: r.id,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(memberships(), leftover_lists, st.floats(0, 3 * 3600), st.integers(1000, 2000))
+def test_what_a_gone_host_left_is_deleted_once_and_never_while_it_may_run_a_job(live, leftovers, silent_s, presence_id):
+    """Every live host computes to_forget from the same listing: each leftover is deleted by one
+    host at most; never one GitLab shows busy or online, nor one of a host silent for less than
+    forget_after or that published no presence; the presence goes last."""
+    forget_after = 7200.0
+    gone = Presence(hostname="host-gone", version="1.0", arch="amd64", room=Room(slots=1), heartbeat_at=NOW - timedelta(seconds=silent_s))
+    presences = [*live, gone]
+    ids = {"host-gone": presence_id}
+    hosts = [p.hostname for p in live]
+    deleted = [rid for h in hosts for rid in to_forget(h, leftovers, presences, ids, hosts, NOW, forget_after)]
+    assert len(deleted) == len(set(deleted)), "a leftover deleted by two hosts"
+    by_id = {r.id: r for r in leftovers}
+    for rid in deleted:
+        if rid == presence_id:
+            assert not any(r.host == "host-gone" for r in leftovers), "the presence went before the host's registrations"
+            continue
+        reg = by_id[rid]
+        assert reg.host == "host-gone" and not reg.busy and reg.status != "online" and silent_s >= forget_after
+    if silent_s >= forget_after:
+        assert {rid for rid in deleted if rid != presence_id} == {r.id for r in leftovers if r.host == "host-gone" and not r.busy and r.status != "online"}
+    # a host that is not a live member itself deletes nothing
+    assert to_forget("host-outsider", leftovers, presences, ids, hosts, NOW, forget_after) == []
