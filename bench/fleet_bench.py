@@ -111,6 +111,9 @@ def main() -> None:
     print(f"{args.jobs} jobs, 0.2–1.0 s apart, each 'sleep 2'; poll 0.5 s, hold_off 4 s; webhooks off")
     base_rate, base = asyncio.run(scenario(images, 1, False, args.jobs))
     print(f"baseline  1 agent, fleet off   runners/job {base_rate:.2f}   pickup p50 {pct(base, 0.5):6.0f} ms  p95 {pct(base, 0.95):6.0f} ms")
+    # What the fleet prevents: three agents that each plan over the whole queue.
+    alone_rate, alone = asyncio.run(scenario(images, 3, False, args.jobs))
+    print(f"no fleet  3 agents, fleet off  runners/job {alone_rate:.2f}   pickup p50 {pct(alone, 0.5):6.0f} ms  p95 {pct(alone, 0.95):6.0f} ms")
     for n in (1, 3, 5):
         rate, picks = asyncio.run(scenario(images, n, True, args.jobs))
         print(f"fleet     {n} agent(s)          runners/job {rate:.2f}   pickup p50 {pct(picks, 0.5):6.0f} ms  p95 {pct(picks, 0.95):6.0f} ms"

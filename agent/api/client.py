@@ -238,7 +238,8 @@ def _fleet_host_line(host: FleetHost, now: datetime) -> str:
         liveness = "no presence"
     else:
         beat = "no heartbeat" if host.heartbeat_at is None else f"heartbeat {_ago(host.heartbeat_at, now)}"
-        liveness = f"{'live' if host.live else 'DEAD'} ({beat})"
+        joined = f", joined {_ago(host.joined_at, now)}" if host.joined_at is not None else ""
+        liveness = f"{'live' if host.live else 'DEAD'} ({beat}{joined})"
     profiles = ", ".join(host.profiles) or "-"
     room = "?" if host.room is None else str(host.room)
     owns = ", ".join(str(j) for j in host.owns) or "none"

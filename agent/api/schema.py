@@ -340,6 +340,9 @@ class FleetHost(Wire):
     runners: list[FleetRunner]
     live: bool | None = Field(None, description="Whether its presence heartbeat is within fleet.membership_ttl; None: fleet off.")
     heartbeat_at: datetime | None = Field(None, description="Its presence's last heartbeat.")
+    joined_at: datetime | None = Field(
+        None, description="When its membership began (start, or return after a lapse); for 2 × fleet.heartbeat_interval after it, the host ranks last."
+    )
     profiles: list[str] = Field(default_factory=list, description="What it serves: native arch, emulated ones, GPU classes, extra tags.")
     room: int | None = Field(None, description="Runners it can still start, as its presence says.")
     owns: list[int] = Field(default_factory=list, description="Pending jobs it owns, as this host computes ownership.")

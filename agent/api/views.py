@@ -89,7 +89,7 @@ def fleet_view(state: AgentState, hostname: str) -> FleetResponse:
             return FleetHost(hostname=host, last_seen=last_seen, runners=runners, owns=sorted(owns.get(host, [])))
         profiles = [p.arch] + [f"{a} (emulated)" for a in p.emulated] + [f"{g.count}× {' '.join(sorted(g.tags))}" for g in p.gpus] + list(p.extra_tags)
         return FleetHost(hostname=host, last_seen=last_seen, runners=runners, live=host in state.live_hosts, heartbeat_at=p.heartbeat_at,
-                         profiles=profiles, room=p.room.slots, owns=sorted(owns.get(host, [])))  # fmt: skip
+                         joined_at=p.joined_at, profiles=profiles, room=p.room.slots, owns=sorted(owns.get(host, [])))  # fmt: skip
 
     hosts = [host_view(hostname, state.plan_time, own)]
     for host in sorted(set(others) | set(presences) - {hostname}):

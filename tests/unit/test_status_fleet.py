@@ -22,7 +22,7 @@ def fleet_on() -> FleetResponse:
             FleetHost(hostname="gpu-box-1", runners=[_runner("a1", "busy"), _runner("a2", "idle")], live=True, heartbeat_at=NOW - timedelta(seconds=5),
                       profiles=["amd64", "arm64 (emulated)", "1× cuda gpu h100"], room=3, owns=[9010, 9011]),
             FleetHost(hostname="gpu-box-2", runners=[_runner("b1")], live=True, heartbeat_at=NOW - timedelta(seconds=12),
-                      profiles=["arm64"], room=0, owns=[9018]),
+                      joined_at=NOW - timedelta(seconds=40), profiles=["arm64"], room=0, owns=[9018]),
             FleetHost(hostname="gpu-box-3", runners=[_runner("c1", "offline")], live=False, heartbeat_at=NOW - timedelta(minutes=6),
                       profiles=["amd64", "docker"], room=1),
             # Registrations of an agent that runs without the fleet: no presence, no verdict.
@@ -36,7 +36,7 @@ def test_one_line_per_host_with_liveness_profiles_room_and_owned_jobs() -> None:
     lines = format_fleet(fleet_on(), NOW).splitlines()
     assert lines[0] == "fleet: 4 host(s), 2 live"
     assert lines[1] == "  gpu-box-1: live (heartbeat 5 s ago); profiles amd64, arm64 (emulated), 1× cuda gpu h100; room 3; owns 9010, 9011; 2 runners"
-    assert lines[2] == "  gpu-box-2: live (heartbeat 12 s ago); profiles arm64; room 0; owns 9018; 1 runner"
+    assert lines[2] == "  gpu-box-2: live (heartbeat 12 s ago, joined 40 s ago); profiles arm64; room 0; owns 9018; 1 runner"
     assert lines[3] == "  gpu-box-3: DEAD (heartbeat 6 min ago); profiles amd64, docker; room 1; owns none; 1 runner"
     assert lines[4] == "  old-box: no presence; profiles -; room ?; owns none; 0 runners"
 
@@ -55,7 +55,7 @@ def test_heartbeat_ages_read_in_the_unit_that_fits() -> None:
              doc.hosts[2].model_copy(update={"heartbeat_at": NOW - timedelta(hours=3, minutes=10)})]  # fmt: skip
     text = format_fleet(doc.model_copy(update={"hosts": hosts}), NOW)
     assert "gpu-box-3: DEAD (heartbeat 3 h ago)" in text
-    assert "gpu-box-2: live (heartbeat no heartbeat)" not in text and "gpu-box-2: live (no heartbeat)" in text
+    assert "gpu-box-2: live (heartbeat no heartbeat" not in text and "gpu-box-2: live (no heartbeat, joined 40 s ago)" in text
 
 
 def test_fleet_off_is_not_a_section_of_status() -> None:
