@@ -246,6 +246,7 @@ class FleetHost:
     # rest stays empty too. `room` is what its presence says; `owns` as this host computes it.
     live: bool | None = None
     heartbeat_at: datetime | None = None
+    joined_at: datetime | None = None  # its membership began (start, or return after a lapse)
     profiles: tuple[str, ...] = ()
     room: int | None = None
     owns: tuple[int, ...] = ()
@@ -273,7 +274,7 @@ def fleet_from_runners(status: StatusResponse | None, runners: RunnersResponse |
 def fleet_from_payload(payload: dict, this_host: str | None) -> list[FleetHost]:
     """Parse the GET /v1/fleet shape this console asks the API for (see docs/cli/autogit-tui.md):
     {"hosts": [{"hostname", "last_seen", "runners": [{"id", "state", "tags", "platform",
-    "gpu", "job", "started_at"}], "live", "heartbeat_at", "profiles", "room", "owns"}]}.
+    "gpu", "job", "started_at"}], "live", "heartbeat_at", "joined_at", "profiles", "room", "owns"}]}.
     Fields it does not know are ignored and missing ones left empty (an older or newer agent)."""
     hosts = [_fleet_host(h, this_host) for h in payload.get("hosts", [])]
     return sorted(hosts, key=lambda h: (not h.this_host, h.hostname))
@@ -296,7 +297,7 @@ def _fleet_host(h: dict, this_host: str | None) -> FleetHost:
     return FleetHost(
         h["hostname"], h["hostname"] == this_host, runners, "gitlab", _parse_time(h.get("last_seen")),
         live=None if live is None else bool(live), heartbeat_at=_parse_time(h.get("heartbeat_at")),
-        profiles=tuple(str(p) for p in h.get("profiles") or ()), room=h.get("room"),
+        joined_at=_parse_time(h.get("joined_at")), profiles=tuple(str(p) for p in h.get("profiles") or ()), room=h.get("room"),
         owns=tuple(sorted(int(j) for j in h.get("owns") or ())),
     )  # fmt: skip
 
@@ -506,6 +507,7 @@ def _fleet_member_rows(host: FleetHost, now: datetime) -> Detail:
     beat = f"heartbeat {since(host.heartbeat_at, now)} ago" if host.heartbeat_at else "no heartbeat"
     return [
         ("Fleet", f"live, {beat}" if host.live else f"gone (presence older than fleet.membership_ttl), last {beat}"),
+        *([("Joined", f"{since(host.joined_at, now)} ago (a newcomer ranks last for 2 × fleet.heartbeat_interval)")] if host.joined_at else []),
         ("Profiles", ", ".join(host.profiles) or "-"),
         ("Room", "?" if host.room is None else f"{host.room} more runner(s)"),
         ("Owns", ", ".join(f"#{j}" for j in host.owns) or "no pending job"),

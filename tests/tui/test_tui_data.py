@@ -121,3 +121,12 @@ def test_fleet_detail_names_liveness_profiles_room_and_owned_jobs() -> None:
     assert live["Fleet"] == "live, heartbeat 12s ago" and live["Owns"] == "#9016, #9018" and live["Runner"].startswith("autogit-gpu-box-2-")
     off = dict(fleet_detail(fleet_from_payload({"hosts": [{"hostname": "me", "runners": []}]}, "me")[0], None, NOW))
     assert "Fleet" not in off and "Owns" not in off
+
+
+def test_a_newcomer_shows_when_it_joined() -> None:
+    payload = {"hosts": [{"hostname": "new", "runners": [], "live": True, "heartbeat_at": "2026-11-27T11:59:30Z",
+                          "joined_at": "2026-11-27T11:59:20Z", "profiles": ["amd64"], "room": 2}]}  # fmt: skip
+    (new,) = fleet_from_payload(payload, "me")
+    detail = dict(fleet_detail(new, None, NOW))
+    assert detail["Joined"] == "40s ago (a newcomer ranks last for 2 × fleet.heartbeat_interval)"
+    assert "Joined" not in dict(fleet_detail(fleet_from_payload({"hosts": [{**payload["hosts"][0], "joined_at": None}]}, "me")[0], None, NOW))
