@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from autogit.gitlab_double import GitLabSimulator
 
 __all__ = [
     "FLEET", "ONLINE", "AgentProcess", "Fleet", "agent_environment", "all_see_each_other", "host_of_job", "job_runners", "presences",
-    "started_by_two_hosts", "until",
+    "idle_registrations", "until",
 ]  # fmt: skip
 
 # Short bounds so that a test sees every transition: hold_off above twice the poll interval
@@ -35,8 +34,6 @@ FLEET = {"enabled": True, "hold_off": 3, "membership_ttl": 4, "heartbeat_interva
 ONLINE = 4.0
 
 AGENT = Path(sys.executable).parent / "autogit-agent"
-# the daemon logs every event as "<type> <message>": runner.started … for jobs [12, 13]
-_STARTED_FOR = re.compile(r"runner\.started .* for jobs \[([\d, ]+)\]")
 
 
 def agent_environment(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,12 +103,6 @@ class AgentProcess:
             self.process.kill()
             self.process.wait(10)
 
-    def started_for(self) -> list[int]:
-        """The jobs each runner.started event of this host's log names (restarts included: the
-        log file is appended to), one entry per start."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return [int(j) for found in _STARTED_FOR.findall(text) for j in found.split(",")]
-
     def forgot(self) -> list[str]:
         """The fleet.forgot lines of this host's log: what it deleted for hosts gone for good."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -143,11 +134,11 @@ def job_runners(sim: GitLabSimulator, host: str) -> list[int]:
     return [r.id for r in sim.registered() if r.description.startswith(f"autogit:{host}:")]
 
 
-def started_by_two_hosts(hosts: Iterable[AgentProcess], jobs: Iterable[int]) -> list[int]:
-    """Jobs that runners of more than one host were started for. (One host may start twice for
-    a job: GitLab hands a new runner the oldest job it matches, not the one it was started for.)"""
-    starters = [set(h.started_for()) for h in hosts]
-    return sorted(j for j in set(jobs) if sum(j in s for s in starters) > 1)
+def idle_registrations(sim: GitLabSimulator, host: str) -> list[int]:
+    """The host's job-runner registrations that never ran a job. With one-job runners (each
+    takes exactly one job, then is gone) every such registration is a duplicate start."""
+    ran = {j.runner_id for j in sim.jobs}
+    return [rid for rid in job_runners(sim, host) if rid not in ran]
 
 
 def presences(sim: GitLabSimulator) -> list[str]:
