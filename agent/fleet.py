@@ -60,7 +60,6 @@ __all__ = [
     "encode_presence",
     "fleet_share",
     "is_live",
-    "jobs_for_me",
     "join_settle",
     "live_presences",
     "owners",
@@ -515,28 +514,6 @@ def assign_jobs(
             JobOwnership(job=job.id, mine=False, claim=Claim.OWNED, owner=ranking[0], ranking=ranking, rank=rank, takeover_in_s=wait)
         )
     return out
-
-
-def jobs_for_me(
-    me: str,
-    pending: Sequence[Job],
-    live: Sequence[Presence],
-    runners: Sequence[PeerRunner],
-    now: datetime,
-    hold_off: float,
-    first_seen: Mapping[int, datetime] | None = None,
-) -> tuple[list[Job], list[JobOwnership]]:
-    """The pending jobs this host plans for this round (hand them to plan() as its queue), and
-    the others with the reason each is not (owner host and this host's rank, for status)."""
-    by_id = {j.id: j for j in pending}
-    mine: list[Job] = []
-    others: list[JobOwnership] = []
-    for o in assign_jobs(me, pending, live, runners, now, hold_off, first_seen):
-        if o.mine:
-            mine.append(by_id[o.job])
-        else:
-            others.append(o)
-    return mine, others
 
 
 def should_start(

@@ -228,20 +228,24 @@ class Reconciler:
     async def _fleet_share(self, host: Host, runners: list[Runner], pending: list[Job], policy: Policy, now: datetime) -> list[Job]:
         """The pending jobs this host plans for: the fleet's deterministic share of it. Every
         heartbeat_interval the host refreshes its presence in GitLab and reads its peers'; a
-        host that cannot see any presence (GitLab refuses them) plans alone, as before."""
+        host missing from that view (GitLab refuses its presence, or it lapsed) is a backstop,
+        ranked after every live peer (fleet.fleet_share)."""
         assert self.gitlab is not None
         fleet_config = self.config.fleet
         state = self.state
         refreshed = False
-        if time.monotonic() >= self._fleet_next:
+        due = time.monotonic() >= self._fleet_next
+        if due:
+            own = next((p for p in state.presences if p.hostname == self.hostname), None)
+            if self._joined_at is None or own is None or not fleet.is_live(own, now, fleet_config.membership_ttl):
+                # A start, or a return after the peers saw this host lapse (a network cut):
+                # it ranks last until they have read it again (fleet.join_settle).
+                self._joined_at = now
+        # What this host publishes, and what it counts as when GitLab's view lacks it (a backstop).
+        presence = fleet.build_presence(host, runners, policy, version=__version__, now=now, joined_at=self._joined_at)
+        if due:
             self._fleet_next = time.monotonic() + fleet_config.heartbeat_interval
             try:
-                own = next((p for p in state.presences if p.hostname == self.hostname), None)
-                if self._joined_at is None or own is None or not fleet.is_live(own, now, fleet_config.membership_ttl):
-                    # A start, or a return after the peers saw this host lapse (a network cut):
-                    # it ranks last until they have read it again (fleet.join_settle).
-                    self._joined_at = now
-                presence = fleet.build_presence(host, runners, policy, version=__version__, now=now, joined_at=self._joined_at)
                 self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
                 read, ids = [], {}
                 for reg_id, description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
@@ -266,9 +270,7 @@ class Reconciler:
         share = fleet.fleet_share(
             self.hostname, pending, state.presences, peers + fleet.runners_of(self.hostname, runners), now,
             hold_off=fleet_config.hold_off, membership_ttl=fleet_config.membership_ttl, first_seen=first_seen,
-            settle=fleet.join_settle(fleet_config.heartbeat_interval),
-            # not live in GitLab's view (refused, failing, lapsed): a backstop ranked last
-            own=fleet.build_presence(host, runners, policy, version=__version__, now=now),
+            settle=fleet.join_settle(fleet_config.heartbeat_interval), own=presence,
         )  # fmt: skip
         state.live_hosts = {p.hostname for p in share.live}
         state.ownership = share.ownership

@@ -247,7 +247,7 @@ class FleetReport(Frozen):
         for o in share.ownership:
             if o.owner is not None:
                 owns.setdefault(o.owner, []).append(o.job)
-        member = any(p.hostname == me for p in share.live)
+        member = share.member
         hosts = [FleetHost(hostname=me, this_host=True, live=member, heartbeat_age_s=0.0, owns=owns.get(me, []))]
         for peer in fleet.peers:
             age = (now - peer.heartbeat_at).total_seconds()

@@ -13,6 +13,7 @@ The GPU case (only the host with the GPU serves a GPU job) needs umockdev: test_
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import uuid
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from agent_process import FLEET, ONLINE, AgentProcess, Fleet, all_see_each_other, host_of_job, idle_registrations, job_runners, until
+from ci_policy import require
 from runner_harness import finished
 
 from autogit.gitlab_double import GitLabSimulator
@@ -140,6 +142,7 @@ async def test_a_host_gone_for_good_is_forgotten_once(sim, runner_image, tmp_pat
 async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: GitLabSimulator, runner_image, tmp_path):
     """Host c's agent and runners live in the network namespace of an anchor container; taking
     the anchor's link away cuts the whole host off GitLab, as a switch failure would."""
+    require(os.geteuid() == 0, "nsenter into the anchor's network namespace needs root")
     sim = sim_everywhere
     tag = uuid.uuid4().hex[:5]
     anchor = f"autogit-netns-{tag}"

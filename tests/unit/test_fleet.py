@@ -22,7 +22,6 @@ from autogit.agent.fleet import (
     decode_presence,
     encode_presence,
     is_live,
-    jobs_for_me,
     live_presences,
     owners,
     presence_description,
@@ -213,11 +212,18 @@ def test_room_is_spent_job_by_job_so_a_burst_spreads_at_once():
     assert sorted(o.owner for o in got) == ["a", "b", "c"]
 
 
-def test_jobs_for_me_splits_the_queue_with_reasons():
+def split(me, jobs, live):
+    """assign_jobs as a queue split: the jobs this host plans for, and the others' ownership."""
+    ownership = assign_jobs(me, jobs, live, [], NOW, 30)
+    planned = {o.job for o in ownership if o.mine}
+    return [j for j in jobs if j.id in planned], [o for o in ownership if not o.mine]
+
+
+def test_assign_jobs_splits_the_queue_with_reasons():
     gpu = GpuClass(tags=["cuda", "gpu", "nvidia", "vram-80g"], count=1, free=1)
     live = [presence("host-a"), presence("host-b", gpus=[gpu])]
     jobs = [job(12, "gpu", "vram-ge-40g"), job(13, "riscv64"), *(job(i) for i in range(20, 26))]
-    mine, others = jobs_for_me("host-a", jobs, live, [], NOW, 30)
+    mine, others = split("host-a", jobs, live)
     assert 12 not in {j.id for j in mine} and 13 in {j.id for j in mine}  # 13: nobody can; host-a's planner says why
     gpu_job = next(o for o in others if o.job == 12)
     assert gpu_job.claim is Claim.OWNED and gpu_job.rank is None and gpu_job.describe() == "job 12 owned by host-b"
@@ -227,7 +233,7 @@ def test_jobs_for_me_splits_the_queue_with_reasons():
 
 
 def test_a_host_that_is_not_a_live_member_plans_for_nothing():
-    mine, others = jobs_for_me("new", [job(1)], [presence("a")], [], NOW, 30)
+    mine, others = split("new", [job(1)], [presence("a")])
     assert mine == [] and others[0].claim is Claim.NOT_A_MEMBER
 
 
