@@ -52,6 +52,12 @@ async def test_gpu_job_gets_exactly_its_card_and_no_other_runner_gets_any(sim, r
     configs: dict[str, dict] = {}
 
     def inspect() -> None:
+        try:
+            look()
+        except docker.errors.NotFound:
+            pass  # a container removed between the listing and its inspection: seen next round or never ran
+
+    def look() -> None:
         for c in client.containers.list(all=True, filters={"label": "io.autogit.job-of"}):
             if c.labels.get("io.autogit.job-of", "").startswith(f"autogit-{h.hostname}-") and c.labels.get("com.gitlab.gitlab-runner.type") == "build":
                 job_devices[c.labels["io.autogit.job-of"]] = [d["PathInContainer"] for d in c.attrs["HostConfig"].get("Devices") or []]
