@@ -185,6 +185,11 @@ class GpuConfig(Frozen):
     )
     health_interval: PositiveFloat = Field(5.0, description="Seconds one NVML event wait blocks before it loops.")
     readings_interval: PositiveFloat = Field(2.0, description="Seconds between live GPU readings (utilisation, memory, temperature, power).")
+    read_timeout: PositiveFloat = Field(
+        5.0,
+        description="Seconds one GPU read (NVML, sysfs) may take; past it the GPUs of that vendor are unknown and "
+        "unhealthy until a read finishes again (a GPU fallen off the bus can hang NVML).",
+    )
     ignore: list[str] = Field(default_factory=list, description="GPU ids (UUID or PCI bus id) never to schedule.")
 
 

@@ -35,7 +35,7 @@ from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
 from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
-from .inventory.gpu import GpuInventory, mig_instance_changes
+from .inventory.gpu import GpuInventory, GpuSnapshot, mig_instance_changes
 from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
 from .model import GpuVendor, Host
@@ -118,6 +118,9 @@ class Agent:
         self.metrics.bind_state(self.state)
         self.gpus = GpuInventory(vendors=[GpuVendor(v) for v in config.gpu.vendors])
         self.cpu = observe_cpu()
+        self._hung_vendors: set[str] = set()  # vendors whose last GPU read missed gpu.read_timeout
+        self._refresh_wanted = False
+        self._refresh_task: asyncio.Task[None] | None = None
         self._host: Host = self._observe_host()
         secrets = load_secrets()
         self._secrets = secrets
@@ -147,7 +150,11 @@ class Agent:
 
     # --- inventory ------------------------------------------------------------------------------
     def _observe_host(self) -> Host:
-        snapshots = self.gpus.observe()
+        """The first read, at start (before the loop serves anything), bounded all the same."""
+        return self._host_from(self.gpus.observe_within(self.config.gpu.read_timeout))
+
+    def _host_from(self, snapshots: list[GpuSnapshot]) -> Host:
+        self._report_hung_reads()
         self.state.gpu_readings = {s.gpu.id: s.reading for s in snapshots}
         gpus = [s.gpu for s in snapshots]
         previous = getattr(self, "_host", None)
@@ -163,10 +170,36 @@ class Agent:
             ]
         return build_host(self.config, self.cpu, gpus, self.hostname)
 
+    def _report_hung_reads(self) -> None:
+        """One event when a vendor's GPU reads start or stop missing their deadline."""
+        hung = {h.vendor: h for h in self.gpus.hung}
+        was = self._hung_vendors
+        for vendor in sorted(hung.keys() - was):
+            line = hung[vendor].describe(time.monotonic())
+            log.error("%s", line)
+            self.state.bus.publish("gpu.read-hung", line, vendor=vendor)
+        for vendor in sorted(was - hung.keys()):
+            self.state.bus.publish("gpu.read-recovered", f"{vendor} GPU reads answer again", vendor=vendor)
+        self._hung_vendors = set(hung)
+
     def refresh_host(self) -> None:
-        """Hotplug, health or readings changed: read the GPUs again; re-plan if the planner's
-        view of them (the set, health, drains) changed."""
-        host = self._observe_host()
+        """Hotplug, health or readings changed: read the GPUs again, off the loop (see
+        _refresh_host). Callable from sync callbacks; reads never pile up: one runs at a time
+        and a request during it makes it read once more."""
+        self._refresh_wanted = True
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while self._refresh_wanted:
+            self._refresh_wanted = False
+            await self._refresh_host()
+
+    async def _refresh_host(self) -> None:
+        """Read the GPUs again in worker threads (bounded by gpu.read_timeout: a hung NVML read
+        leaves the loop, the socket and the event stream serving); re-plan if the planner's view
+        of them (the set, health, drains) changed."""
+        host = self._host_from(await self.gpus.read(self.config.gpu.read_timeout))
         if host != self._host:
             for kind, message, data in mig_instance_changes(self._host.gpus, host.gpus):
                 self.state.bus.publish(kind, message, **data)
@@ -180,7 +213,7 @@ class Agent:
         while not self._stop.is_set():
             await asyncio.sleep(self.config.gpu.readings_interval)
             if self._host.gpus:
-                self.refresh_host()
+                await self._refresh_host()
 
     # --- inputs -------------------------------------------------------------------------------
     async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:

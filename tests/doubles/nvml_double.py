@@ -69,6 +69,10 @@ class DoubleGpu:
     supported_events: int = _ALL_HEALTH_EVENTS
     not_supported: frozenset[str] = frozenset()  # functions answering NVML_ERROR_NOT_SUPPORTED
     lost: bool = False  # every call on it raises NVMLError_GpuIsLost
+    # Every call on it blocks until NvmlDouble.unhang(): a GPU fallen off the bus can leave the
+    # driver's ioctl waiting (nvidia-smi and NVML calls that never return are the known symptom;
+    # NVIDIA's k8s-device-plugin runs its NVML health loop in its own goroutine for that reason).
+    hung: bool = False
 
 
 def h100(**changes: Any) -> DoubleGpu:
@@ -176,6 +180,8 @@ class NvmlDouble:
         self._sets: list[_EventSet] = []
         self._lock = threading.Lock()
         self.registered = threading.Condition(self._lock)
+        self._unhung = threading.Event()
+        self.blocked_calls = 0  # calls currently blocked on a hung GPU
 
     # Constants and exception classes are the real module's; functions must be ours.
     def __getattr__(self, name: str) -> Any:
@@ -195,6 +201,12 @@ class NvmlDouble:
     def inject_xid(self, uuid: str, xid: int) -> None:
         self.inject_event(uuid, pynvml.nvmlEventTypeXidCriticalError, xid)
 
+    def unhang(self) -> None:
+        """Let every call blocked on a hung GPU return, and clear the flag on all GPUs."""
+        for gpu in self.gpus:
+            gpu.hung = False
+        self._unhung.set()
+
     def wait_registered(self, uuid: str, timeout: float = 5.0) -> bool:
         """Block until some live event set watches this GPU (the health thread is ready)."""
         with self.registered:
@@ -213,6 +225,11 @@ class NvmlDouble:
         self._check(func)
         uuid = handle.uuid if handle.mig_parent is None else handle.mig_parent
         gpu = next((g for g in self.gpus if g.uuid == uuid), None)
+        if gpu is not None and gpu.hung:
+            self._unhung.clear()
+            self.blocked_calls += 1
+            self._unhung.wait()  # for good, until the scenario releases it
+            self.blocked_calls -= 1
         if gpu is None or gpu.lost:  # unplugged or fallen off the bus
             raise pynvml.NVMLError_GpuIsLost()
         if func in gpu.not_supported:

@@ -9,11 +9,17 @@ missing driver or library means "no GPUs of that vendor", never an exception; wh
 `problems` (and in `NvidiaBackend.absent` for the benign case). `sys_root` is the directory
 that holds `sys/` and `dev_root` the one standing for `/dev`, so tests point them at prepared
 trees; under umockdev-wrapper the defaults see the testbed.
+
+The daemon reads with `await inventory.read(timeout)`: every backend in a thread of its own,
+bounded by a deadline, so a GPU fallen off the bus that hangs NVML cannot freeze the event
+loop (reader.py). `observe()` is the plain blocking read for tools and tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from .amd import AmdBackend
 from .base import PCI_VENDOR, GpuBackend, GpuSnapshot, HealthBook, normalise_bus_id, read_text
 from .intel import IntelBackend
 from .nvidia import NvidiaBackend, NvmlHealthThread
+from .reader import BoundedReader, HungRead, read_all
 
 __all__ = [
     "ALL_VENDORS",
@@ -31,6 +38,7 @@ __all__ = [
     "GpuInventory",
     "GpuSnapshot",
     "HealthBook",
+    "HungRead",
     "IntelBackend",
     "NvidiaBackend",
     "NvmlHealthThread",
@@ -63,15 +71,32 @@ class GpuInventory:
         if GpuVendor.INTEL in wanted:
             self.backends.append(IntelBackend(sys_root, dev_root))
         self._nvidia_on_pci: int | None = None
+        self._readers = [BoundedReader(b) for b in self.backends]
+        self.hung: list[HungRead] = []  # backends whose last bounded read missed its deadline
 
     def observe(self) -> list[GpuSnapshot]:
+        """One blocking read of every backend, on the caller's thread (tools, tests)."""
         snapshots = [snap for backend in self.backends for snap in backend.observe()]
         return [self.health.apply(snap) for snap in snapshots]
+
+    def observe_within(self, timeout: float) -> list[GpuSnapshot]:
+        """One read of every backend, each in its own thread, waiting at most `timeout` seconds.
+        A backend that misses the deadline keeps its GPUs as last seen, unknown and unhealthy,
+        and is listed in `hung` and `problems` until a read of it finishes again."""
+        snapshots, self.hung = read_all(self._readers, timeout)
+        return [self.health.apply(snap) for snap in snapshots]
+
+    async def read(self, timeout: float) -> list[GpuSnapshot]:
+        """`observe_within` off the event loop: the loop waits for nothing longer than `timeout`."""
+        return await asyncio.to_thread(self.observe_within, timeout)
 
     @property
     def problems(self) -> dict[str, str]:
         """Vendor → why its GPUs could not be read although the host seems to have some."""
         found = {b.vendor.value: b.problem for b in self.backends if b.problem}
+        now = time.monotonic()
+        for hung in self.hung:
+            found[hung.vendor] = hung.describe(now)
         if self.nvidia is not None and self.nvidia.absent and "nvidia" not in found:
             if self._nvidia_on_pci is None:  # counted once per rescan: it walks the PCI bus
                 self._nvidia_on_pci = count_pci_gpus(self.sys_root / "sys", GpuVendor.NVIDIA)

@@ -252,18 +252,26 @@ class NvidiaBackend:
         self._devices = []
 
     def rescan(self) -> None:
-        """Re-enumerate on the next read (an NVIDIA PCI device came, went, or changed driver)."""
-        with self._lock:
-            self._rescan = True
+        """Re-enumerate on the next read (an NVIDIA PCI device came, went, or changed driver).
+        Called on the event loop: it only sets a flag (atomic under the GIL) and never takes the
+        lock, which a read blocked in NVML may hold for a long time."""
+        self._rescan = True
 
     @property
     def rescan_pending(self) -> bool:
         return self._rescan
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout: float = 1.0) -> None:
+        """Shut NVML down, unless a read blocked in it holds the lock past `timeout` (a GPU
+        fallen off the bus): then the session is left to the process's exit, never waited on."""
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("NVML busy (a read is blocked): not shut down")
+            return
+        try:
             if self._ready and self._nv is not None:
                 self._shutdown(self._nv)
+        finally:
+            self._lock.release()
 
     def devices(self) -> tuple[int, list[tuple[str, str | None, Any]]]:
         """(generation, [(gpu id, pci bus id, handle)]) of the GPUs not lost: for the health thread."""
