@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import gitlab
 import gitlab.exceptions as glexc
 import requests
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 
 from ..config import GitLabConfig
 from ..model import Frozen, Job
@@ -34,6 +35,8 @@ from ..model import Frozen, Job
 __all__ = ["GitLabAdapter", "GitLabError", "Registration", "CreatedRunner", "RunningJob", "QueueSnapshot", "description_prefix"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("autogit.gitlab")
 
 
 class GitLabError(RuntimeError):
@@ -122,6 +125,14 @@ def _gid(global_id: str) -> int:
     return int(global_id.rsplit("/", 1)[1])
 
 
+def _row_problem(job_id: object, project_id: object, exc: ValidationError) -> str:
+    """One line naming the job and the field GitLab accepted but our models refuse, e.g. a tag
+    with a comma (GitLab keeps a quoted one whole: lib/gitlab/ci/tags/parser.rb)."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "row"
+    return f"job {job_id} of project {project_id} skipped: {field}: {first['msg']} (input {first.get('input')!r})"[:300]
+
+
 def _job_from_api(data: dict[str, Any], project_id: int, reach: str | None = None) -> Job:
     # Ci::Build#queued_duration: seconds in the queue so far. What the job spent before it was
     # queued (waiting for earlier stages) is its age less that, counted in whole seconds so that
@@ -171,6 +182,7 @@ class GitLabAdapter:
         self._runner_untagged: dict[int, bool] = {}
         # GitLab's RateLimit-* answer headers (lib/gitlab/application_rate_limiter.rb), last seen
         self.rate_limit: dict[str, int] = {}
+        self._bad_rows: set[int] = set()  # pending jobs our models refuse, said once each
         self._gl.session.hooks["response"].append(self._note_rate_limit)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -269,11 +281,25 @@ class GitLabAdapter:
             reach = self.reach_of(project)
             for row in rows:
                 if row.get("status") == "pending":
-                    pending.append(_job_from_api(row, project, reach))
+                    job = self._parse_row(row.get("id"), project, partial(_job_from_api, row, project, reach))
+                    if job is not None:
+                        pending.append(job)
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
         return QueueSnapshot(pending=pending, running=running, problems=problems)
+
+    def _parse_row(self, job_id: Any, project_id: Any, parse: Callable[[], Job]) -> Job | None:
+        """One pending row as a Job, or None: a row GitLab accepts but our models refuse is
+        skipped, with one log line naming the job and the field the first time it is seen, so
+        that the rest of the queue is planned (a bad row never stops the others)."""
+        try:
+            return parse()
+        except ValidationError as exc:
+            if isinstance(job_id, int) and job_id not in self._bad_rows:
+                self._bad_rows.add(job_id)
+                log.warning("%s", _row_problem(job_id, project_id, exc))
+            return None
 
     _JOBS_QUERY = (
         "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
@@ -311,8 +337,11 @@ class GitLabAdapter:
             for node in jobs["nodes"]:
                 job_id, project_id = _gid(node["id"]), _gid(node["project"]["id"])
                 if node["status"] == "PENDING":
-                    pending.append(Job(id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"],
-                                       queued_at=node.get("queuedAt"), name=node.get("name")))  # fmt: skip
+                    job = self._parse_row(job_id, project_id, partial(
+                        Job, id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"],
+                        queued_at=node.get("queuedAt"), name=node.get("name")))  # fmt: skip
+                    if job is not None:
+                        pending.append(job)
                 elif node["status"] == "RUNNING":
                     runner = node.get("runner")
                     running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None))
@@ -325,7 +354,10 @@ class GitLabAdapter:
         row = await self._call(lambda: self._gl.http_get(f"/projects/{project_id}/jobs/{job_id}", **self._retry),
                                f"GET /projects/{project_id}/jobs/{job_id}", f"the Reporter role in project {project_id}")  # fmt: skip
         assert isinstance(row, dict)
-        return row.get("status", ""), _job_from_api(row, project_id, self.reach_of(project_id))
+        try:
+            return row.get("status", ""), _job_from_api(row, project_id, self.reach_of(project_id))
+        except ValidationError as exc:
+            raise GitLabError(_row_problem(job_id, project_id, exc)) from None
 
     # --- registrations ----------------------------------------------------------------------------
     def _runner_target(self, reach: str | None = None) -> dict[str, Any]:
