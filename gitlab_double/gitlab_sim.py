@@ -671,6 +671,7 @@ class GitLabSimulator:
             ("GET", "/user", self._get_user),
             ("GET", "/projects", self._list_projects),
             ("GET", "/projects/{pid}", self._get_project),
+            ("GET", "/groups", self._list_groups),
             ("GET", "/groups/{gid}", self._get_group),
             ("GET", "/groups/{gid}/projects", self._list_group_projects),
             ("GET", "/projects/{pid}/jobs", self._list_jobs),
@@ -876,9 +877,29 @@ class GitLabSimulator:
         gid_int = int(gid) if gid.isdigit() else next((k for k, v in self._groups.items() if v == gid), -1)
         if gid_int not in self._groups:
             return _error(404, "404 Group Not Found")
-        path = self._groups[gid_int]
-        return web.json_response({"id": gid_int, "name": path, "path": path, "full_path": path,
-                                  "web_url": f"{self._base()}/groups/{path}"})
+        return web.json_response(self._group_obj(gid_int))
+
+    def _group_obj(self, gid: int) -> dict[str, Any]:
+        path = self._groups[gid]
+        return {"id": gid, "name": path, "path": path, "full_path": path, "web_url": f"{self._base()}/groups/{path}"}
+
+    async def _list_groups(self, request: web.Request) -> web.Response:
+        """GET /groups (lib/api/groups.rb, app/finders/groups_finder.rb): an admin sees every
+        group, others the groups they are members of (the double has no public groups);
+        `min_access_level` keeps the groups where the user's own role is at least that, for
+        admins too."""
+        try:
+            level = int(request.query.get("min_access_level", 0))
+        except ValueError:
+            return _error(400, "min_access_level is invalid", key="error")
+        user = request[_USER]
+        if level:
+            gids = [g for g in self._groups if self.access.group_role(user, g) >= level]
+        elif self._admin(request):
+            gids = list(self._groups)
+        else:
+            gids = [g for g in self._groups if self.access.group_role(user, g) > 0]
+        return self._paginate(request, [self._group_obj(g) for g in sorted(gids)])
 
     async def _list_group_projects(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
@@ -889,6 +910,11 @@ class GitLabSimulator:
         # lib/api/groups.rb: with_shared defaults to true, adding the projects shared with the group
         with_shared = _bool(request.query.get("with_shared", "true"))
         projects = [p for p in self._projects.values() if p.group_id == int(gid) or (with_shared and int(gid) in p.shared_with_groups)]
+        # min_access_level: projects where the user's role (direct or inherited) is at least that
+        # (app/finders/group_projects_finder.rb finder_params)
+        if request.query.get("min_access_level"):
+            level = int(request.query["min_access_level"])
+            projects = [p for p in projects if self._role(request, p.id) >= level]
         return self._paginate(request, [self._project_obj(p) for p in sorted(projects, key=lambda p: -p.id)])
 
     async def _graphql(self, request: web.Request) -> web.Response:

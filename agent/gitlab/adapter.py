@@ -183,6 +183,10 @@ class GitLabAdapter:
         # GitLab's RateLimit-* answer headers (lib/gitlab/application_rate_limiter.rb), last seen
         self.rate_limit: dict[str, int] = {}
         self._bad_rows: set[int] = set()  # pending jobs our models refuse, said once each
+        # ADR-011: groups not owned by the token's user, said once each; a project it maintains
+        self._fallback_said: set[int] = set()
+        self._fallback_project: int | None = None
+        self._not_owned: set[int] = set()
         self._gl.session.hooks["response"].append(self._note_rate_limit)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -242,15 +246,53 @@ class GitLabAdapter:
                     if r["id"] not in ids:
                         ids.add(r["id"])
                         self._group_of[r["id"]] = -r["id"] if shared else group
+        if self._scope_runner_type() == "group_type":
+            await self._project_runners_where_not_owner()
         self._projects, self._projects_at = sorted(ids), time.monotonic()
         return self._projects
+
+    async def _project_runners_where_not_owner(self) -> None:
+        """ADR-011. GitLab lets only a group's Owners (and admins) create group runners
+        (app/policies/group_policy.rb: `rule { owner }` enables :create_runner), and a project's
+        Maintainers create its project runners (app/policies/project_policy.rb). For a configured
+        group the token's user does not own, its projects where the user is a Maintainer are
+        served by project runners of their own (reach `project:<id>`), said once per group; the
+        others keep the group reach, whose refusal names the Owner role. Two calls per refresh:
+        `GET /groups?min_access_level=50`, then the group's projects at Maintainer
+        (app/finders/groups_finder.rb, group_projects_finder.rb: min_access_level)."""
+        self._fallback_project, self._not_owned = None, set()
+        if await self.admin():
+            return
+        owned_rows = await self._call(partial(self._list, "/groups", {"min_access_level": 50, "all_available": False}),
+                                      "GET /groups?min_access_level=50", "a valid token")  # fmt: skip
+        owned = {int(r["id"]) for r in owned_rows}
+        for group in self.config.scope.groups:
+            if group in owned:
+                continue
+            self._not_owned.add(group)
+            query = {"include_subgroups": True, "simple": True, "with_shared": False, "min_access_level": 40}
+            rows = await self._call(partial(self._list, f"/groups/{group}/projects", query),
+                                    f"GET /groups/{group}/projects?min_access_level=40", f"a membership of group {group}")  # fmt: skip
+            maintained = sorted(int(r["id"]) for r in rows if self._group_of.get(int(r["id"])) == group)
+            for project in maintained:
+                self._group_of[project] = -project  # a project runner of its own, as a shared project
+            if maintained and self._fallback_project is None:
+                self._fallback_project = maintained[0]
+            if group not in self._fallback_said:
+                self._fallback_said.add(group)
+                if maintained:
+                    log.warning("group %s: the token's user is not its Owner, and only Owners create group runners; "
+                                "its %d project(s) where the user is a Maintainer are served with project runners", group, len(maintained))  # fmt: skip
+                else:
+                    log.warning("group %s: the token's user is neither its Owner nor a Maintainer of any of its projects: "
+                                "its jobs cannot be served (group runners need the Owner role in group %s)", group, group)  # fmt: skip
 
     def reach_of(self, project_id: int) -> str | None:
         """Where a runner that serves this project's jobs is registered: `project:<id>` of the
         scope's first project (the others are assigned), `group:<id>` of the configured group the
         project was found under (a group runner serves its group and subgroups only), or None for
         an instance runner."""
-        runner_type = self._runner_target()["runner_type"]
+        runner_type = self._scope_runner_type()
         if runner_type == "group_type":
             group = self._group_of.get(project_id)
             if group is not None and group < 0:  # shared into the group: a project runner of its own
@@ -360,12 +402,19 @@ class GitLabAdapter:
             raise GitLabError(_row_problem(job_id, project_id, exc)) from None
 
     # --- registrations ----------------------------------------------------------------------------
+    def _scope_runner_type(self) -> str:
+        return self.config.runner_type or {"instance": "instance_type", "groups": "group_type", "projects": "project_type"}[self.config.scope.kind]
+
     def _runner_target(self, reach: str | None = None) -> dict[str, Any]:
         scope = self.config.scope
-        runner_type = self.config.runner_type or {"instance": "instance_type", "groups": "group_type", "projects": "project_type"}[scope.kind]
+        runner_type = self._scope_runner_type()
         target: dict[str, Any] = {"runner_type": runner_type}
         if runner_type == "group_type" and reach and reach.startswith("project:"):
             target = {"runner_type": "project_type", "project_id": int(reach.split(":", 1)[1])}
+        elif runner_type == "group_type" and reach is None and self._fallback_project is not None and scope.groups[0] in self._not_owned:
+            # a registration with no job to reach (the fleet's presence) where the first group
+            # is not owned: a project runner of a project the user maintains (ADR-011)
+            target = {"runner_type": "project_type", "project_id": self._fallback_project}
         elif runner_type == "group_type":
             target["group_id"] = int(reach.split(":", 1)[1]) if reach and reach.startswith("group:") else scope.groups[0]
         elif runner_type == "project_type":
@@ -499,7 +548,9 @@ class GitLabAdapter:
         and falls back to the owned listing where Admin Mode refuses it. List entities carry no
         tag_list (lib/api/entities/ci/runner.rb): tags come from `GET /runners/:id`, once per
         runner, cached."""
-        rows = await self._visible_runners({"type": self._runner_target()["runner_type"]})
+        # Under a groups scope, project runners are ours too (shared projects; ADR-011): no type filter.
+        runner_type = self._scope_runner_type()
+        rows = await self._visible_runners({} if runner_type == "group_type" else {"type": runner_type})
         out = []
         for r in rows:
             description = r.get("description") or ""
