@@ -599,8 +599,19 @@ class GitLabSimulator:
         return round((job.started_at or self._clock()) - job.queued_at, 3)
 
     def _user_obj(self) -> dict[str, Any]:
+        # avatar_url: a string, as user/basic.json requires (GitLab falls back to a Gravatar URL)
         return {"id": 1, "username": "root", "name": "Administrator", "state": "active", "is_admin": True,
-                "avatar_url": None, "web_url": f"{self._base()}/root", "email": "admin@example.com"}
+                "avatar_url": "https://www.gravatar.com/avatar/00000000000000000000000000000000?s=80&d=identicon",
+                "web_url": f"{self._base()}/root", "email": "admin@example.com"}
+
+    def _commit_obj(self, j: SimJob, project: SimProject) -> dict[str, Any]:
+        at = _iso(j.created_at)
+        user = self._user_obj()
+        return {"id": j.sha, "short_id": j.sha[:8], "created_at": at, "parent_ids": [], "title": "simulated commit",
+                "message": "simulated commit\n", "author_name": user["name"], "author_email": user["email"],
+                "authored_date": at, "committer_name": user["name"], "committer_email": user["email"],
+                "committed_date": at,
+                "web_url": f"{self._base()}/{project.path_with_namespace}/-/commit/{j.sha}"}
 
     def _project_obj(self, p: SimProject) -> dict[str, Any]:
         ns_path = p.path_with_namespace.rsplit("/", 1)[0]
@@ -651,7 +662,8 @@ class GitLabSimulator:
             "erased_at": None, "duration": self._duration(j), "queued_duration": self._queued(j),
             "web_url": f"{self._base()}/{project.path_with_namespace}/-/jobs/{j.id}",
             "user": self._user_obj(),
-            "commit": {"id": j.sha, "short_id": j.sha[:8], "title": "simulated commit"},
+            # API::Entities::Commit (spec/fixtures/api/schemas/public_api/v4/commit/basic.json)
+            "commit": self._commit_obj(j, project),
             "pipeline": {"id": j.pipeline_id, "project_id": j.project_id, "ref": j.ref, "sha": j.sha,
                          "status": j.status, "web_url": f"{self._base()}/{project.path_with_namespace}/-/pipelines/"
                                                          f"{j.pipeline_id}"},
