@@ -484,7 +484,9 @@ class GitLabSimulator:
             await asyncio.sleep(min(1.0, max(self.stuck_timeout_s / 4, 0.05)))
             now = self._clock()
             for job in self.jobs:
-                if job.status == "pending" and now - job.created_at > self.stuck_timeout_s:
+                # counted from when it entered the queue (app/services/ci/stuck_builds/
+                # drop_pending_service.rb: pending_builds_queue(BUILD_PENDING_STUCK_TIMEOUT.ago))
+                if job.status == "pending" and now - (job.queued_at or job.created_at) > self.stuck_timeout_s:
                     if not any(self.can_pick(r, job) for r in self.runners):
                         self._finish(job, "failed", "stuck_or_timeout_failure")
 

@@ -278,14 +278,12 @@ class GitLabAdapter:
                 self._group_of[project] = -project  # a project runner of its own, as a shared project
             if maintained and self._fallback_project is None:
                 self._fallback_project = maintained[0]
-            if group not in self._fallback_said:
+            if maintained and group not in self._fallback_said:
+                # with no project to fall back to, the registration's refusal (one line naming
+                # the Owner role) says it all
                 self._fallback_said.add(group)
-                if maintained:
-                    log.warning("group %s: the token's user is not its Owner, and only Owners create group runners; "
-                                "its %d project(s) where the user is a Maintainer are served with project runners", group, len(maintained))  # fmt: skip
-                else:
-                    log.warning("group %s: the token's user is neither its Owner nor a Maintainer of any of its projects: "
-                                "its jobs cannot be served (group runners need the Owner role in group %s)", group, group)  # fmt: skip
+                log.warning("group %s: the token's user is not its Owner, and only Owners create group runners; "
+                            "its %d project(s) where the user is a Maintainer are served with project runners", group, len(maintained))  # fmt: skip
 
     def reach_of(self, project_id: int) -> str | None:
         """Where a runner that serves this project's jobs is registered: `project:<id>` of the
