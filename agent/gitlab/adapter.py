@@ -5,10 +5,13 @@ API calls per observation (docs/runners/gitlab-api-cost.md):
 - scope `projects`: one `GET /projects/:id/jobs?scope[]=pending&scope[]=running` per project
   (+1 per 100 jobs beyond the first page);
 - scope `groups`: one `GET /groups/:id/projects?include_subgroups=true` per group per 100
-  projects (cached for `project_refresh` seconds), then as `projects`;
+  projects (cached for `project_refresh` seconds), then as `projects`; a token that is not an
+  administrator's also asks, at each refresh, which groups its user owns and, per group it does
+  not own, which projects it maintains (ADR-011);
 - scope `instance`: one GraphQL `Query.jobs(statuses: [PENDING, RUNNING])` per 100 jobs,
   whatever the number of projects (admin token: that query is empty for other users);
-- registrations: one `GET /runners?type=...` per 100 runners, made every pass.
+- registrations: one `GET /runners?type=...` per 100 runners (no type under a groups scope,
+  whose project runners are ours too), made every pass.
 Every call has a timeout; 429 and 5xx are retried with backoff (python-gitlab's
 retry_transient_errors, honouring Retry-After) up to `max_retries` times.
 """
