@@ -28,7 +28,7 @@ in X-GitLab-Last-Update. Jobs carry GIT_STRATEGY=none unless a test gives its ow
 has no repositories to clone.
 
 Not modelled: pipelines as objects, artifacts, caches, protected refs (access_level is stored but
-not enforced), subgroups, rate limits, keyset pagination.
+not enforced), subgroups, keyset pagination. (The jobs index is rate-limited per user, as GitLab does.)
 
 Control surface for tests and the demo. This is not GitLab API; it lives under /_sim/:
   POST /_sim/jobs {project_id, tags, name, script, image_platform?} -> 201 job
@@ -94,6 +94,13 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_s(ts: float | None) -> str | None:
+    """Whole-second ISO 8601, as the Job Hook's `*_iso` fields."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error(status: int, message: str, key: str = "message") -> web.Response:
@@ -162,6 +169,9 @@ class SimJob:
     created_at: float
     image: str | None = None
     image_platform: str | None = None
+    # CommitStatus#queued_at: when the job entered the queue (later than created_at when its
+    # pipeline waited for earlier stages). queued_duration and GraphQL queuedAt count from it.
+    queued_at: float | None = None
     variables: dict[str, str] = field(default_factory=dict)
     status: str = "pending"
     pipeline_id: int = 0
@@ -328,8 +338,11 @@ class GitLabSimulator:
         image: str | None = None,
         variables: dict[str, str] | None = None,
         timeout_s: int = 3600,
+        created_before_s: float = 0.0,
     ) -> SimJob:
-        """Enqueue a pending job (its project is created if unknown) and send its Job Hook."""
+        """Enqueue a pending job (its project is created if unknown) and send its Job Hook.
+        `created_before_s`: the job was created that long before it became pending (its pipeline
+        waited for earlier stages), so created_at < queued_at as on GitLab."""
         with self._lock:
             if project_id not in self._projects:
                 self.add_project(project_id, f"autogit/project-{project_id}", group_id=1)
@@ -337,7 +350,8 @@ class GitLabSimulator:
             self._ids["pipeline"] += 1
             job = SimJob(
                 id=self._ids["job"], project_id=project_id, name=name, stage=stage, tags=_tags(list(tags)),
-                script=list(script), created_at=self._clock(), image=image, image_platform=image_platform,
+                script=list(script), created_at=self._clock() - created_before_s, queued_at=self._clock(),
+                image=image, image_platform=image_platform,
                 variables={"GIT_STRATEGY": "none"} | dict(variables or {}), pipeline_id=self._ids["pipeline"],
                 timeout_s=timeout_s,
             )
@@ -424,15 +438,40 @@ class GitLabSimulator:
             return False
         return set(job.tags) <= set(runner.tag_list) if job.tags else runner.run_untagged
 
+    def _online(self, runner: SimRunner) -> bool:
+        # Ci::HasRunnerStatus#online?: contacted within ONLINE_CONTACT_TIMEOUT (2 h), paused or not
+        return runner.contacted_at is not None and self._clock() - runner.contacted_at <= self.runner_online_timeout_s
+
+    def _stale(self, runner: SimRunner) -> bool:
+        # Ci::HasRunnerStatus#stale?: the later of created_at and contacted_at is STALE_TIMEOUT
+        # (7 days) or more ago
+        return max(runner.created_at, runner.contacted_at or 0.0) <= self._clock() - 7 * 86400
+
     def _runner_status(self, runner: SimRunner) -> str:
-        # app/models/ci/runner.rb: stale after STALE_TIMEOUT (7 days) without contact, or never
-        # contacted and created that long ago; online within ONLINE_CONTACT_TIMEOUT (2 h).
-        now = self._clock()
-        if runner.contacted_at is None:
-            return "stale" if now - runner.created_at > 7 * 86400 else "never_contacted"
-        if now - runner.contacted_at > 7 * 86400:
+        """REST `status`: Ci::Runner#deprecated_rest_status (app/models/ci/runner.rb), which the
+        runner entities expose as `status` (lib/api/entities/ci/runner.rb): stale, then
+        never_contacted, then online/offline for an active runner, and `paused` for a paused one
+        that has contacted GitLab, online or not. `online` is exposed beside it unchanged."""
+        if self._stale(runner):
             return "stale"
-        return "online" if now - runner.contacted_at <= self.runner_online_timeout_s else "offline"
+        if runner.contacted_at is None:
+            return "never_contacted"
+        if runner.paused:
+            return "paused"
+        return "online" if self._online(runner) else "offline"
+
+    def _runner_scope(self, runner: SimRunner, scope: str) -> bool:
+        """The `status` filter of the runner listings (lib/api/ci/runners.rb filter_runners): the
+        Ci::Runner scopes, not deprecated_rest_status: `online` holds paused runners too."""
+        if scope == "online":
+            return self._online(runner)
+        if scope == "offline":  # Ci::HasRunnerStatus: contacted, not online (stale ones included)
+            return runner.contacted_at is not None and not self._online(runner)
+        if scope == "never_contacted":
+            return runner.contacted_at is None
+        if scope == "stale":
+            return self._stale(runner)
+        return runner.paused if scope == "paused" else not runner.paused  # deprecated active/paused
 
     def _finish(self, job: SimJob, status: str, failure_reason: str | None = None) -> None:
         with self._lock:
@@ -445,7 +484,9 @@ class GitLabSimulator:
             await asyncio.sleep(min(1.0, max(self.stuck_timeout_s / 4, 0.05)))
             now = self._clock()
             for job in self.jobs:
-                if job.status == "pending" and now - job.created_at > self.stuck_timeout_s:
+                # counted from when it entered the queue (app/services/ci/stuck_builds/
+                # drop_pending_service.rb: pending_builds_queue(BUILD_PENDING_STUCK_TIMEOUT.ago))
+                if job.status == "pending" and now - (job.queued_at or job.created_at) > self.stuck_timeout_s:
                     if not any(self.can_pick(r, job) for r in self.runners):
                         self._finish(job, "failed", "stuck_or_timeout_failure")
 
@@ -500,25 +541,50 @@ class GitLabSimulator:
                 self.webhook_deliveries.append(record)
 
     def _hook_payload(self, job: SimJob) -> dict[str, Any]:
+        """The Job Hook body with exactly the keys Gitlab::DataBuilder::Build#build builds
+        (lib/gitlab/data_builder/build.rb), as GitLab's documented example shows them (with the
+        `*_iso` times): tests/upstream/gitlab/job_hook.json. There is no job tag_list in it.
+        `source_pipeline` is added only for a pipeline triggered by another, which the double
+        never has; `environment` is null for a job without an environment keyword."""
         project = self._projects[job.project_id]
         runner = self._runners.get(job.runner_id) if job.runner_id else None
+        web_url = f"{self._base()}/{project.path_with_namespace}"
+        git_http = f"{web_url}.git"
+        git_ssh = f"git@{URL(self._base()).host}:{project.path_with_namespace}.git"
+        user = self._user_obj()
         return {
             "object_kind": "build", "ref": job.ref, "tag": False, "before_sha": "0" * 40, "sha": job.sha,
             "retries_count": 0, "build_id": job.id, "build_name": job.name, "build_stage": job.stage,
             "build_status": job.status, "build_created_at": _iso(job.created_at),
             "build_started_at": _iso(job.started_at), "build_finished_at": _iso(job.finished_at),
+            "build_created_at_iso": _iso_s(job.created_at), "build_started_at_iso": _iso_s(job.started_at),
+            "build_finished_at_iso": _iso_s(job.finished_at),
             "build_duration": self._duration(job), "build_queued_duration": self._queued(job),
             "build_allow_failure": job.allow_failure, "build_failure_reason": job.failure_reason or "unknown_failure",
-            "pipeline_id": job.pipeline_id, "project_id": job.project_id,
-            "project_name": project.path_with_namespace.replace("/", " / "),
+            "pipeline_id": job.pipeline_id,
             "runner": None if runner is None else {
                 "id": runner.id, "description": runner.description, "runner_type": runner.runner_type,
                 "active": not runner.paused, "is_shared": runner.runner_type == "instance_type",
                 "tags": runner.tag_list,
             },
-            "user": self._user_obj(), "commit": {"id": job.pipeline_id, "sha": job.sha, "status": job.status},
-            "repository": {"name": project.name, "homepage": f"{self._base()}/{project.path_with_namespace}"},
-            "project": self._project_obj(project), "environment": None,
+            "project_id": job.project_id, "project_name": project.path_with_namespace.replace("/", " / "),
+            # User#hook_attrs
+            "user": {k: user[k] for k in ("id", "name", "username", "avatar_url", "email")},
+            # note: commit.id is the pipeline's id (one job per pipeline in the double)
+            "commit": {"id": job.pipeline_id, "name": None, "sha": job.sha, "message": "simulated commit\n",
+                       "author_name": user["name"], "author_email": user["email"], "author_url": user["web_url"],
+                       "status": job.status, "duration": self._duration(job), "started_at": _iso(job.started_at),
+                       "finished_at": _iso(job.finished_at), "started_at_iso": _iso_s(job.started_at),
+                       "finished_at_iso": _iso_s(job.finished_at)},
+            "repository": {"name": project.name, "url": git_http, "description": None, "homepage": web_url,
+                           "git_ssh_url": git_ssh, "git_http_url": git_http, "visibility_level": 0},
+            # Project#hook_attrs(backward: false)
+            "project": {"id": project.id, "name": project.name, "description": None, "web_url": web_url,
+                        "avatar_url": None, "git_ssh_url": git_ssh, "git_http_url": git_http,
+                        "namespace": project.path_with_namespace.rsplit("/", 1)[0], "visibility_level": 0,
+                        "path_with_namespace": project.path_with_namespace, "default_branch": "main",
+                        "ci_config_path": None},
+            "environment": None,
         }
 
     # ---------------------------------------------------------------- JSON shapes
@@ -527,12 +593,27 @@ class GitLabSimulator:
             return None
         return round((job.finished_at or self._clock()) - job.started_at, 3)
 
-    def _queued(self, job: SimJob) -> float:
-        return round((job.started_at or job.finished_at or self._clock()) - job.created_at, 3)
+    def _queued(self, job: SimJob) -> float | None:
+        # CommitStatus#queued_duration = calculate_duration(queued_at, started_at): from queued_at
+        # to the start, or to now while there is none (app/models/commit_status.rb)
+        if job.queued_at is None:
+            return None
+        return round((job.started_at or self._clock()) - job.queued_at, 3)
 
     def _user_obj(self) -> dict[str, Any]:
+        # avatar_url: a string, as user/basic.json requires (GitLab falls back to a Gravatar URL)
         return {"id": 1, "username": "root", "name": "Administrator", "state": "active", "is_admin": True,
-                "avatar_url": None, "web_url": f"{self._base()}/root", "email": "admin@example.com"}
+                "avatar_url": "https://www.gravatar.com/avatar/00000000000000000000000000000000?s=80&d=identicon",
+                "web_url": f"{self._base()}/root", "email": "admin@example.com"}
+
+    def _commit_obj(self, j: SimJob, project: SimProject) -> dict[str, Any]:
+        at = _iso(j.created_at)
+        user = self._user_obj()
+        return {"id": j.sha, "short_id": j.sha[:8], "created_at": at, "parent_ids": [], "title": "simulated commit",
+                "message": "simulated commit\n", "author_name": user["name"], "author_email": user["email"],
+                "authored_date": at, "committer_name": user["name"], "committer_email": user["email"],
+                "committed_date": at,
+                "web_url": f"{self._base()}/{project.path_with_namespace}/-/commit/{j.sha}"}
 
     def _project_obj(self, p: SimProject) -> dict[str, Any]:
         ns_path = p.path_with_namespace.rsplit("/", 1)[0]
@@ -543,25 +624,34 @@ class GitLabSimulator:
                 "web_url": f"{self._base()}/{p.path_with_namespace}", "archived": False,
                 "ci_job_token_scope_enabled": False}
 
-    def _runner_obj(self, r: SimRunner, detail: bool = False) -> dict[str, Any]:
-        status = self._runner_status(r)
+    def _runner_obj(self, r: SimRunner, detail: bool = False, *, can_update: bool = True,
+                    include_projects: bool = False) -> dict[str, Any]:
+        """API::Entities::Ci::Runner (lists) and RunnerDetails (detail=True), key for key
+        (lib/api/entities/ci/runner.rb, runner_details.rb). Not modelled: `created_by`, which the
+        entity adds only where the user may read the creator."""
+        running = any(j.runner_id == r.id and j.status == "running" for j in self._jobs.values())
         obj: dict[str, Any] = {
+            # ip_address: always nil since 17.0 (`expose(:ip_address) { nil }`)
             "id": r.id, "description": r.description, "ip_address": None, "active": not r.paused,
             "paused": r.paused, "is_shared": r.runner_type == "instance_type", "runner_type": r.runner_type,
-            "name": r.info.get("name"), "online": status == "online", "status": status,
+            "name": r.info.get("name"), "online": self._online(r), "created_at": _iso(r.created_at),
+            "status": self._runner_status(r),
+            # RunnerJobExecutionStatusHelper: active while a build of the runner is executing
+            "job_execution_status": "active" if running else "idle",
         }
         if detail:
             obj |= {"tag_list": r.tag_list, "run_untagged": r.run_untagged, "locked": r.locked,
                     "maximum_timeout": r.maximum_timeout, "access_level": r.access_level,
-                    "maintenance_note": r.maintenance_note, "contacted_at": _iso(r.contacted_at),
-                    "created_at": _iso(r.created_at), "version": r.info.get("version"),
-                    "revision": r.info.get("revision"), "platform": r.info.get("platform"),
-                    "architecture": r.info.get("architecture"),
-                    "projects": [self._project_obj(self._projects[r.project_id])] if r.project_id in self._projects
-                    else [],
-                    "groups": [{"id": r.group_id, "name": self._groups.get(r.group_id, ""),
-                                "web_url": f"{self._base()}/groups/{self._groups.get(r.group_id, '')}"}]
-                    if r.group_id else []}
+                    "version": r.info.get("version"), "revision": r.info.get("revision"),
+                    "platform": r.info.get("platform"), "architecture": r.info.get("architecture"),
+                    "contacted_at": _iso(r.contacted_at),
+                    # exposed to everyone who sees the runner, null unless they may update it
+                    "maintenance_note": r.maintenance_note if can_update else None}
+            if include_projects:
+                obj["projects"] = [self._project_obj(self._projects[pid]) for pid in sorted(r.projects)
+                                   if pid in self._projects]
+            obj["groups"] = ([{"id": r.group_id, "web_url": f"{self._base()}/groups/{self._groups.get(r.group_id, '')}",
+                               "name": self._groups.get(r.group_id, "")}] if r.group_id else [])
         return obj
 
     def _job_obj(self, j: SimJob) -> dict[str, Any]:
@@ -574,7 +664,8 @@ class GitLabSimulator:
             "erased_at": None, "duration": self._duration(j), "queued_duration": self._queued(j),
             "web_url": f"{self._base()}/{project.path_with_namespace}/-/jobs/{j.id}",
             "user": self._user_obj(),
-            "commit": {"id": j.sha, "short_id": j.sha[:8], "title": "simulated commit"},
+            # API::Entities::Commit (spec/fixtures/api/schemas/public_api/v4/commit/basic.json)
+            "commit": self._commit_obj(j, project),
             "pipeline": {"id": j.pipeline_id, "project_id": j.project_id, "ref": j.ref, "sha": j.sha,
                          "status": j.status, "web_url": f"{self._base()}/{project.path_with_namespace}/-/pipelines/"
                                                          f"{j.pipeline_id}"},
@@ -594,6 +685,7 @@ class GitLabSimulator:
             ("GET", "/user", self._get_user),
             ("GET", "/projects", self._list_projects),
             ("GET", "/projects/{pid}", self._get_project),
+            ("GET", "/groups", self._list_groups),
             ("GET", "/groups/{gid}", self._get_group),
             ("GET", "/groups/{gid}/projects", self._list_group_projects),
             ("GET", "/projects/{pid}/jobs", self._list_jobs),
@@ -799,9 +891,29 @@ class GitLabSimulator:
         gid_int = int(gid) if gid.isdigit() else next((k for k, v in self._groups.items() if v == gid), -1)
         if gid_int not in self._groups:
             return _error(404, "404 Group Not Found")
-        path = self._groups[gid_int]
-        return web.json_response({"id": gid_int, "name": path, "path": path, "full_path": path,
-                                  "web_url": f"{self._base()}/groups/{path}"})
+        return web.json_response(self._group_obj(gid_int))
+
+    def _group_obj(self, gid: int) -> dict[str, Any]:
+        path = self._groups[gid]
+        return {"id": gid, "name": path, "path": path, "full_path": path, "web_url": f"{self._base()}/groups/{path}"}
+
+    async def _list_groups(self, request: web.Request) -> web.Response:
+        """GET /groups (lib/api/groups.rb, app/finders/groups_finder.rb): an admin sees every
+        group, others the groups they are members of (the double has no public groups);
+        `min_access_level` keeps the groups where the user's own role is at least that, for
+        admins too."""
+        try:
+            level = int(request.query.get("min_access_level", 0))
+        except ValueError:
+            return _error(400, "min_access_level is invalid", key="error")
+        user = request[_USER]
+        if level:
+            gids = [g for g in self._groups if self.access.group_role(user, g) >= level]
+        elif self._admin(request):
+            gids = list(self._groups)
+        else:
+            gids = [g for g in self._groups if self.access.group_role(user, g) > 0]
+        return self._paginate(request, [self._group_obj(g) for g in sorted(gids)])
 
     async def _list_group_projects(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
@@ -812,6 +924,11 @@ class GitLabSimulator:
         # lib/api/groups.rb: with_shared defaults to true, adding the projects shared with the group
         with_shared = _bool(request.query.get("with_shared", "true"))
         projects = [p for p in self._projects.values() if p.group_id == int(gid) or (with_shared and int(gid) in p.shared_with_groups)]
+        # min_access_level: projects where the user's role (direct or inherited) is at least that
+        # (app/finders/group_projects_finder.rb finder_params)
+        if request.query.get("min_access_level"):
+            level = int(request.query["min_access_level"])
+            projects = [p for p in projects if self._role(request, p.id) >= level]
         return self._paginate(request, [self._project_obj(p) for p in sorted(projects, key=lambda p: -p.id)])
 
     async def _graphql(self, request: web.Request) -> web.Response:
@@ -841,7 +958,7 @@ class GitLabSimulator:
                 "status": j.status.upper(),
                 "tags": list(j.tags),
                 "createdAt": _iso(j.created_at),
-                "queuedAt": _iso(j.created_at),
+                "queuedAt": _iso(j.queued_at),  # Types::Ci::JobType queued_at
                 "project": {"id": f"gid://gitlab/Project/{j.project_id}"},
                 "runner": None if j.runner_id is None else {"id": f"gid://gitlab/Ci::Runner/{j.runner_id}"},
             }
@@ -991,15 +1108,17 @@ class GitLabSimulator:
 
     def _filtered_runners(self, request: web.Request, runners: Sequence[SimRunner]) -> list[SimRunner]:
         q = request.query
+        # Grape `values:` ::Ci::Runner::AVAILABLE_STATUSES_INCL_DEPRECATED
+        if q.get("status") and q["status"] not in ("active", "paused", "online", "offline", "never_contacted", "stale"):
+            raise Denied(400, {"error": "status does not have a valid value"})
         wanted_tags = set(_tags(q.get("tag_list")))
         out = []
         for r in sorted(runners, key=lambda r: r.id):
             if r.id in self.skipped_in_listings:
                 continue
-            status = self._runner_status(r)
             if q.get("type") and r.runner_type != q["type"]:
                 continue
-            if q.get("status") and q["status"] not in (status, "paused" if r.paused else "active"):
+            if q.get("status") and not self._runner_scope(r, q["status"]):
                 continue
             if "paused" in q and r.paused != _bool(q["paused"]):
                 continue
@@ -1026,9 +1145,16 @@ class GitLabSimulator:
     async def _get_runner(self, request: web.Request) -> web.Response:
         runner = self._runner_for(request)
         # authenticate_show_runner!: instance runners to everyone, others with :read_runner
-        if runner.runner_type != "instance_type" and not self._can_admin_runner(request, runner):
+        can_update = self._can_admin_runner(request, runner)
+        if runner.runner_type != "instance_type" and not can_update:
             return _error(403, "403 Forbidden - No access granted")
-        return web.json_response(self._runner_obj(runner, detail=True))
+        # RunnerDetails exposes `projects` only `if: options[:include_projects]`
+        # (lib/api/entities/ci/runner_details.rb). lib/api/ci/runners.rb has passed no such option
+        # (034daf00: never shown) and later an `include_projects` parameter defaulting to true
+        # (newest read, 2026-12-06). The double takes the stricter reading: absent unless asked,
+        # so no client can come to depend on it.
+        include = _bool(request.query.get("include_projects", "false"))
+        return web.json_response(self._runner_obj(runner, detail=True, can_update=can_update, include_projects=include))
 
     async def _update_runner(self, request: web.Request) -> web.Response:
         runner = self._runner_for(request)

@@ -5,10 +5,13 @@ API calls per observation (docs/runners/gitlab-api-cost.md):
 - scope `projects`: one `GET /projects/:id/jobs?scope[]=pending&scope[]=running` per project
   (+1 per 100 jobs beyond the first page);
 - scope `groups`: one `GET /groups/:id/projects?include_subgroups=true` per group per 100
-  projects (cached for `project_refresh` seconds), then as `projects`;
+  projects (cached for `project_refresh` seconds), then as `projects`; a token that is not an
+  administrator's also asks, at each refresh, which groups its user owns and, per group it does
+  not own, which projects it maintains (ADR-011);
 - scope `instance`: one GraphQL `Query.jobs(statuses: [PENDING, RUNNING])` per 100 jobs,
   whatever the number of projects (admin token: that query is empty for other users);
-- registrations: one `GET /runners?type=...` per 100 runners, made every pass.
+- registrations: one `GET /runners?type=...` per 100 runners (no type under a groups scope,
+  whose project runners are ours too), made every pass.
 Every call has a timeout; 429 and 5xx are retried with backoff (python-gitlab's
 retry_transient_errors, honouring Retry-After) up to `max_retries` times.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,7 +30,7 @@ from typing import Any, TypeVar
 import gitlab
 import gitlab.exceptions as glexc
 import requests
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 
 from ..config import GitLabConfig
 from ..model import Frozen, Job
@@ -34,6 +38,8 @@ from ..model import Frozen, Job
 __all__ = ["GitLabAdapter", "GitLabError", "Registration", "CreatedRunner", "RunningJob", "QueueSnapshot", "description_prefix"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("autogit.gitlab")
 
 
 class GitLabError(RuntimeError):
@@ -122,6 +128,14 @@ def _gid(global_id: str) -> int:
     return int(global_id.rsplit("/", 1)[1])
 
 
+def _row_problem(job_id: object, project_id: object, exc: ValidationError) -> str:
+    """One line naming the job and the field GitLab accepted but our models refuse, e.g. a tag
+    with a comma (GitLab keeps a quoted one whole: lib/gitlab/ci/tags/parser.rb)."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "row"
+    return f"job {job_id} of project {project_id} skipped: {field}: {first['msg']} (input {first.get('input')!r})"[:300]
+
+
 def _job_from_api(data: dict[str, Any], project_id: int, reach: str | None = None) -> Job:
     # Ci::Build#queued_duration: seconds in the queue so far. What the job spent before it was
     # queued (waiting for earlier stages) is its age less that, counted in whole seconds so that
@@ -171,6 +185,11 @@ class GitLabAdapter:
         self._runner_untagged: dict[int, bool] = {}
         # GitLab's RateLimit-* answer headers (lib/gitlab/application_rate_limiter.rb), last seen
         self.rate_limit: dict[str, int] = {}
+        self._bad_rows: set[int] = set()  # pending jobs our models refuse, said once each
+        # ADR-011: groups not owned by the token's user, said once each; a project it maintains
+        self._fallback_said: set[int] = set()
+        self._fallback_project: int | None = None
+        self._not_owned: set[int] = set()
         self._gl.session.hooks["response"].append(self._note_rate_limit)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -230,15 +249,51 @@ class GitLabAdapter:
                     if r["id"] not in ids:
                         ids.add(r["id"])
                         self._group_of[r["id"]] = -r["id"] if shared else group
+        if self._scope_runner_type() == "group_type":
+            await self._project_runners_where_not_owner()
         self._projects, self._projects_at = sorted(ids), time.monotonic()
         return self._projects
+
+    async def _project_runners_where_not_owner(self) -> None:
+        """ADR-011. GitLab lets only a group's Owners (and admins) create group runners
+        (app/policies/group_policy.rb: `rule { owner }` enables :create_runner), and a project's
+        Maintainers create its project runners (app/policies/project_policy.rb). For a configured
+        group the token's user does not own, its projects where the user is a Maintainer are
+        served by project runners of their own (reach `project:<id>`), said once per group; the
+        others keep the group reach, whose refusal names the Owner role. Two calls per refresh:
+        `GET /groups?min_access_level=50`, then the group's projects at Maintainer
+        (app/finders/groups_finder.rb, group_projects_finder.rb: min_access_level)."""
+        self._fallback_project, self._not_owned = None, set()
+        if await self.admin():
+            return
+        owned_rows = await self._call(partial(self._list, "/groups", {"min_access_level": 50, "all_available": False}),
+                                      "GET /groups?min_access_level=50", "a valid token")  # fmt: skip
+        owned = {int(r["id"]) for r in owned_rows}
+        for group in self.config.scope.groups:
+            if group in owned:
+                continue
+            self._not_owned.add(group)
+            query = {"include_subgroups": True, "simple": True, "with_shared": False, "min_access_level": 40}
+            rows = await self._call(partial(self._list, f"/groups/{group}/projects", query),
+                                    f"GET /groups/{group}/projects?min_access_level=40", f"a membership of group {group}")  # fmt: skip
+            maintained = sorted(int(r["id"]) for r in rows if self._group_of.get(int(r["id"])) == group)
+            for project in maintained:
+                self._group_of[project] = -project  # a project runner of its own, as a shared project
+            if maintained and self._fallback_project is None:
+                self._fallback_project = maintained[0]
+            if maintained and group not in self._fallback_said:
+                # with no project to fall back to, the registration's refusal (one line naming
+                # the Owner role) says it all
+                self._fallback_said.add(group)
+                log.warning("group %s: the token's user is not its Owner, and only Owners create group runners; "
+                            "its %d project(s) where the user is a Maintainer are served with project runners", group, len(maintained))  # fmt: skip
 
     def reach_of(self, project_id: int) -> str | None:
         """Where a runner that serves this project's jobs is registered: `project:<id>` of the
         scope's first project (the others are assigned), `group:<id>` of the configured group the
         project was found under (a group runner serves its group and subgroups only), or None for
         an instance runner."""
-        runner_type = self._runner_target()["runner_type"]
+        runner_type = self._scope_runner_type()
         if runner_type == "group_type":
             group = self._group_of.get(project_id)
             if group is not None and group < 0:  # shared into the group: a project runner of its own
@@ -269,11 +324,25 @@ class GitLabAdapter:
             reach = self.reach_of(project)
             for row in rows:
                 if row.get("status") == "pending":
-                    pending.append(_job_from_api(row, project, reach))
+                    job = self._parse_row(row.get("id"), project, partial(_job_from_api, row, project, reach))
+                    if job is not None:
+                        pending.append(job)
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
         return QueueSnapshot(pending=pending, running=running, problems=problems)
+
+    def _parse_row(self, job_id: Any, project_id: Any, parse: Callable[[], Job]) -> Job | None:
+        """One pending row as a Job, or None: a row GitLab accepts but our models refuse is
+        skipped, with one log line naming the job and the field the first time it is seen, so
+        that the rest of the queue is planned (a bad row never stops the others)."""
+        try:
+            return parse()
+        except ValidationError as exc:
+            if isinstance(job_id, int) and job_id not in self._bad_rows:
+                self._bad_rows.add(job_id)
+                log.warning("%s", _row_problem(job_id, project_id, exc))
+            return None
 
     _JOBS_QUERY = (
         "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
@@ -311,8 +380,11 @@ class GitLabAdapter:
             for node in jobs["nodes"]:
                 job_id, project_id = _gid(node["id"]), _gid(node["project"]["id"])
                 if node["status"] == "PENDING":
-                    pending.append(Job(id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"],
-                                       queued_at=node.get("queuedAt"), name=node.get("name")))  # fmt: skip
+                    job = self._parse_row(job_id, project_id, partial(
+                        Job, id=job_id, project_id=project_id, tags=node.get("tags") or [], created_at=node["createdAt"],
+                        queued_at=node.get("queuedAt"), name=node.get("name")))  # fmt: skip
+                    if job is not None:
+                        pending.append(job)
                 elif node["status"] == "RUNNING":
                     runner = node.get("runner")
                     running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None))
@@ -325,15 +397,25 @@ class GitLabAdapter:
         row = await self._call(lambda: self._gl.http_get(f"/projects/{project_id}/jobs/{job_id}", **self._retry),
                                f"GET /projects/{project_id}/jobs/{job_id}", f"the Reporter role in project {project_id}")  # fmt: skip
         assert isinstance(row, dict)
-        return row.get("status", ""), _job_from_api(row, project_id, self.reach_of(project_id))
+        try:
+            return row.get("status", ""), _job_from_api(row, project_id, self.reach_of(project_id))
+        except ValidationError as exc:
+            raise GitLabError(_row_problem(job_id, project_id, exc)) from None
 
     # --- registrations ----------------------------------------------------------------------------
+    def _scope_runner_type(self) -> str:
+        return self.config.runner_type or {"instance": "instance_type", "groups": "group_type", "projects": "project_type"}[self.config.scope.kind]
+
     def _runner_target(self, reach: str | None = None) -> dict[str, Any]:
         scope = self.config.scope
-        runner_type = self.config.runner_type or {"instance": "instance_type", "groups": "group_type", "projects": "project_type"}[scope.kind]
+        runner_type = self._scope_runner_type()
         target: dict[str, Any] = {"runner_type": runner_type}
         if runner_type == "group_type" and reach and reach.startswith("project:"):
             target = {"runner_type": "project_type", "project_id": int(reach.split(":", 1)[1])}
+        elif runner_type == "group_type" and reach is None and self._fallback_project is not None and scope.groups[0] in self._not_owned:
+            # a registration with no job to reach (the fleet's presence) where the first group
+            # is not owned: a project runner of a project the user maintains (ADR-011)
+            target = {"runner_type": "project_type", "project_id": self._fallback_project}
         elif runner_type == "group_type":
             target["group_id"] = int(reach.split(":", 1)[1]) if reach and reach.startswith("group:") else scope.groups[0]
         elif runner_type == "project_type":
@@ -467,7 +549,9 @@ class GitLabAdapter:
         and falls back to the owned listing where Admin Mode refuses it. List entities carry no
         tag_list (lib/api/entities/ci/runner.rb): tags come from `GET /runners/:id`, once per
         runner, cached."""
-        rows = await self._visible_runners({"type": self._runner_target()["runner_type"]})
+        # Under a groups scope, project runners are ours too (shared projects; ADR-011): no type filter.
+        runner_type = self._scope_runner_type()
+        rows = await self._visible_runners({} if runner_type == "group_type" else {"type": runner_type})
         out = []
         for r in rows:
             description = r.get("description") or ""

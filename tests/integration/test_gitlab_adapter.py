@@ -118,3 +118,25 @@ async def test_a_restarted_agent_adopts_its_presence_instead_of_registering_anot
     assert kept == first and [r.id for r in sim.runners if r.description == "autogit-presence:p1"] == [first]
     peers = await adapter(sim, scope={"kind": "projects", "projects": [1]}).read_presences(fleet.PRESENCE_TAG)
     assert [(rid, fleet.decode_presence(note).hostname) for rid, _, note, _ in peers] == [(first, "p1")]
+
+
+async def test_a_pending_job_our_models_refuse_is_skipped_with_one_line_and_the_rest_is_read(sim, caplog):
+    """GitLab keeps a quoted tag whole, comma and all (lib/gitlab/ci/tags/parser.rb): such a job
+    is pending on GitLab, but no runner of ours can carry that tag. It is skipped, said once in
+    one line naming the job and the field, and every other job is still read, pass after pass."""
+    good = [sim.add_job(project_id=1, tags=["amd64"]).id, sim.add_job(project_id=2).id]
+    bad = sim.add_job(project_id=1, tags=["gpu,cuda"]).id
+    for scope in ({"kind": "projects", "projects": [1, 2]}, {"kind": "instance"}):
+        gl = adapter(sim, scope=scope)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="autogit.gitlab"):
+            for _ in range(3):
+                queue = await gl.observe_queue()
+                assert sorted(j.id for j in queue.pending) == sorted(good)
+        lines = [r.getMessage() for r in caplog.records if r.name == "autogit.gitlab"]
+        assert len(lines) == 1, lines
+        assert f"job {bad} of project 1 skipped" in lines[0] and "tags" in lines[0] and "gpu,cuda" in lines[0]
+        assert "\n" not in lines[0]
+    with pytest.raises(GitLabError) as err:  # a webhook's lookup of it: one line, not a traceback
+        await adapter(sim, scope={"kind": "projects", "projects": [1]}).get_job(1, bad)
+    assert f"job {bad}" in str(err.value) and "\n" not in str(err.value)

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from autogit.gitlab_double import GitLabSimulator
-from autogit.gitlab_double.access import MAINTAINER, OWNER, Access
+from autogit.gitlab_double.access import DEVELOPER, MAINTAINER, OWNER, Access
 
 API = "/api/v4"
 
@@ -35,6 +35,11 @@ def world(**kw: Any) -> tuple[GitLabSimulator, dict[str, str]]:
     lonely = access.add_user("lonely-admin", admin=True)
     dev = access.add_user("dev")
     access.add_member(dev, project=1, role=30)
+    group_maint = access.add_user("group-maint")  # Maintainer of two groups, Owner of none
+    for group in (1, 3):
+        access.add_member(group_maint, group=group, role=MAINTAINER)
+    group_dev = access.add_user("group-dev")
+    access.add_member(group_dev, group=3, role=DEVELOPER)
     tokens = {
         "root": sim.private_token,
         "maint": access.add_token(maint, {"create_runner", "manage_runner", "read_api"}),
@@ -44,6 +49,8 @@ def world(**kw: Any) -> tuple[GitLabSimulator, dict[str, str]]:
         "lonely": access.add_token(lonely, {"api"}),
         "lonely_admin_mode": access.add_token(lonely, {"api", "admin_mode"}),
         "dev": access.add_token(dev, {"api"}),
+        "group_maint": access.add_token(group_maint, {"create_runner", "manage_runner", "read_api"}),
+        "group_dev": access.add_token(group_dev, {"create_runner", "manage_runner", "read_api"}),
         "expired": access.add_token(maint, {"api"}, expires_at=date.today() - timedelta(days=1)),
     }
     return sim, tokens
@@ -178,3 +185,75 @@ def test_runner_status_goes_stale_and_runner_tokens_expire() -> None:
         # an expired runner token authenticates nothing on the runner API
         resp = requests.post(f"{sim.url}{API}/jobs/request", json={"token": created["token"]}, timeout=10)
         assert resp.status_code == 403
+
+
+def test_only_owners_create_group_runners_and_groups_filter_by_role(gl_world) -> None:
+    """app/policies/group_policy.rb: `rule { owner }` enables :create_runner; a Maintainer of the
+    group creates project runners in its projects (project_policy.rb). GET /groups and a group's
+    projects take min_access_level (groups_finder.rb, group_projects_finder.rb)."""
+    sim, t = gl_world
+    refused = create(sim, t["group_maint"], runner_type="group_type", group_id=1)
+    assert refused.status_code == 403 and "Insufficient permissions" in refused.json()["message"]
+    assert create(sim, t["group_maint"], runner_type="project_type", project_id=3).status_code == 201
+    assert create(sim, t["group_dev"], runner_type="project_type", project_id=3).status_code == 403
+    assert create(sim, t["owner"], runner_type="group_type", group_id=3).status_code == 201
+    client = gl(sim, t["group_maint"])
+    assert [g.id for g in client.groups.list(get_all=True)] == [1, 3]
+    assert client.groups.list(min_access_level=OWNER, get_all=True) == []
+    assert [g.id for g in gl(sim, t["owner"]).groups.list(min_access_level=OWNER, get_all=True)] == [1, 3]
+    dev_projects = gl(sim, t["group_dev"]).groups.get(3, lazy=True).projects
+    assert [p.id for p in dev_projects.list(get_all=True)] == [3]
+    assert dev_projects.list(min_access_level=MAINTAINER, get_all=True) == []
+
+
+async def test_groups_scope_with_a_maintainer_of_two_groups_uses_project_runners(caplog) -> None:
+    """ADR-011: where the token's user is not a group's Owner, the agent serves the group's
+    projects it maintains with project runners, saying so once per group; a user who maintains
+    none of them keeps the one-line refusal naming the Owner role."""
+    from pydantic import SecretStr
+
+    from autogit.agent.config import GitLabConfig
+    from autogit.agent.gitlab.adapter import GitLabAdapter, GitLabError
+
+    sim, t = world()
+    await sim.start()
+    try:
+        def adapter(token: str, groups: list[int]) -> GitLabAdapter:
+            config = GitLabConfig.model_validate({"url": sim.url, "request_timeout": 3, "scope": {"kind": "groups", "groups": groups}})
+            return GitLabAdapter(config, SecretStr(token), project_refresh=0)
+
+        jobs = {p: sim.add_job(project_id=p).id for p in (1, 2, 3)}
+        maint = adapter(t["group_maint"], [1, 3])
+        with caplog.at_level("WARNING", logger="autogit.gitlab"):
+            for _ in range(3):  # refreshed every time (project_refresh=0): still said once a group
+                queue = await maint.observe_queue()
+        assert {j.id: j.reach for j in queue.pending} == {jobs[p]: [f"project:{p}"] for p in (1, 2, 3)}
+        said = [r.getMessage() for r in caplog.records if r.name == "autogit.gitlab"]
+        assert len(said) == 2 and all("not its Owner" in m and "project runners" in m for m in said), said
+        created = await maint.create_runner("autogit:h1:r1", [], run_untagged=True, reach="project:3")
+        runner = next(r for r in sim.runners if r.id == created.id)
+        assert (runner.runner_type, runner.project_id) == ("project_type", 3)
+        assert [r.id for r in await maint.list_registrations()] == [created.id]
+        await maint.delete_runner(created.id)
+        assert sim.runners == []
+
+        caplog.clear()
+        dev = adapter(t["group_dev"], [3])
+        with caplog.at_level("WARNING", logger="autogit.gitlab"):
+            queue = await dev.observe_queue()
+            await dev.observe_queue()
+        assert [j.reach for j in queue.pending] == [["group:3"]]
+        assert [r for r in caplog.records if r.name == "autogit.gitlab"] == [], "the refusal below is the one line"
+        with pytest.raises(GitLabError) as err:
+            await dev.create_runner("autogit:h1:r2", [], run_untagged=True, reach="group:3")
+        assert err.value.permission and "Owner role in group 3" in str(err.value) and "\n" not in str(err.value)
+        assert sim.runners == []
+
+        owner = adapter(t["owner"], [1, 3])  # an Owner: group runners, as before, nothing said
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="autogit.gitlab"):
+            queue = await owner.observe_queue()
+        assert {j.id: j.reach for j in queue.pending} == {jobs[1]: ["group:1"], jobs[2]: ["group:1"], jobs[3]: ["group:3"]}
+        assert [r for r in caplog.records if r.name == "autogit.gitlab"] == []
+    finally:
+        await sim.stop()

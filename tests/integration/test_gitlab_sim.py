@@ -150,7 +150,9 @@ def test_runner_create_verify_delete(gitlab_sim: GitLabSimulator) -> None:
     detail = gl.runners.get(created.id)
     assert detail.tag_list == ["cuda", "gpu"] and detail.run_untagged is False and detail.locked is True
     assert detail.runner_type == "project_type" and detail.status == "never_contacted"
-    assert detail.projects[0]["id"] == 1
+    # RunnerDetails shows `projects` only where asked (lib/api/entities/ci/runner_details.rb)
+    assert "projects" not in detail.attributes
+    assert gl.runners.get(created.id, include_projects=True).projects[0]["id"] == 1
 
     instance = gl.user.runners.create({"runner_type": "instance_type", "tag_list": ["arm64"]})
     assert [r.id for r in gl.runners.list(get_all=True)] == [created.id], "instance runners are under /runners/all"

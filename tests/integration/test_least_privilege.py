@@ -89,6 +89,40 @@ async def test_groups_scope_registers_in_every_group(strict, runner_image: Runne
     assert events(h, "runner.start-failed") == []
 
 
+async def test_groups_scope_with_a_maintainer_of_two_groups_serves_them_with_project_runners(strict, runner_image: RunnerImages, tmp_path, caplog):
+    """ADR-011: only Owners create group runners; a Maintainer of groups 1 and 3 is served
+    through project runners in the projects with jobs, said once per group, nothing refused."""
+    sim, t = strict
+    h = Harness(sim, runner_image, tmp_path, token=t["group_maint"], scope={"kind": "groups", "groups": [1, 3]}, idle_timeout=1)
+    jobs = {p: sim.add_job(project_id=p, script=[f"echo p{p}"]).id for p in (1, 2, 3)}
+    with caplog.at_level("WARNING", logger="autogit.gitlab"):
+        await run_harness(h, lambda: finished(sim, jobs.values()) and not sim.runners, "a job in each project and the clean-up")
+    assert all(sim.job(j).status == "success" for j in jobs.values())
+    owners = {r.id: (r.runner_type, r.project_id) for r in sim.registered()}
+    assert {p: owners[sim.job(j).runner_id] for p, j in jobs.items()} == {p: ("project_type", p) for p in (1, 2, 3)}
+    assert events(h, "runner.start-failed") == [] and events(h, "registration.delete-failed") == []
+    said = [r.getMessage() for r in caplog.records if r.name == "autogit.gitlab"]
+    assert sorted(m.split(":")[0] for m in said) == ["group 1", "group 3"], said
+
+
+async def test_groups_scope_with_a_developer_is_one_refusal_naming_the_owner_role(strict, runner_image: RunnerImages, tmp_path):
+    """ADR-011: a Developer of the group may create neither a group runner nor project runners:
+    one refusal line naming the Owner role, not retried every pass, and no runner."""
+    sim, t = strict
+    h = Harness(sim, runner_image, tmp_path, token=t["group_dev"], scope={"kind": "groups", "groups": [3]}, idle_timeout=1)
+    sim.add_job(project_id=3, script=["echo never"])
+    try:
+        for _ in range(10):
+            await h.reconciler.reconcile_once(full_poll=True)
+            await asyncio.sleep(0.2)
+    finally:
+        await h.cleanup()
+    failed = [e.message for e in events(h, "runner.start-failed")]
+    assert len(failed) == 1 and "Owner role in group 3" in failed[0] and "\n" not in failed[0], failed
+    assert sim.registered() == [] and h.leftovers() == []
+    assert any("Owner role in group 3" in p for p in h.state.gitlab.problems)
+
+
 @pytest.mark.parametrize("strict", [{"admin_mode": True}], indirect=True)
 async def test_instance_scope_with_admin_mode_needs_the_admin_mode_scope(strict, runner_image: RunnerImages, tmp_path):
     sim, t = strict

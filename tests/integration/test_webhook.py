@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -39,6 +40,17 @@ async def _post(hook: WebhookListener, headers: dict[str, str], body: bytes) -> 
     async with aiohttp.ClientSession() as session:
         async with session.post(f"http://127.0.0.1:{hook.port}/hooks/gitlab", data=body, headers=headers) as resp:
             return resp.status
+
+
+async def test_listener_reads_gitlabs_documented_job_hook(listener):
+    """GitLab's own Job Hook example (tests/upstream/gitlab/job_hook.json, with its source):
+    the listener takes the project, the job and its status from it, and nothing else."""
+    body = (Path(__file__).resolve().parents[1] / "upstream" / "gitlab" / "job_hook.json").read_bytes()
+    assert await _post(listener, {"X-Gitlab-Event": "Job Hook", "X-Gitlab-Token": SECRET}, body) == 202
+    async with asyncio.timeout(5):
+        while not listener.seen:
+            await asyncio.sleep(0.01)
+    assert listener.seen == [(380, 1977, "created")]
 
 
 async def test_listener_accepts_only_signed_job_hooks(listener):
