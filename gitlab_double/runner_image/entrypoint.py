@@ -81,6 +81,7 @@ CONFIG_DIR = "/etc/gitlab-runner"
 DEFAULT_HELPER_IMAGE = f"registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v{VERSION}"
 CHECK_INTERVAL_S = 3.0  # common.CheckInterval
 NOT_HEALTHY_CHECK_INTERVAL_S = 300.0  # common.NotHealthyCheckInterval (run-single)
+TRACE_FORCE_SEND_S = 30.0  # common.MinTraceForceSendInterval: a silent job is touched this often
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0  # common.DefaultShutdownTimeout
 DEFAULT_UNHEALTHY_LIMIT = 3  # common.DefaultUnhealthyRequestsLimit
 DEFAULT_UNHEALTHY_INTERVAL_S = 3600.0  # common.DefaultUnhealthyInterval
@@ -430,10 +431,21 @@ class Runner:
         log(f"Checking for jobs... failed: {resp.status_code}")
         return None, True
 
-    def patch_trace(self, job: Job) -> None:
+    def touch_job(self, job: Job) -> None:
+        try:
+            resp = self.session.put(f"{self.url}/api/v4/jobs/{job.id}", timeout=30, json={
+                "token": job.token, "state": "running",
+                "output": {"checksum": f"crc32:{zlib.crc32(bytes(job.trace)) & 0xFFFFFFFF:08x}", "bytesize": len(job.trace)}})  # fmt: skip
+        except requests.RequestException:
+            return
+        if resp.status_code == 403 and resp.headers.get("Job-Status") in ("canceled", "canceling"):
+            job.canceled.set()
+
+    def patch_trace(self, job: Job) -> bool:
+        """Send what the trace has that GitLab has not; whether there was anything to send."""
         data = bytes(job.trace[job.sent :])
         if not data:
-            return
+            return False
         start = job.sent
         try:
             resp = self.session.patch(
@@ -441,7 +453,7 @@ class Runner:
                 headers={"Job-Token": job.token, "Content-Type": "text/plain", "Content-Range": f"{start}-{start + len(data) - 1}"},
             )  # fmt: skip
         except requests.RequestException:
-            return  # resent from the same offset next time
+            return True  # resent from the same offset next time
         if resp.status_code == 202:
             job.sent = start + len(data)
         elif resp.status_code == 416:  # GitLab says where it is
@@ -450,6 +462,7 @@ class Runner:
                 job.sent = int(m.group(1))
         elif resp.status_code == 403 and resp.headers.get("Job-Status") in ("canceled", "canceling"):
             job.canceled.set()  # that job is aborted at once; the runner goes on
+        return True
 
     def update_job(self, job: Job, state: str, reason: str | None, exit_code: int | None) -> None:
         output = {"checksum": f"crc32:{zlib.crc32(bytes(job.trace)) & 0xFFFFFFFF:08x}", "bytesize": len(job.trace)}
@@ -483,8 +496,13 @@ class Runner:
         stop_flush = threading.Event()
 
         def flusher() -> None:
+            touched = time.monotonic()
             while not stop_flush.wait(1.0):
-                self.patch_trace(job)
+                if self.patch_trace(job):
+                    touched = time.monotonic()
+                elif time.monotonic() - touched > TRACE_FORCE_SEND_S:
+                    self.touch_job(job)  # network/trace.go touchJob: how a silent job learns it was canceled
+                    touched = time.monotonic()
 
         threading.Thread(target=flusher, daemon=True).start()
         self.write(job, f"Running with gitlab-runner {VERSION} (AutoGit double; {REVISION})\n  on {self.name} {short_token(self.token)}\n")

@@ -269,3 +269,21 @@ def test_sigkill_waits_out_run_singles_own_30_s_and_a_drain_outlasts_its_sleeps(
     # deadline (GitLab's least maximum_timeout) leaves it that long before SIGTERM
     assert GITLAB_MIN_MAXIMUM_TIMEOUT_S > RUN_SINGLE_NOT_HEALTHY_SLEEP_S + RUN_SINGLE_CHECK_INTERVAL_S
     assert (runner_double.NOT_HEALTHY_CHECK_INTERVAL_S, runner_double.CHECK_INTERVAL_S) == (300, 3)
+
+
+def test_the_doubles_clone_url_keeps_its_path_as_gitlab_runner_does():
+    # common/build_url_helper.go GetRemoteURL; the first two vectors are common/build_test.go's
+    # TestGetRemoteURL (authenticated) at v19.3.0
+    repo = "http://gitlab-ci-token:job-token@test.remote/my/project.git"
+    assert runner_double.remote_url("https://test.local/", repo, "my/project", "job-token") == "https://gitlab-ci-token:job-token@test.local/my/project.git"
+    assert runner_double.remote_url("", repo, "my/project", "job-token") == repo
+    # a relative URL root (GitLab served under /gitlab) is kept, and so is a port
+    assert runner_double.remote_url("http://gitlab.lan:8080/gitlab", repo, "g/p", "t") == "http://gitlab-ci-token:t@gitlab.lan:8080/gitlab/g/p.git"
+
+
+def test_the_doubles_image_platform_rule_follows_the_version_it_claims():
+    # v17.11.3 inspects the local tag alone; v19.3.0 by platform where dockerd speaks API >= 1.49
+    # (executors/docker/internal/pull/manager.go at each tag)
+    assert not runner_double.platform_aware_lookup("17.11.3", (1, 49))
+    assert runner_double.platform_aware_lookup("19.3.0", (1, 49)) and runner_double.platform_aware_lookup("19.3.0", (1, 51))
+    assert not runner_double.platform_aware_lookup("19.3.0", (1, 41))
