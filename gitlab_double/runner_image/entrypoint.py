@@ -4,34 +4,44 @@
 This is not GitLab Runner. The real one cannot be built here: the Go module proxy refuses
 gitlab-runner v17.11.3 and ten of its gitlab.com dependencies (docs/runners/real-runner.md). So
 this double behaves as gitlab-runner v17.11.3 (commit 3995fbff) does wherever AutoGit depends on
-it, and is at least as strict. Each rule names the gitlab-runner source file it comes from:
+it, or as v19.3.0 (commit 9cbf0074) with GITLAB_RUNNER_DOUBLE_VERSION=19.3.0 where the two
+differ, and is at least as strict. Each rule names the gitlab-runner source file it comes from:
 
 - command line (commands/single.go, commands/multi.go): ``run --config F``; ``run-single`` reads
   config.toml only for ``--runner NAME`` (HandleArgs) and otherwise wants ``--url``: "Missing URL";
-  run-single ignores the global check_interval and shutdown_timeout and polls every 3 s
-  (common.CheckInterval), sleeping 300 s (common.NotHealthyCheckInterval) after an unhealthy request;
-- config.toml (common/config.go): every key must be one of gitlab-runner's own, checked per table
-  (Config, RunnerConfig + RunnerCredentials + RunnerSettings, DockerConfig + docker.Credentials,
-  CacheConfig); an unknown key or a wrongly typed value refuses to start (the real runner logs and
-  goes on: stricter is allowed, lenient is not);
+  run-single ignores the global check_interval and shutdown_timeout (its forceful timeout is always
+  30 s) and polls every 3 s (common.CheckInterval), sleeping 300 s (common.NotHealthyCheckInterval)
+  after an unhealthy request; ``--version`` prints common/version.go's Extended() block;
+- config.toml (common/config.go): every key and its Go type come from config_types.tsv (extracted
+  from config.go at the pinned commit); a value BurntSushi/toml would not decode into that type
+  refuses to start, as in gitlab-runner; an unknown key refuses to start too (the real runner only
+  logs it: stricter is allowed, lenient is not);
 - signals (commands/multi.go, commands/single.go waitForInterrupts): SIGQUIT = graceful (no new
-  job, the current one finishes, no time limit; more SIGQUITs change nothing); SIGTERM/SIGINT =
-  forceful: the job is aborted and its containers removed within the global ``shutdown_timeout``
-  (default 30 s, common/consts.go DefaultShutdownTimeout), after which the process exits anyway;
-  SIGKILL leaves everything behind, as with the real one;
-- health (common/consts.go, network/gitlab.go RequestJob): a request that cannot reach GitLab
-  or gets 403 is unhealthy; after ``unhealthy_requests_limit`` (3) in a row the runner stops asking
-  for ``unhealthy_interval`` (default 60 min);
+  job, the current one finishes, no time limit; more SIGQUITs change nothing; run-single waits
+  out the sleep it is in); SIGTERM/SIGINT = forceful: the job is aborted and its containers
+  removed within the global ``shutdown_timeout`` (default 30 s, common/consts.go
+  DefaultShutdownTimeout), after which the process exits anyway; any signal during the forceful
+  shutdown exits at once, cleaning nothing; SIGKILL leaves everything behind, as with the real one;
+- health (network/gitlab.go RequestJob, commands/health_helper.go): only a 403 to a job request is
+  unhealthy (a request that fails, doJSON's -1, and a 5xx are not); after
+  ``unhealthy_requests_limit`` (3) in a row the runner stops asking for ``unhealthy_interval``
+  (default 60 min);
+- cancel (network/trace.go): a trace update or the 30 s touch of a silent job answered 403 with
+  Job-Status canceled aborts that job only;
 - the docker executor (executors/docker/): per job a cache volume for each non-bind entry of
   ``volumes`` and for the builds dir (``runner-<short token>-project-<id>-concurrent-0-cache-<md5>``,
   common/build.go, internal/volumes/manager.go), a helper container (type ``predefined``) from
-  ``helper_image`` that gets the sources, and a build container (type ``build``) from the job's
-  image on the job's platform (``image.executor_opts.docker.platform``; the helper stays native);
-  every one labelled ``com.gitlab.gitlab-runner.*`` (internal/labels/labels.go) plus
-  ``container_labels`` on containers; ``devices`` entries are host paths (parseDeviceString),
-  ``gpus`` is parsed like ``docker run --gpus``; ``network_mode`` is the job containers' network;
+  ``helper_image`` that gets the sources (from ``clone_url`` joined with the project path,
+  common/build_url_helper.go), and a build container (type ``build``) from the job's image; both
+  get the same host settings (docker.go createHostConfig: ``devices`` as host paths,
+  parseDeviceString; ``gpus`` parsed like ``docker run --gpus``; ``network_mode``, cpus, memory,
+  groups, privileged) and ``container_labels`` over gitlab-runner's ``com.gitlab.gitlab-runner.*``
+  labels (internal/labels/labels.go; runner.id is helpers/shorten_token.go's short token of the
+  version claimed); a job's platform (``image.executor_opts.docker.platform``) finds its local
+  image as the version claimed does (platform_aware_lookup) and the build container runs as the
+  image's own platform (docker.go platformForImage); the helper stays native;
   ``pull_policy`` (default ``always``) decides pulls, and with no ``helper_image`` the helper is
-  registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v17.11.3
+  registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v<version>
   (helpers/container/helperimage/info.go), which this machine cannot pull;
 - ``pre_build_script`` runs in the build container before the script (common/build.go); the
   job's containers are removed after the job, its cache volumes are kept;
