@@ -70,10 +70,22 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-import docker.errors
-import docker.types
-import requests
+
+def _unready(signum: int, _frame: object) -> None:
+    """A stop signal before main() installs its handlers ends the process, as one no
+    signal.Notify asked for ends a Go program (runtime/signal_unix.go: SIGQUIT dumps the goroutines
+    and exits 2; SIGTERM and SIGINT kill it). As PID 1 in its container the double would otherwise
+    ignore it (the kernel drops a default-action signal to PID 1) and never stop."""
+    os._exit(2 if signum == signal.SIGQUIT else 128 + signum)
+
+
+for _sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, _unready)
+
+import docker  # noqa: E402 - after the handlers above: importing takes a while
+import docker.errors  # noqa: E402
+import docker.types  # noqa: E402
+import requests  # noqa: E402
 
 # The version this double claims, and whose behaviour it follows where versions differ (set it
 # with GITLAB_RUNNER_DOUBLE_VERSION; build.sh makes an image of each): 17.11.3, the default
