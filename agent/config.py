@@ -279,8 +279,6 @@ def _format_errors(exc: ValidationError, source: str) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/configuration/)"
-        elif err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")  # our own validators' sentences stand alone
         lines.append(f"{where}: {msg}")
     return lines
 
