@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import gitlab
 import pytest
 import tomli_w
@@ -71,7 +72,11 @@ class RunnerContainer:
         return short_token_v17(token) if self.version.startswith("17.") else short_token_v18_2(token)
 
     def job_containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
+        while True:  # the SDK inspects each listed container: one the runner removed meanwhile is not an error
+            try:
+                return self.client.containers.list(all=True, filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
+            except docker.errors.NotFound:
+                continue
 
     def volumes(self) -> list[Any]:
         return self.client.volumes.list(filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
