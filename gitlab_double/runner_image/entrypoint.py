@@ -684,9 +684,10 @@ class Runner:
         """The shell executor: the script runs in this (the runner's) container."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
         env.update({str(v["key"]): str(v.get("value") or "") for v in job.payload.get("variables") or []})
-        project_dir = f"{BUILDS_DIR}/{job.id}"
+        builds = str(self.entry.get("builds_dir") or BUILDS_DIR)  # RunnerSettings.BuildsDir
+        project_dir = f"{builds}/{job.id}"
         os.makedirs(project_dir, exist_ok=True)
-        env.update({"CI_PROJECT_DIR": project_dir, "CI_BUILDS_DIR": BUILDS_DIR})
+        env.update({"CI_PROJECT_DIR": project_dir, "CI_BUILDS_DIR": builds})
         proc = subprocess.Popen(["sh", "-c", script], env=env, cwd=project_dir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         assert proc.stdout is not None

@@ -33,7 +33,7 @@ class DoubleProcess:
         config.write_text(
             f"concurrent = 1\ncheck_interval = 1\nshutdown_timeout = {shutdown_timeout}\n[[runners]]\n"
             f'  name = "{self.name}"\n  url = "{sim.url}"\n  token = "{self.registration.token}"\n'
-            '  executor = "shell"\n  limit = 1\n  unhealthy_interval = "1h"\n'
+            f'  executor = "shell"\n  limit = 1\n  unhealthy_interval = "1h"\n  builds_dir = "{tmp / "builds"}"\n'
         )  # fmt: skip
         config.chmod(0o600)
         argv = [part.format(name=self.name, config=str(config)) for part in command]
