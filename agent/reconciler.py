@@ -384,7 +384,7 @@ class Reconciler:
         return strikes >= 2 or c.status != "running"
 
     async def _escalate_stop(self, c: ManagedContainer, now: datetime) -> None:
-        """SIGQUIT → (drain_timeout) → SIGTERM → (force_timeout + grace) → SIGKILL."""
+        """SIGQUIT → (drain_timeout) → SIGTERM → (the runner's own forceful timeout + grace) → SIGKILL."""
         runner = self.config.runner
         if c.aborting_since is not None:
             # run-single keeps its own 30 s whatever force_timeout says (runner_config.kill_after_s).
