@@ -23,6 +23,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -49,6 +50,8 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path("/etc/autogit/agent.yaml")
 # gitlab-runner's official image, pinned: a moving tag would change runners under the agent.
 DEFAULT_RUNNER_IMAGE = "gitlab/gitlab-runner:alpine-v17.11.3"
+# GitLab's least maximum_timeout of a runner (app/models/ci/runner.rb); runner_config.py re-exports it.
+GITLAB_MIN_MAXIMUM_TIMEOUT_S = 600
 
 
 class ConfigError(ValueError):
@@ -126,6 +129,19 @@ class RunnerConfig(Frozen):
             data["drain_timeout"] = data.pop("shutdown_timeout")
         return data
 
+    @field_validator("drain_timeout")
+    @classmethod
+    def _drain_within_gitlab_minimum(cls, value: float) -> float:
+        # The agent registers runners with maximum_timeout = drain_timeout (no job outlives the
+        # drain deadline), and GitLab refuses a maximum_timeout under 600 s (app/models/ci/runner.rb:
+        # "needs to be at least 10 minutes"): every registration would fail.
+        if value < GITLAB_MIN_MAXIMUM_TIMEOUT_S:
+            raise ValueError(
+                f"must be at least {GITLAB_MIN_MAXIMUM_TIMEOUT_S} s: it is the runners' maximum_timeout, "
+                "which GitLab refuses under 10 minutes"
+            )
+        return value
+
     image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
     mode: RunnerMode = Field(
         RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."
@@ -138,7 +154,8 @@ class RunnerConfig(Frozen):
     drain_timeout: PositiveFloat = Field(
         3600,
         description="Seconds a stopping runner may take to finish its job (SIGQUIT, graceful) before the "
-        "agent asks gitlab-runner to abort it (SIGTERM, forceful).",
+        "agent asks gitlab-runner to abort it (SIGTERM, forceful). Also the runners' maximum_timeout in "
+        "GitLab, so at least 600: GitLab refuses a shorter one.",
     )
     force_timeout: PositiveFloat = Field(
         30,
@@ -157,8 +174,9 @@ class RunnerConfig(Frozen):
     )
     unhealthy_interval: PositiveFloat = Field(
         15,
-        description="Seconds gitlab-runner pauses job requests after 3 failed ones (its default is 60 min, "
-        "which would strand jobs long after a GitLab outage).",
+        description="Seconds gitlab-runner pauses job requests after 3 in a row answered 403 (its default is "
+        "60 min, which would strand jobs that long after its token was refused for a while; an outage, a "
+        "timeout or a 5xx never pauses it).",
     )
     network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
     gitlab_url: AnyHttpUrl | None = Field(

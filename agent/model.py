@@ -191,7 +191,7 @@ class Policy(Frozen):
     pickup_timeout: PositiveFloat = Field(
         120,
         description="Seconds an idle runner may leave a job it matches pending before it is taken for "
-        "unresponsive (e.g. gitlab-runner pausing after failed requests): it is then not counted as "
+        "unresponsive (e.g. gitlab-runner pausing after job requests answered 403): it is then not counted as "
         "capacity and is stopped, so a fresh runner takes the job.",
     )
 

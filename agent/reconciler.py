@@ -38,6 +38,7 @@ from .model import Host, Job, Plan, Policy, Runner, StartRunner
 from .planner import REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE
 from .planner import plan as make_plan
 from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
+from .runtime.runner_config import forceful_timeout_s, kill_after_s
 from .state import AgentPhase, AgentState, RunnerView
 
 __all__ = ["Reconciler"]
@@ -48,7 +49,6 @@ log = logging.getLogger("autogit.reconciler")
 class Reconciler:
     START_CONCURRENCY = 4
     BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0  # after a refusal by GitLab: doubling, never a storm
-    KILL_GRACE_S = 10.0  # past gitlab-runner's own forceful timeout, before SIGKILL
     def __init__(
         self,
         config: AgentConfig,
@@ -384,12 +384,13 @@ class Reconciler:
         return strikes >= 2 or c.status != "running"
 
     async def _escalate_stop(self, c: ManagedContainer, now: datetime) -> None:
-        """SIGQUIT → (drain_timeout) → SIGTERM → (force_timeout + grace) → SIGKILL."""
+        """SIGQUIT → (drain_timeout) → SIGTERM → (the runner's own forceful timeout + grace) → SIGKILL."""
         runner = self.config.runner
         if c.aborting_since is not None:
-            if now - c.aborting_since > timedelta(seconds=runner.force_timeout + self.KILL_GRACE_S):
+            # run-single keeps its own 30 s whatever force_timeout says (runner_config.kill_after_s).
+            if now - c.aborting_since > timedelta(seconds=kill_after_s(runner)):
                 await self.runtime.force_kill(c.name)
-                self.state.bus.publish("runner.killed", f"runner {c.name} did not abort within {runner.force_timeout:g}s; killed", runner=c.name)
+                self.state.bus.publish("runner.killed", f"runner {c.name} did not abort within {forceful_timeout_s(runner)}s; killed", runner=c.name)
         elif c.stopping_since is not None and now - c.stopping_since > timedelta(seconds=runner.drain_timeout):
             await self.runtime.abort(c.name)
             self.state.bus.publish(

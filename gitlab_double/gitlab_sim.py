@@ -107,6 +107,28 @@ def _error(status: int, message: str, key: str = "message") -> web.Response:
     return web.json_response({key: message}, status=status)
 
 
+def _runner_token(runner_type: str) -> str:
+    """A runner authentication token as GitLab issues it now: `glrt-` and the partition prefix of
+    its runner type, `t1_`/`t2_`/`t3_` (app/models/ci/runner.rb prefix_for_new_and_legacy_runner,
+    partition_id_prefix_in_16_bit_encode), then the random part."""
+    return f"glrt-t{RUNNER_TYPES.index(runner_type) + 1:x}_" + secrets.token_urlsafe(15)
+
+
+def _maximum_timeout_refused(value: Any) -> web.Response | None:
+    """app/models/ci/runner.rb: `validates :maximum_timeout, allow_nil: true, numericality:
+    { greater_than_or_equal_to: 600, message: 'needs to be at least 10 minutes' }`; the REST API
+    answers render_validation_error! (400, the errors by attribute)."""
+    if value in (None, ""):
+        return None
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        return web.json_response({"error": "maximum_timeout is invalid"}, status=400)
+    if seconds < 600:
+        return web.json_response({"message": {"maximum_timeout": ["needs to be at least 10 minutes"]}}, status=400)
+    return None
+
+
 def _bool(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
 
@@ -364,7 +386,7 @@ class GitLabSimulator:
         """A project runner registered by someone else (root), enabled in `also` projects too."""
         with self._lock:
             self._ids["runner"] += 1
-            runner = SimRunner(id=self._ids["runner"], token="glrt-" + secrets.token_urlsafe(15), runner_type="project_type",
+            runner = SimRunner(id=self._ids["runner"], token=_runner_token("project_type"), runner_type="project_type",
                                description=description, project_id=project_id, tag_list=_tags(list(tags)),
                                created_at=self._clock(), assigned_projects=set(also))  # fmt: skip
             self._runners[runner.id] = runner
@@ -1027,10 +1049,12 @@ class GitLabSimulator:
         note = p.get("maintenance_note")
         if note is not None and len(str(note)) > 1024:
             return _error(400, "maintenance_note is too long (maximum is 1024 characters)", key="error")
+        if (refused := _maximum_timeout_refused(p.get("maximum_timeout"))) is not None:
+            return refused
         with self._lock:
             self._ids["runner"] += 1
             runner = SimRunner(
-                id=self._ids["runner"], token="glrt-" + secrets.token_urlsafe(15), runner_type=runner_type,
+                id=self._ids["runner"], token=_runner_token(runner_type), runner_type=runner_type,
                 description=str(p.get("description") or ""), group_id=group_id, project_id=project_id,
                 paused=_bool(p.get("paused", False)), locked=_bool(p.get("locked", False)),
                 run_untagged=_bool(p.get("run_untagged", True)), tag_list=_tags(p.get("tag_list")),
@@ -1161,6 +1185,8 @@ class GitLabSimulator:
         if not self._can_admin_runner(request, runner):
             return _error(403, "403 Forbidden - No access granted")
         p = await self._params(request)
+        if (refused := _maximum_timeout_refused(p.get("maximum_timeout"))) is not None:
+            return refused
         with self._lock:
             for key in ("paused", "locked", "run_untagged"):
                 if key in p:

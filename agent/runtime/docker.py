@@ -33,48 +33,20 @@ from pydantic import Field, SecretStr
 
 from ..config import RunnerConfig, RunnerMode
 from ..model import Frozen, Gpu, GpuVendor, RunnerKind
+from .runner_config import JOB_OF_LABEL, platform_check_script, render_config, short_tokens
 
 __all__ = [
     "DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "JOB_OF_LABEL", "nvidia_cdi_specs",
-    "platform_check_script", "short_token", "use_cdi",
+    "platform_check_script", "short_tokens", "use_cdi",
 ]  # fmt: skip
 
 LABEL = "io.autogit"
 MANAGED_BY = "autogit-agent"
-# Set on job containers through [runners.docker] container_labels: the runner they belong to.
-JOB_OF_LABEL = f"{LABEL}.job-of"
 # gitlab-runner labels every container, volume and network it creates for a job with this
-# prefix, and `.runner.id` with its ShortenToken(token) (executors/docker/internal/labels).
+# prefix, and `.runner.id` with its ShortenToken(token) (executors/docker/internal/labels), whose
+# form depends on the runner's version (runner_config.short_tokens).
 GITLAB_RUNNER_LABEL = "com.gitlab.gitlab-runner"
 _CONFIG_MOUNT = "/etc/gitlab-runner"
-_UNAME = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/riscv64": "riscv64", "linux/arm/v7": "armv7l",
-          "linux/ppc64le": "ppc64le", "linux/s390x": "s390x", "linux/386": "i686"}  # fmt: skip
-
-
-def short_token(token: str) -> str:
-    """gitlab-runner's ShortenToken (helpers/shorten_token.go): the part of a runner token it puts
-    in labels and logs; not a secret (it cannot authenticate)."""
-    if len(token) < 8:
-        return token
-    for prefix in ("glrt-", "glrtr-", "glcbt-"):
-        if token.startswith(prefix):
-            return token[len(prefix) : len(prefix) + 9]
-    if token.startswith("GR") and len(token) >= 17 and all(c in "0123456789abcdefABCDEF" for c in token[2:9]):
-        return token[:17]
-    return token[:8]
-
-
-def platform_check_script(platform: str) -> str:
-    """pre_build_script of an emulated runner. gitlab-runner has no runner-level platform
-    (common/config.go): a job that does not ask for one in `image: docker: platform:` runs the
-    image's native code, which would pass an arm64 job on amd64. The job fails instead, and says
-    how to ask."""
-    machine = _UNAME.get(platform, platform.rsplit("/", 1)[-1])
-    return (
-        f'if [ "$(uname -m)" != "{machine}" ]; then echo "ERROR: this job is tagged for {platform} but runs on '
-        f'$(uname -m): ask for the platform in .gitlab-ci.yml: image: {{name: <image>, docker: {{platform: {platform}}}}}" >&2; '
-        "exit 1; fi"
-    )
 
 
 def nvidia_cdi_specs(spec_dirs: list[str]) -> bool:
@@ -180,63 +152,10 @@ class DockerRuntime:
 
     # --- config.toml ------------------------------------------------------------------------------
     def render_config(self, spec: RunnerSpec) -> dict[str, Any]:
-        """gitlab-runner's config.toml for one runner. Every key is one of gitlab-runner's own
-        (common/config.go); tests check the file against that list (gitlab_double/runner_image)."""
-        config = self.config
-        docker_table: dict[str, Any] = {
-            "image": config.job_image,
-            "privileged": config.privileged_jobs,
-            "volumes": ["/cache"],
-            "pull_policy": [config.pull_policy],
-            # Job containers carry the runner's name so that what a killed runner left behind can
-            # be found and removed (gitlab-runner adds its own com.gitlab.gitlab-runner.* labels).
-            "container_labels": {JOB_OF_LABEL: spec.name},
-        }
-        if spec.cpus:
-            docker_table["cpus"] = f"{spec.cpus:g}"
-        if spec.memory_mb:
-            docker_table["memory"] = f"{spec.memory_mb}m"
-        if config.helper_image:
-            docker_table["helper_image"] = config.helper_image
-        if config.network:
-            # runner.network puts the manager container on a network; job containers (and their
-            # helper, which clones) are created by gitlab-runner and need it said again.
-            docker_table["network_mode"] = config.network
-        gpu = spec.gpu
-        if gpu is not None:
-            # Exactly the allocated GPU, and nothing else of /dev (ADR-004).
-            if gpu.vendor is GpuVendor.NVIDIA:
-                # gitlab-runner parses `gpus` like `docker run --gpus`; `devices` entries are host
-                # paths to it (executors/docker/docker.go parseDeviceString), so a CDI name there
-                # fails the job. CDI is only used where the agent itself creates the container.
-                docker_table["gpus"] = f"device={gpu.id}"
-            else:
-                docker_table["devices"] = self.gpu_devices(gpu)
-                docker_table["group_add"] = self.gpu_groups()
-        runner: dict[str, Any] = {
-            "name": spec.name,
-            "url": spec.url,
-            "token": spec.token.get_secret_value(),
-            "executor": config.executor,
-            "limit": 1,
-            "request_concurrency": 1,
-            # After unhealthy_requests_limit (3) failed requests gitlab-runner stops asking for
-            # unhealthy_interval, 60 min by default (common/consts.go): far too long after an outage.
-            "unhealthy_interval": f"{config.unhealthy_interval:g}s",
-        }
-        if spec.clone_url:
-            runner["clone_url"] = spec.clone_url
-        if spec.kind is RunnerKind.EMULATED:
-            runner["pre_build_script"] = platform_check_script(spec.platform)
-        runner["docker"] = docker_table
-        return {
-            "concurrent": 1,
-            "check_interval": config.check_interval,
-            # gitlab-runner's *forceful* shutdown timeout (SIGTERM), not the drain deadline.
-            "shutdown_timeout": int(config.force_timeout),
-            "log_level": "info",
-            "runners": [runner],
-        }
+        """gitlab-runner's config.toml for one runner (runner_config.render_config)."""
+        amd_intel = spec.gpu is not None and spec.gpu.vendor is not GpuVendor.NVIDIA
+        return render_config(self.config, spec, gpu_devices=self.gpu_devices(spec.gpu) if spec.gpu and amd_intel else [],
+                             gpu_groups=self.gpu_groups() if amd_intel else [])  # fmt: skip
 
     def gpu_devices(self, gpu: Gpu) -> list[str]:
         """AMD: /dev/kfd (compute, shared by all AMD GPUs) plus this card's render node; Intel:
@@ -450,19 +369,19 @@ class DockerRuntime:
         """Job, helper and cache containers and volumes of this runner: found by the label the
         agent asked for (container_labels) and by gitlab-runner's own runner label."""
         selectors = [f"{JOB_OF_LABEL}={name}"]
-        if token:
-            selectors.append(f"{GITLAB_RUNNER_LABEL}.runner.id={short_token(token)}")
+        # gitlab-runner labels them with its short token, whose form changed in v18.2: both.
+        by_token = [f"{GITLAB_RUNNER_LABEL}.runner.id={short}" for short in short_tokens(token)] if token else []
 
         def sweep() -> builtins.list[str]:
             client = self._docker()
             removed: builtins.list[str] = []
-            for selector in selectors:
+            for selector in selectors + by_token:
                 for c in client.containers.list(all=True, filters={"label": selector}):
                     with contextlib.suppress(docker.errors.NotFound):
                         c.remove(force=True, v=True)
                         removed.append(c.name)
-            if token:
-                for v in client.volumes.list(filters={"label": selectors[-1]}):
+            for selector in by_token:  # volumes carry only gitlab-runner's labels
+                for v in client.volumes.list(filters={"label": selector}):
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                         v.remove(force=True)
                         removed.append(v.name)

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Build the images of the gitlab-runner DOUBLE without any image registry:
 #   RUNNER_IMAGE       autogit-test/runner:<hash>         the double (entrypoint.py), like
-#                      gitlab/gitlab-runner: entrypoint `gitlab-runner`, STOPSIGNAL SIGQUIT
+#                      gitlab/gitlab-runner: entrypoint `gitlab-runner` (on PATH), STOPSIGNAL
+#                      SIGQUIT; it claims gitlab-runner 17.11.3
+#   RUNNER_IMAGE_V19   autogit-test/runner:<hash>-v19.3.0 the same double claiming 19.3.0 (the
+#                      short token and image platform rules of that version)
 #   HELPER_IMAGE       autogit-test/runner-helper:<hash>  what the docker executor's helper
 #                      (predefined) container runs: Debian minbase with git and ca-certificates
 #   JOB_IMAGE          autogit-test/job:<hash>            a Debian minbase job image (amd64)
@@ -39,18 +42,20 @@ elif [ -x "$HERE/../../.venv/bin/pip" ]; then PIP="$HERE/../../.venv/bin/pip"
 else PIP="python3 -m pip"; fi
 
 script_hash=$(cat "$HERE/build.sh" "$HERE/image_archive.py" | sha256sum | cut -c1-16)
-image_hash=$(cat "$HERE/build.sh" "$HERE/entrypoint.py" | sha256sum | cut -c1-16)
+image_hash=$(cat "$HERE/build.sh" "$HERE/entrypoint.py" "$HERE/config_types.tsv" | sha256sum | cut -c1-16)
 TAG="autogit-test/runner:$image_hash"
+TAG_V19="$TAG-v19.3.0"
 HELPER="autogit-test/runner-helper:$script_hash"
 JOB="autogit-test/job:$script_hash"
 
 all_present() {
-    for image in "$TAG" "$HELPER" "$JOB" $(for a in $FOREIGN_ARCHES; do echo "$JOB-$a"; done); do
+    for image in "$TAG" "$TAG_V19" "$HELPER" "$JOB" $(for a in $FOREIGN_ARCHES; do echo "$JOB-$a"; done); do
         docker image inspect "$image" >/dev/null 2>&1 || return 1
     done
 }
 report() {
     echo "RUNNER_IMAGE=$TAG"
+    echo "RUNNER_IMAGE_V19=$TAG_V19"
     echo "HELPER_IMAGE=$HELPER"
     echo "JOB_IMAGE=$JOB"
     for a in $FOREIGN_ARCHES; do echo "JOB_IMAGE_$(echo "$a" | tr a-z A-Z)=$JOB-$a"; done
@@ -145,18 +150,24 @@ done
 # imported rootfs (the classic builder: nothing is pulled).
 mkdir -p "$WORK/ctx"
 cp "$HERE/entrypoint.py" "$WORK/ctx/gitlab-runner"
+chmod 0755 "$WORK/ctx/gitlab-runner"  # COPY keeps the mode: `gitlab-runner` runs from PATH
+cp "$HERE/config_types.tsv" "$WORK/ctx/config_types.tsv"
 cat >"$WORK/ctx/Dockerfile" <<EOF
 FROM $BASE
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/opt/gitlab-runner-double/site
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/opt/gitlab-runner-double/site PYTHONUNBUFFERED=1
 COPY gitlab-runner /usr/bin/gitlab-runner
+COPY config_types.tsv /usr/share/gitlab-runner-double/config_types.tsv
 WORKDIR /builds
 LABEL org.opencontainers.image.title="autogit-test-gitlab-runner-double" autogit.test.double="gitlab-runner"
 STOPSIGNAL SIGQUIT
-ENTRYPOINT ["/usr/bin/python3", "-u", "/usr/bin/gitlab-runner"]
+ENTRYPOINT ["gitlab-runner"]
 CMD ["run"]
 EOF
 log "building $TAG"
 DOCKER_BUILDKIT=0 docker build -q -t "$TAG" "$WORK/ctx" >/dev/null 2>"$WORK/build.log" \
     || { cat "$WORK/build.log" >&2; exit 1; }
-log "built $TAG"
+printf 'FROM %s\nENV GITLAB_RUNNER_DOUBLE_VERSION=19.3.0\n' "$TAG" >"$WORK/ctx/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -t "$TAG_V19" "$WORK/ctx" >/dev/null 2>"$WORK/build.log" \
+    || { cat "$WORK/build.log" >&2; exit 1; }
+log "built $TAG and $TAG_V19"
 report

@@ -4,34 +4,44 @@
 This is not GitLab Runner. The real one cannot be built here: the Go module proxy refuses
 gitlab-runner v17.11.3 and ten of its gitlab.com dependencies (docs/runners/real-runner.md). So
 this double behaves as gitlab-runner v17.11.3 (commit 3995fbff) does wherever AutoGit depends on
-it, and is at least as strict. Each rule names the gitlab-runner source file it comes from:
+it, or as v19.3.0 (commit 9cbf0074) with GITLAB_RUNNER_DOUBLE_VERSION=19.3.0 where the two
+differ, and is at least as strict. Each rule names the gitlab-runner source file it comes from:
 
 - command line (commands/single.go, commands/multi.go): ``run --config F``; ``run-single`` reads
   config.toml only for ``--runner NAME`` (HandleArgs) and otherwise wants ``--url``: "Missing URL";
-  run-single ignores the global check_interval and shutdown_timeout and polls every 3 s
-  (common.CheckInterval), sleeping 300 s (common.NotHealthyCheckInterval) after an unhealthy request;
-- config.toml (common/config.go): every key must be one of gitlab-runner's own, checked per table
-  (Config, RunnerConfig + RunnerCredentials + RunnerSettings, DockerConfig + docker.Credentials,
-  CacheConfig); an unknown key or a wrongly typed value refuses to start (the real runner logs and
-  goes on: stricter is allowed, lenient is not);
+  run-single ignores the global check_interval and shutdown_timeout (its forceful timeout is always
+  30 s) and polls every 3 s (common.CheckInterval), sleeping 300 s (common.NotHealthyCheckInterval)
+  after an unhealthy request; ``--version`` prints common/version.go's Extended() block;
+- config.toml (common/config.go): every key and its Go type come from config_types.tsv (extracted
+  from config.go at the pinned commit); a value BurntSushi/toml would not decode into that type
+  refuses to start, as in gitlab-runner; an unknown key refuses to start too (the real runner only
+  logs it: stricter is allowed, lenient is not);
 - signals (commands/multi.go, commands/single.go waitForInterrupts): SIGQUIT = graceful (no new
-  job, the current one finishes, no time limit; more SIGQUITs change nothing); SIGTERM/SIGINT =
-  forceful: the job is aborted and its containers removed within the global ``shutdown_timeout``
-  (default 30 s, common/consts.go DefaultShutdownTimeout), after which the process exits anyway;
-  SIGKILL leaves everything behind, as with the real one;
-- health (common/consts.go, network/gitlab.go RequestJob): a request that cannot reach GitLab
-  or gets 403 is unhealthy; after ``unhealthy_requests_limit`` (3) in a row the runner stops asking
-  for ``unhealthy_interval`` (default 60 min);
+  job, the current one finishes, no time limit; more SIGQUITs change nothing; run-single waits
+  out the sleep it is in); SIGTERM/SIGINT = forceful: the job is aborted and its containers
+  removed within the global ``shutdown_timeout`` (default 30 s, common/consts.go
+  DefaultShutdownTimeout), after which the process exits anyway; any signal during the forceful
+  shutdown exits at once, cleaning nothing; SIGKILL leaves everything behind, as with the real one;
+- health (network/gitlab.go RequestJob, commands/health_helper.go): only a 403 to a job request is
+  unhealthy (a request that fails, doJSON's -1, and a 5xx are not); after
+  ``unhealthy_requests_limit`` (3) in a row the runner stops asking for ``unhealthy_interval``
+  (default 60 min);
+- cancel (network/trace.go): a trace update or the 30 s touch of a silent job answered 403 with
+  Job-Status canceled aborts that job only;
 - the docker executor (executors/docker/): per job a cache volume for each non-bind entry of
   ``volumes`` and for the builds dir (``runner-<short token>-project-<id>-concurrent-0-cache-<md5>``,
   common/build.go, internal/volumes/manager.go), a helper container (type ``predefined``) from
-  ``helper_image`` that gets the sources, and a build container (type ``build``) from the job's
-  image on the job's platform (``image.executor_opts.docker.platform``; the helper stays native);
-  every one labelled ``com.gitlab.gitlab-runner.*`` (internal/labels/labels.go) plus
-  ``container_labels`` on containers; ``devices`` entries are host paths (parseDeviceString),
-  ``gpus`` is parsed like ``docker run --gpus``; ``network_mode`` is the job containers' network;
+  ``helper_image`` that gets the sources (from ``clone_url`` joined with the project path,
+  common/build_url_helper.go), and a build container (type ``build``) from the job's image; both
+  get the same host settings (docker.go createHostConfig: ``devices`` as host paths,
+  parseDeviceString; ``gpus`` parsed like ``docker run --gpus``; ``network_mode``, cpus, memory,
+  groups, privileged) and ``container_labels`` over gitlab-runner's ``com.gitlab.gitlab-runner.*``
+  labels (internal/labels/labels.go; runner.id is helpers/shorten_token.go's short token of the
+  version claimed); a job's platform (``image.executor_opts.docker.platform``) finds its local
+  image as the version claimed does (platform_aware_lookup) and the build container runs as the
+  image's own platform (docker.go platformForImage); the helper stays native;
   ``pull_policy`` (default ``always``) decides pulls, and with no ``helper_image`` the helper is
-  registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v17.11.3
+  registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v<version>
   (helpers/container/helperimage/info.go), which this machine cannot pull;
 - ``pre_build_script`` runs in the build container before the script (common/build.go); the
   job's containers are removed after the job, its cache volumes are kept;
@@ -43,9 +53,11 @@ it, and is at least as strict. Each rule names the gitlab-runner source file it 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import os
 import platform
+import posixpath
 import re
 import secrets
 import signal
@@ -58,58 +70,77 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-import docker.errors
-import docker.types
-import requests
 
-VERSION = "17.11.3"  # the version whose behaviour this double reproduces
-REVISION = "3995fbff"
+def _unready(signum: int, _frame: object) -> None:
+    """A stop signal before main() installs its handlers ends the process, as one no
+    signal.Notify asked for ends a Go program (runtime/signal_unix.go: SIGQUIT dumps the goroutines
+    and exits 2; SIGTERM and SIGINT kill it). As PID 1 in its container the double would otherwise
+    ignore it (the kernel drops a default-action signal to PID 1) and never stop."""
+    os._exit(2 if signum == signal.SIGQUIT else 128 + signum)
+
+
+for _sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, _unready)
+
+import docker  # noqa: E402 - after the handlers above: importing takes a while
+import docker.errors  # noqa: E402
+import docker.types  # noqa: E402
+import requests  # noqa: E402
+
+# The version this double claims, and whose behaviour it follows where versions differ (set it
+# with GITLAB_RUNNER_DOUBLE_VERSION; build.sh makes an image of each): 17.11.3, the default
+# image's, or 19.3.0. Both were read (tags v17.11.3 and v19.3.0 of gitlab-runner).
+REVISIONS = {"17.11.3": "3995fbff", "19.3.0": "9cbf0074"}
+BRANCHES = {"17.11.3": "17-11-stable", "19.3.0": "19-3-stable"}
+GO_VERSIONS = {"17.11.3": "go1.23.6", "19.3.0": "go1.26.5"}  # their go.mod's go line
+BUILT = {"17.11.3": "2025-06-11T18:21:06+0000", "19.3.0": "2026-08-19T08:58:54+0000"}  # the tags' commit times
+VERSION = os.environ.get("GITLAB_RUNNER_DOUBLE_VERSION", "17.11.3")
+if VERSION not in REVISIONS:
+    print(f"gitlab-runner double: GITLAB_RUNNER_DOUBLE_VERSION={VERSION!r} is not one of {', '.join(REVISIONS)}", file=sys.stderr)
+    sys.exit(2)
+REVISION = REVISIONS[VERSION]
 CONFIG_DIR = "/etc/gitlab-runner"
 DEFAULT_HELPER_IMAGE = f"registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v{VERSION}"
 CHECK_INTERVAL_S = 3.0  # common.CheckInterval
 NOT_HEALTHY_CHECK_INTERVAL_S = 300.0  # common.NotHealthyCheckInterval (run-single)
+TRACE_FORCE_SEND_S = 30.0  # common.MinTraceForceSendInterval: a silent job is touched this often
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0  # common.DefaultShutdownTimeout
 DEFAULT_UNHEALTHY_LIMIT = 3  # common.DefaultUnhealthyRequestsLimit
 DEFAULT_UNHEALTHY_INTERVAL_S = 3600.0  # common.DefaultUnhealthyInterval
+# v19.3.0 looks a job's image up by its platform only where dockerd speaks API 1.49 or later
+# (executors/docker/internal/pull/manager.go minPlatformAwareInspectAPIVersion).
+PLATFORM_AWARE_INSPECT_API = (1, 49)
 LABEL = "com.gitlab.gitlab-runner"
 BUILDS_DIR = "/builds"
-
-# The toml tags of gitlab-runner's config structs at v17.11.3 (common/config.go;
-# helpers/docker/credentials.go for the docker table's embedded Credentials).
-CONFIG_KEYS = frozenset(
-    "listen_address session_server concurrent check_interval log_level log_format user runners sentry_dsn "
-    "connection_max_age experimental shutdown_timeout".split()
-)
-RUNNER_KEYS = frozenset(
-    # RunnerConfig
-    "name limit output_limit request_concurrency unhealthy_requests_limit unhealthy_interval "
-    "job_status_final_update_retry_limit "
-    # RunnerCredentials
-    "url id token token_obtained_at token_expires_at tls-ca-file tls-cert-file tls-key-file "
-    # RunnerSettings
-    "executor builds_dir cache_dir clone_url environment proxy_exec pre_get_sources_script "
-    "post_get_sources_script pre_build_script post_build_script debug_trace_disabled safe_directory_checkout "
-    "clean_git_config shell custom_build_dir referees cache feature_flags monitoring instance ssh docker "
-    "parallels virtualbox machine kubernetes custom autoscaler step_runner_image".split()
-)
-DOCKER_KEYS = frozenset(
-    "host tls_cert_path tls_verify "  # docker.Credentials
-    "hostname image runtime memory memory_swap memory_reservation cgroup_parent cpuset_cpus cpuset_mems cpus "
-    "cpu_shares dns dns_search privileged services_privileged disable_entrypoint_overwrite user allowed_users "
-    "group_add userns_mode cap_add cap_drop oom_kill_disable oom_score_adjust security_opt services_security_opt "
-    "devices device_cgroup_rules gpus services_devices disable_cache volumes volume_driver volume_driver_ops "
-    "cache_dir extra_hosts volumes_from network_mode ipcmode mac_address links services services_limit "
-    "service_memory service_memory_swap service_memory_reservation service_cgroup_parent service_cpuset_cpus "
-    "service_cpus service_cpu_shares service_gpus wait_for_services_timeout allowed_images "
-    "allowed_privileged_images allowed_privileged_services allowed_pull_policies allowed_services pull_policy "
-    "isolation shm_size tmpfs services_tmpfs sysctls helper_image helper_image_flavor container_labels "
-    "enable_ipv6 ulimit network_mtu".split()
-)
-CACHE_KEYS = frozenset("Type Path Shared MaxUploadedArchiveSize s3 gcs azure".split())
 PULL_POLICIES = ("always", "if-not-present", "never")  # common/config.go DockerPullPolicy
-_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_GO_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _config_types() -> dict[str, dict[str, str]]:
+    """config_types.tsv: every table, key and Go type of gitlab-runner v17.11.3's config.toml
+    (common/config.go, helpers/docker/credentials.go; tests/real_runner/extract_config_table.py
+    wrote it). Beside this file in the repository, in /usr/share/gitlab-runner-double in the image."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "config_types.tsv"), "/usr/share/gitlab-runner-double/config_types.tsv"):
+        if os.path.exists(path):
+            tables: dict[str, dict[str, str]] = {}
+            with open(path) as fh:
+                for line in fh:
+                    if line.strip() and not line.startswith("#"):
+                        table, key, go_type = line.rstrip("\n").split("\t")
+                        tables.setdefault(table, {})[key] = go_type
+            return tables
+    raise SystemExit("gitlab-runner double: config_types.tsv is missing")
+
+
+CONFIG_TYPES = _config_types()
+CONFIG_KEYS = frozenset(CONFIG_TYPES["config"])
+RUNNER_KEYS = frozenset(CONFIG_TYPES["runners"])
+DOCKER_KEYS = frozenset(CONFIG_TYPES["runners.docker"])
+CACHE_KEYS = frozenset(CONFIG_TYPES["runners.cache"])
+# time.ParseDuration's grammar (Go's time/format.go): "0", or signed decimal numbers each with a unit.
+_GO_DURATION = re.compile(r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$")
+_GO_UNIT_S = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def log(message: str) -> None:
@@ -127,56 +158,89 @@ class ConfigProblem(ValueError):
 
 
 def go_duration_s(value: Any, where: str) -> float:
-    """A time.Duration in config.toml: a Go duration string ("15s", "1h30m") or nanoseconds."""
+    """A time.Duration in config.toml as BurntSushi/toml decodes it (decode.go unifyInt): a string
+    time.ParseDuration accepts ("15s", "1h30m", never "1e+06s"), or an integer of nanoseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value * 1e-9
     if isinstance(value, str) and _GO_DURATION.match(value):
-        return sum(float(n) * _GO_UNIT_S[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", value))
-    raise ConfigProblem(f"{where}: {value!r} is not a duration (e.g. \"15s\")")
+        sign = -1.0 if value.startswith("-") else 1.0
+        return sign * sum(float(n) * _GO_UNIT_S[u] for n, u in re.findall(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)", value))
+    raise ConfigProblem(f"{where}: {value!r} is not a duration time.ParseDuration reads (e.g. \"15s\")")
 
 
-def _keys(table: dict[str, Any], known: frozenset[str], where: str) -> None:
-    for key in table:
-        if key not in known:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_type(value: Any, go_type: str, where: str) -> None:
+    """Refuse what BurntSushi/toml v1.4.0 (gitlab-runner v17.11.3's go.mod) refuses to decode into
+    a field of this Go type: gitlab-runner then exits "decoding configuration file" (common/config.go
+    LoadConfig). A pointer decodes as what it points to."""
+    bare = go_type.lstrip("*")
+    ok: bool
+    if bare == "string":
+        ok = isinstance(value, str)
+    elif bare == "bool":
+        ok = isinstance(value, bool)
+    elif bare in ("int", "int64"):
+        ok = _is_int(value)
+    elif bare == "time.Duration":
+        go_duration_s(value, where)
+        ok = True
+    elif bare == "time.Time":  # a TOML datetime, or text time.Time's UnmarshalText reads (RFC 3339)
+        ok = isinstance(value, datetime.datetime) or (isinstance(value, str) and bool(_RFC3339.match(value)))
+    elif bare == "StringOrArray":  # common/config.go StringOrArray.UnmarshalTOML
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    elif bare.startswith("[]"):
+        inner = bare[2:]
+        if not isinstance(value, list):
+            ok = False
+        else:
+            for i, item in enumerate(value):
+                check_type(item, inner, f"{where}[{i}]")
+            ok = True
+    elif bare.startswith("map[string]"):
+        inner = bare[len("map[string]") :]
+        if not isinstance(value, dict):
+            ok = False
+        else:
+            for key, item in value.items():
+                check_type(item, inner, f"{where}.{key}")
+            ok = True
+    else:  # a struct: a TOML table
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ConfigProblem(f"{where}: {value!r} does not decode into Go {go_type} (common/config.go)")
+
+
+def _check_table(table: dict[str, Any], path: str, where: str) -> None:
+    """Every key of a table this double models: one of gitlab-runner's own, of its type. An unknown
+    key is refused: the real runner decodes config.toml without looking at undecoded keys and only
+    logs what its best-effort schema check finds (commands/config.go loadConfig, common.Validate),
+    so refusing is stricter, never more lenient."""
+    types = CONFIG_TYPES[path]
+    for key, value in table.items():
+        if key not in types:
             raise ConfigProblem(f"{where}.{key}: not a gitlab-runner {VERSION} config key (common/config.go)")
-
-
-def _int(table: dict[str, Any], key: str, where: str) -> None:
-    if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool)):
-        raise ConfigProblem(f"{where}.{key}: {table[key]!r} is not an integer")
+        check_type(value, types[key], f"{where}.{key}")
+        sub = f"{path}.{key}" if path != "config" else key
+        if sub in CONFIG_TYPES:
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                _check_table(item, sub, f"{where}.{key}" + (f"[{i}]" if isinstance(value, list) else ""))
 
 
 def validate(config: dict[str, Any]) -> None:
-    _keys(config, CONFIG_KEYS, "config")
-    for key in ("concurrent", "check_interval", "shutdown_timeout"):
-        _int(config, key, "config")
-    runners = config.get("runners", [])
-    if not isinstance(runners, list):
-        raise ConfigProblem("config.runners: not an array of tables")
-    for i, runner in enumerate(runners):
+    _check_table(config, "config", "config")
+    for i, runner in enumerate(config.get("runners", [])):
         where = f"runners[{i}]"
-        _keys(runner, RUNNER_KEYS, where)
-        for key in ("limit", "request_concurrency", "unhealthy_requests_limit", "output_limit"):
-            _int(runner, key, where)
-        if "unhealthy_interval" in runner:
-            go_duration_s(runner["unhealthy_interval"], f"{where}.unhealthy_interval")
-        table = runner.get("docker")
-        if table is not None:
-            _keys(table, DOCKER_KEYS, f"{where}.docker")
-            policy = table.get("pull_policy", [])
-            for p in [policy] if isinstance(policy, str) else policy:
-                if p not in PULL_POLICIES:
-                    raise ConfigProblem(f"{where}.docker.pull_policy: {p!r} is not one of {', '.join(PULL_POLICIES)}")
-            for key in ("volumes", "devices", "group_add"):
-                if key in table and not (isinstance(table[key], list) and all(isinstance(v, str) for v in table[key])):
-                    raise ConfigProblem(f"{where}.docker.{key}: not an array of strings")
-            for device in table.get("devices", []):
-                if device.count(":") > 2:
-                    raise ConfigProblem(f"{where}.docker.devices: {device!r}: too many colons")
-            if "container_labels" in table and not isinstance(table["container_labels"], dict):
-                raise ConfigProblem(f"{where}.docker.container_labels: not a table")
-        if isinstance(runner.get("cache"), dict):
-            _keys(runner["cache"], CACHE_KEYS, f"{where}.cache")
+        table = runner.get("docker") or {}
+        policy = table.get("pull_policy", [])
+        for p in [policy] if isinstance(policy, str) else policy:
+            if p not in PULL_POLICIES:
+                raise ConfigProblem(f"{where}.docker.pull_policy: {p!r} is not one of {', '.join(PULL_POLICIES)}")
+        for device in table.get("devices", []):
+            if device.count(":") > 2:
+                raise ConfigProblem(f"{where}.docker.devices: {device!r}: too many colons")
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -189,14 +253,22 @@ def load_config(path: str) -> dict[str, Any]:
     return config
 
 
-def short_token(token: str) -> str:
-    """helpers/shorten_token.go ShortenToken."""
-    if len(token) < 8:
-        return token
-    for prefix in ("glrt-", "glrtr-", "glcbt-"):
-        if token.startswith(prefix):
-            return token[len(prefix) : len(prefix) + 9]
-    return token[:8]
+def short_token(token: str, version: str = "") -> str:
+    """helpers/shorten_token.go ShortenToken of the version claimed: 17.x keeps 9 characters
+    after glrt-/glrtr-/glcbt- (17 of a GR… token, else 8); from 18.2 the prefixes glrt-, the
+    partition prefixes t1_/t2_/t3_, glrtr-, glcbt- and GR+7 hex digits are stripped, then 9 kept."""
+    if (version or VERSION).startswith("17."):
+        if len(token) < 8:
+            return token
+        for prefix in ("glrt-", "glrtr-", "glcbt-"):
+            if token.startswith(prefix):
+                return token[len(prefix) : len(prefix) + 9]
+        if token.startswith("GR") and len(token) >= 17 and all(c in "0123456789abcdefABCDEF" for c in token[2:9]):
+            return token[:17]
+        return token[:8]
+    for pattern in (r"^glrt-(t[123]_)?|^t[123]_|^glrtr-", r"^glcbt-", r"^GR[0-9A-Fa-f]{7}"):
+        token = re.sub(pattern, "", token, count=1)
+    return token[:9]
 
 
 def system_id() -> str:
@@ -214,6 +286,9 @@ class Job:
     payload: dict[str, Any]
     trace: bytearray = field(default_factory=bytearray)
     sent: int = 0
+    # GitLab answered a trace update with 403 and Job-Status canceled: this job alone is aborted
+    # (network/trace.go cancels the job's context, never the runner's).
+    canceled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def id(self) -> int:
@@ -232,6 +307,10 @@ class Job:
 
 class Aborted(Exception):
     """SIGTERM arrived while a job ran."""
+
+
+class Canceled(Exception):
+    """GitLab canceled the job while it ran."""
 
 
 class JobFailure(Exception):
@@ -261,28 +340,41 @@ class Runner:
         self.system_id = system_id()
         self.draining = threading.Event()  # SIGQUIT
         self.aborting = threading.Event()  # SIGTERM / SIGINT
-        self.wake = threading.Event()
+        self.wake = threading.Event()  # ends a sleep early
         self.failures = 0
         self.last_update = ""
         self._docker: docker.DockerClient | None = None
         self.current: list[str] = []  # containers of the running job
 
     # --- signals -----------------------------------------------------------------------------
-    def on_quit(self, *_: object) -> None:
+    def forced_exit(self, signum: int) -> None:
+        """A signal during the forceful shutdown exits at once, cleaning nothing (commands/multi.go
+        handleForcefulShutdown: "forced exit with stop signal"; commands/single.go
+        waitForInterrupts: logrus.Fatalln("forced exit:"))."""
+        log(f"FATAL: forced exit: {signal.Signals(signum).name}")
+        os._exit(1)
+
+    def on_quit(self, signum: int, *_: object) -> None:
+        if self.aborting.is_set():
+            self.forced_exit(signum)
         log("Requested quit, waiting for builds to finish")
         self.draining.set()
-        self.wake.set()
+        # `run` stops feeding its workers at once (commands/multi.go feedRunners); `run-single` only
+        # marks itself finished and waits out the sleep it is in, 3 s or 300 s after a 403: only
+        # abortSignal, fed after SIGTERM, ends it (commands/single.go processBuild).
+        if not self.single:
+            self.wake.set()
 
     def on_term(self, signum: int, *_: object) -> None:
         if self.aborting.is_set():
-            return
+            self.forced_exit(signum)
         log(f"Requested exit: {signal.Signals(signum).name}; forceful shutdown (timeout {self.shutdown_timeout_s:g} s)")
         self.aborting.set()
         self.draining.set()
         self.wake.set()
         # The forceful shutdown is bounded: past it the process exits whatever is left.
         def give_up() -> None:
-            log("forceful shutdown timed out")
+            log("FATAL: shutdown timed out")
             os._exit(1)
 
         timer = threading.Timer(self.shutdown_timeout_s, give_up)
@@ -346,8 +438,10 @@ class Runner:
         try:
             resp = self.session.post(f"{self.url}/api/v4/jobs/request", json=body, timeout=(10, 60 * 60))
         except requests.RequestException as exc:
+            # network/client.go doJSON answers -1 when the request fails (refused, timeout): not
+            # clientError, so RequestJob's default case keeps the runner healthy.
             log(f"Checking for jobs... error: {type(exc).__name__}")
-            return None, False
+            return None, True
         self.last_update = resp.headers.get("X-GitLab-Last-Update", self.last_update)
         if resp.status_code == 201:
             return Job(resp.json()), True
@@ -359,10 +453,21 @@ class Runner:
         log(f"Checking for jobs... failed: {resp.status_code}")
         return None, True
 
-    def patch_trace(self, job: Job) -> None:
+    def touch_job(self, job: Job) -> None:
+        try:
+            resp = self.session.put(f"{self.url}/api/v4/jobs/{job.id}", timeout=30, json={
+                "token": job.token, "state": "running",
+                "output": {"checksum": f"crc32:{zlib.crc32(bytes(job.trace)) & 0xFFFFFFFF:08x}", "bytesize": len(job.trace)}})  # fmt: skip
+        except requests.RequestException:
+            return
+        if resp.status_code == 403 and resp.headers.get("Job-Status") in ("canceled", "canceling"):
+            job.canceled.set()
+
+    def patch_trace(self, job: Job) -> bool:
+        """Send what the trace has that GitLab has not; whether there was anything to send."""
         data = bytes(job.trace[job.sent :])
         if not data:
-            return
+            return False
         start = job.sent
         try:
             resp = self.session.patch(
@@ -370,15 +475,16 @@ class Runner:
                 headers={"Job-Token": job.token, "Content-Type": "text/plain", "Content-Range": f"{start}-{start + len(data) - 1}"},
             )  # fmt: skip
         except requests.RequestException:
-            return  # resent from the same offset next time
+            return True  # resent from the same offset next time
         if resp.status_code == 202:
             job.sent = start + len(data)
         elif resp.status_code == 416:  # GitLab says where it is
             m = re.match(r"0-(\d+)", resp.headers.get("Range", ""))
             if m:
                 job.sent = int(m.group(1))
-        elif resp.status_code == 403 and resp.headers.get("Job-Status") == "canceled":
-            self.aborting.set()  # a canceled job is aborted at once
+        elif resp.status_code == 403 and resp.headers.get("Job-Status") in ("canceled", "canceling"):
+            job.canceled.set()  # that job is aborted at once; the runner goes on
+        return True
 
     def update_job(self, job: Job, state: str, reason: str | None, exit_code: int | None) -> None:
         output = {"checksum": f"crc32:{zlib.crc32(bytes(job.trace)) & 0xFFFFFFFF:08x}", "bytesize": len(job.trace)}
@@ -412,8 +518,13 @@ class Runner:
         stop_flush = threading.Event()
 
         def flusher() -> None:
+            touched = time.monotonic()
             while not stop_flush.wait(1.0):
-                self.patch_trace(job)
+                if self.patch_trace(job):
+                    touched = time.monotonic()
+                elif time.monotonic() - touched > TRACE_FORCE_SEND_S:
+                    self.touch_job(job)  # network/trace.go touchJob: how a silent job learns it was canceled
+                    touched = time.monotonic()
 
         threading.Thread(target=flusher, daemon=True).start()
         self.write(job, f"Running with gitlab-runner {VERSION} (AutoGit double; {REVISION})\n  on {self.name} {short_token(self.token)}\n")
@@ -427,6 +538,9 @@ class Runner:
         except Aborted:
             state, reason = "failed", "runner_system_failure"
             self.write(job, "ERROR: Job failed: aborted by the runner's forceful shutdown\n")
+        except Canceled:
+            state, reason = "failed", "job_canceled"
+            self.write(job, "ERROR: Job failed: canceled\n")
         except Exception as exc:  # noqa: BLE001 - a broken job is a system failure, never the runner's end
             state, reason = "failed", "runner_system_failure"
             first = (str(exc).splitlines() or [""])[0][:300]
@@ -460,33 +574,46 @@ class Runner:
         }
         return labels
 
-    def ensure_image(self, job: Job, name: str, image_platform: str | None) -> None:
+    def ensure_image(self, job: Job, name: str, image_platform: str | None) -> str | None:
         """pull_policy, in order (executors/docker/internal/pull/manager.go): `never` takes only a
-        local image, `if-not-present` pulls when none is local, `always` pulls every time."""
+        local image, `if-not-present` pulls when none is local, `always` pulls every time.
+
+        Returns the platform the container is created for: the found image's own (docker.go
+        platformForImage, both versions) when the job asks for one. Which local image is found
+        follows the version claimed (platform_aware_lookup): 17.11.3 takes the local tag whatever
+        its architecture, so an amd64 image asked for as linux/arm64 runs amd64 code; 19.3.0 asks
+        dockerd for the tag on that platform where dockerd can (API >= 1.49), and an image of
+        another platform is then not found."""
         policy = self.docker_table.get("pull_policy") or ["always"]
         policies = [policy] if isinstance(policy, str) else list(policy)
         client = self.docker_client()
         errors = []
+        aware = bool(image_platform) and platform_aware_lookup(VERSION, self.daemon_api())
         for p in policies:
             if p in ("never", "if-not-present"):
                 try:
                     image = client.images.get(name)
-                    wanted = (image_platform or "").split("/")[1:2]
-                    if wanted and image.attrs.get("Architecture") != wanted[0]:
-                        raise JobFailure("runner_system_failure", f"image {name} is {image.attrs.get('Architecture')}, not {image_platform}")
-                    self.write(job, f"Using locally found image {name} ...\n")
-                    return
-                except docker.errors.ImageNotFound:
+                    own = f"{image.attrs.get('Os', 'linux')}/{image.attrs.get('Architecture')}"
+                    if aware and own != image_platform:
+                        # a single-platform local image: dockerd's platform-aware inspect finds none
+                        raise docker.errors.ImageNotFound(f"No such image: {name} for platform {image_platform}")
+                    self.write(job, f"Using locally found image version due to \"{p}\" pull policy\nUsing docker image {name} ({own})\n")
+                    return own if image_platform else None
+                except docker.errors.ImageNotFound as exc:
                     if p == "never":
-                        errors.append(f"image {name} not found locally and pull_policy is never")
+                        errors.append(f"{exc}: not found locally and pull_policy is never")
                         continue
             try:
-                self.write(job, f"Pulling docker image {name} ...\n")
-                client.images.pull(name, platform=image_platform)
-                return
+                self.write(job, f"Pulling docker image {name}{' for platform ' + image_platform if image_platform else ''} ...\n")
+                pulled = client.images.pull(name, platform=image_platform)
+                return f"{pulled.attrs.get('Os', 'linux')}/{pulled.attrs.get('Architecture')}" if image_platform else None
             except docker.errors.DockerException as exc:
                 errors.append(f"pulling {name}: {str(exc).splitlines()[0][:200]}")
         raise JobFailure("image_pull_failure", "; ".join(errors))
+
+    def daemon_api(self) -> tuple[int, int]:
+        major, _, minor = str(self.docker_client().version().get("ApiVersion", "1.0")).partition(".")
+        return int(major), int(minor or 0)
 
     def volume(self, job: Job, path: str) -> str:
         project = (job.payload.get("job_info") or {}).get("project_id", 0)
@@ -517,9 +644,9 @@ class Runner:
 
     def run_container(self, job: Job, image: str, script: str, kind: str, deadline: float, **extra: Any) -> int:
         client = self.docker_client()
+        # every container gets container_labels (executors/docker/docker.go prepareContainerLabels)
         labels = self.labels(job, kind)
-        if kind == "build":
-            labels.update({str(k): str(v) for k, v in (self.docker_table.get("container_labels") or {}).items()})
+        labels.update({str(k): str(v) for k, v in (self.docker_table.get("container_labels") or {}).items()})
         env = [f"{v['key']}={v.get('value') or ''}" for v in job.payload.get("variables") or []]
         project_dir = f"{BUILDS_DIR}/{job.variable('CI_PROJECT_PATH', 'project')}"
         env += [f"CI_PROJECT_DIR={project_dir}", f"CI_BUILDS_DIR={BUILDS_DIR}"]
@@ -541,6 +668,9 @@ class Runner:
             if self.aborting.is_set():
                 container.kill()
                 raise Aborted()
+            if job.canceled.is_set():
+                container.kill()
+                raise Canceled()
             if time.monotonic() > deadline:
                 container.kill()
                 raise JobFailure("job_execution_timeout", "execution took longer than the job timeout")
@@ -554,9 +684,10 @@ class Runner:
         """The shell executor: the script runs in this (the runner's) container."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
         env.update({str(v["key"]): str(v.get("value") or "") for v in job.payload.get("variables") or []})
-        project_dir = f"{BUILDS_DIR}/{job.id}"
+        builds = str(self.entry.get("builds_dir") or BUILDS_DIR)  # RunnerSettings.BuildsDir
+        project_dir = f"{builds}/{job.id}"
         os.makedirs(project_dir, exist_ok=True)
-        env.update({"CI_PROJECT_DIR": project_dir, "CI_BUILDS_DIR": BUILDS_DIR})
+        env.update({"CI_PROJECT_DIR": project_dir, "CI_BUILDS_DIR": builds})
         proc = subprocess.Popen(["sh", "-c", script], env=env, cwd=project_dir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         assert proc.stdout is not None
@@ -570,11 +701,13 @@ class Runner:
         pump.start()
         try:
             while proc.poll() is None:
-                if self.aborting.is_set() or time.monotonic() > deadline:
+                if self.aborting.is_set() or job.canceled.is_set() or time.monotonic() > deadline:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     if self.aborting.is_set():
                         raise Aborted()
+                    if job.canceled.is_set():
+                        raise Canceled()
                     raise JobFailure("job_execution_timeout", "execution took longer than the job timeout")
                 time.sleep(0.1)
         finally:
@@ -638,8 +771,8 @@ class Runner:
         timeout_s = float((payload.get("runner_info") or {}).get("timeout") or 3600)
         deadline = time.monotonic() + timeout_s
         self.write(job, f"Preparing the \"docker\" executor\nUsing Docker executor with image {image} ...\n")
-        self.ensure_image(job, helper, None)
-        self.ensure_image(job, image, image_platform)
+        self.ensure_image(job, helper, None)  # the helper stays native (docker.go createContainer)
+        create_platform = self.ensure_image(job, image, image_platform)
 
         # get_sources in the helper (predefined) container
         strategy = job.variable("GIT_STRATEGY", "fetch")
@@ -647,24 +780,22 @@ class Runner:
             sources = 'echo "Skipping Git repository setup"; mkdir -p "$CI_PROJECT_DIR"'
         else:
             git = payload.get("git_info") or {}
-            repo = str(git.get("repo_url", ""))
-            clone_url = self.entry.get("clone_url")
-            if clone_url:  # common/build_url_helper.go: the clone URL's scheme and host replace GitLab's
-                parsed, base = requests.utils.urlparse(repo), requests.utils.urlparse(str(clone_url))
-                repo = parsed._replace(scheme=base.scheme, netloc=f"{parsed.username}:{parsed.password}@{base.netloc}" if parsed.username else base.netloc).geturl()
+            repo = remote_url(self.entry.get("clone_url"), str(git.get("repo_url", "")), job.variable("CI_PROJECT_PATH"), job.token)
             sources = (f'rm -rf "$CI_PROJECT_DIR" && git clone --depth {int(git.get("depth") or 20)} -b {git.get("ref", "main")} '
                        f'"{repo}" "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && git checkout -q {git.get("sha", "HEAD")}')  # fmt: skip
         self.write(job, "Getting source from Git repository\n")
-        code = self.run_container(job, helper, "set -e\n" + sources, "predefined", deadline)
+        # the helper gets the same host settings as the build container (docker.go createHostConfig),
+        # on its native platform
+        code = self.run_container(job, helper, "set -e\n" + sources, "predefined", deadline, **self.build_kwargs(None))
         if code != 0:
             raise JobFailure("runner_system_failure", f"getting the sources failed (exit code {code})")
 
         lines, after = self.script_lines(job)
         self.write(job, "Executing \"step_script\" stage of the job script\n")
-        code = self.run_container(job, image, "\n".join(lines), "build", deadline, **self.build_kwargs(image_platform))
+        code = self.run_container(job, image, "\n".join(lines), "build", deadline, **self.build_kwargs(create_platform))
         if after:
             self.write(job, "Running after_script\n")
-            self.run_container(job, image, "\n".join(after), "build", deadline, **self.build_kwargs(image_platform))  # failure ignored, as in GitLab
+            self.run_container(job, image, "\n".join(after), "build", deadline, **self.build_kwargs(create_platform))  # failure ignored, as in GitLab
         if code != 0:
             raise JobFailure("script_failure", f"exit code {code}", exit_code=code)
 
@@ -681,11 +812,45 @@ class Runner:
             raise JobFailure("script_failure", f"exit code {code}", exit_code=code)
 
 
+def platform_aware_lookup(version: str, api: tuple[int, int]) -> bool:
+    """Whether the claimed gitlab-runner looks a job's local image up by the job's platform:
+    17.11.3 inspects the tag alone (pull/manager.go getImageUsingPullPolicy, ImageInspectWithRaw
+    without a platform); 19.3.0 passes the platform where dockerd's API is 1.49 or later and falls
+    back to the tag alone below (pull/manager.go inspectOptions, minPlatformAwareInspectAPIVersion)."""
+    return not version.startswith("17.") and api >= PLATFORM_AWARE_INSPECT_API
+
+
+def remote_url(clone_url: str | None, repo_url: str, project_path: str, job_token: str) -> str:
+    """The URL the helper clones from (common/build_url_helper.go GetRemoteURL): GitLab's repo_url;
+    with clone_url, that URL with CI_PROJECT_PATH.git joined to its path, so a relative URL root
+    (https://host/gitlab) is kept, and gitlab-ci-token:<job token> as its credentials."""
+    base = requests.utils.urlparse(clone_url or "")
+    if not clone_url or not base.scheme:
+        return repo_url
+    path = posixpath.join(base.path or "/", project_path + ".git")
+    host = base.hostname or ""
+    netloc = f"gitlab-ci-token:{job_token}@{host}" + (f":{base.port}" if base.port else "")
+    return base._replace(netloc=netloc, path=path).geturl()
+
+
+def version_text() -> str:
+    """What `gitlab-runner --version` prints (main.go cli.VersionPrinter = common/version.go
+    AppVersionInfo.Printer, Extended()), for the version claimed."""
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return (f"Version:      {VERSION}\nGit revision: {REVISION}\nGit branch:   {BRANCHES[VERSION]}\n"
+            f"GO version:   {GO_VERSIONS[VERSION]}\nBuilt:        {BUILT[VERSION]}\nOS/Arch:      linux/{arch}")  # fmt: skip
+
+
 def shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] in (["--version"], ["-v"]):  # urfave/cli's version flag, before any command
+        print(version_text())
+        return 0
     parser = argparse.ArgumentParser(prog="gitlab-runner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
@@ -699,7 +864,6 @@ def main(argv: list[str] | None = None) -> int:
     single.add_argument("--executor", default=os.environ.get("RUNNER_EXECUTOR", ""))
     single.add_argument("--max-builds", type=int, default=0)
     single.add_argument("--wait-timeout", type=int, default=0)
-    sub.add_parser("--version")
     opts = parser.parse_args(argv)
 
     if opts.command == "run":

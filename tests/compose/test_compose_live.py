@@ -288,7 +288,7 @@ async def test_standin_stack_agent_on_the_host_serves_a_job_through_the_stack(li
                    "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 5, "max_retries": 0},
         "scaling": {"max_runners": 1, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
         "runner": {"image": runner_images["RUNNER_IMAGE"], "network": network, "gitlab_url": runner_url, "config_dir": str(tmp_path / "runners"),
-                   "shutdown_timeout": 60, "check_interval": 1, **extra},
+                   "drain_timeout": 600, "check_interval": 1, **extra},
     })  # fmt: skip
     cpu = observe_cpu()
     host = Host(hostname=hostname, arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)

@@ -20,7 +20,8 @@ from autogit.agent.gitlab.adapter import GitLabAdapter
 from autogit.agent.inventory.cpu import observe_cpu
 from autogit.agent.model import Host
 from autogit.agent.reconciler import Reconciler
-from autogit.agent.runtime.docker import DockerRuntime, short_token
+from autogit.agent.runtime.docker import DockerRuntime
+from autogit.agent.runtime.runner_config import short_tokens
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from autogit.agent.state import AgentState
 
@@ -40,13 +41,15 @@ class RunnerImages:
     job: str
     job_arm64: str
     job_riscv64: str
+    runner_v19: str = ""  # the same double claiming gitlab-runner 19.3.0
 
 
 def build_runner_images() -> RunnerImages:
     out = subprocess.run(["sh", str(REPO / "gitlab_double/runner_image/build.sh")], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     images = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
-    return RunnerImages(images["RUNNER_IMAGE"], images["HELPER_IMAGE"], images["JOB_IMAGE"], images["JOB_IMAGE_ARM64"], images["JOB_IMAGE_RISCV64"])
+    return RunnerImages(images["RUNNER_IMAGE"], images["HELPER_IMAGE"], images["JOB_IMAGE"], images["JOB_IMAGE_ARM64"], images["JOB_IMAGE_RISCV64"],
+                        images["RUNNER_IMAGE_V19"])
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +62,7 @@ def runner_settings(images: RunnerImages, tmp: Path, **extra: object) -> dict[st
     """The agent's `runner:` section for tests: the double's images, never a registry."""
     return {
         "image": images.runner, "helper_image": images.helper, "job_image": images.job, "pull_policy": "never",
-        "network": "host", "config_dir": str(tmp / "runners"), "drain_timeout": 60, "force_timeout": 10,
+        "network": "host", "config_dir": str(tmp / "runners"), "drain_timeout": 600, "force_timeout": 10,
         "check_interval": 1, "unhealthy_interval": 2,
     } | extra  # fmt: skip
 
@@ -135,8 +138,8 @@ def short_token_labels(tokens: set[str]) -> list[str]:
     client = docker.from_env()
     try:
         names: list[str] = []
-        for token in tokens:
-            label = f"com.gitlab.gitlab-runner.runner.id={short_token(token)}"
+        # gitlab-runner 17.x's short form and ≥ 18.2's
+        for label in {f"com.gitlab.gitlab-runner.runner.id={short}" for token in tokens for short in short_tokens(token)}:
             names += [c.name for c in client.containers.list(all=True, filters={"label": label})]
             names += [v.name for v in client.volumes.list(filters={"label": label})]
         return sorted(names)

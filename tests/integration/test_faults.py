@@ -189,9 +189,11 @@ async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_imag
 
 
 async def test_runners_that_stopped_asking_during_an_outage_do_not_strand_jobs(sim, runner_image, tmp_path):
-    """gitlab-runner stops asking for unhealthy_interval after 3 failed requests (60 min by default).
-    Here the agent's setting is left at that default to show the planner's safety net: the idle
-    runner that leaves a job pending past pickup_timeout is not capacity, it is replaced."""
+    """gitlab-runner stops asking for unhealthy_interval after 3 job requests answered 403 (60 min by
+    default; network/gitlab.go RequestJob, commands/health_helper.go: an outage, a dropped
+    connection or a 5xx never does). Here the agent's setting is left at that default to show the
+    planner's safety net: the idle runner that leaves a job pending past pickup_timeout is not
+    capacity, it is replaced."""
     h = Harness(sim, runner_image, tmp_path, idle_timeout=600, pickup_timeout=8)
     h.config = h.config.model_copy(update={"runner": h.config.runner.model_copy(update={"unhealthy_interval": 3600})})
     h.runtime.config = h.config.runner
@@ -199,9 +201,15 @@ async def test_runners_that_stopped_asking_during_an_outage_do_not_strand_jobs(s
     try:
         first = sim.add_job(project_id=1, script=["echo before"]).id
         await h.until(lambda: finished(sim, [first]), 90, "the first job")
-        (idle,) = [c.name for c in await h.runtime.list()]
-        sim.set_fault("reset", 6)  # connections dropped: 3+ failed requests at check_interval 1 s
+        (container,) = await h.runtime.list()
+        idle = container.name
+        # its token refused for a while (403): 3+ unhealthy requests at check_interval 1 s
+        with sim._lock:
+            registration = next(r for r in sim.runners if r.id == container.gitlab_id)
+            token, registration.token = registration.token, "glrt-t3_refusedforawhile"
         await asyncio.sleep(7)
+        with sim._lock:
+            registration.token = token
         stranded = sim.add_job(project_id=1, script=["echo after"]).id
         await h.until(lambda: finished(sim, [stranded]), 90, "the job after the outage")
         assert sim.job(stranded).status == "success"

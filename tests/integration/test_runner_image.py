@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import gitlab
 import pytest
+import tomli_w
 from runner_harness import RunnerImages
 
+from autogit.agent.runtime.runner_config import platform_check_script, short_token_v17, short_token_v18_2
 from autogit.gitlab_double import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -31,7 +34,9 @@ class RunnerContainer:
     """Registers a runner in the simulator and starts the double with a read-only 0600 config."""
 
     def __init__(self, client: Any, images: RunnerImages, sim: GitLabSimulator, tmp: Path, tags: list[str],
-                 command: list[str] | None = None, extra: str = "", global_extra: str = "") -> None:  # fmt: skip
+                 command: list[str] | None = None, extra: str = "", global_extra: str = "", docker_extra: str = "",
+                 version: str = "17.11.3") -> None:  # fmt: skip
+        self.version = version
         gl = gitlab.Gitlab(sim.url, private_token=sim.private_token, timeout=10)
         gl.auth()
         assert gl.user is not None
@@ -51,21 +56,27 @@ class RunnerContainer:
             f'  token = "{self.registration.token}"\n  executor = "docker"\n  limit = 1\n{extra}'
             f'  [runners.docker]\n    image = "{images.job}"\n    helper_image = "{images.helper}"\n'
             f'    pull_policy = ["never"]\n    volumes = ["/cache"]\n'
-            f'    container_labels = {{ "io.autogit.test" = "{self.name}" }}\n'
+            f'    container_labels = {{ "io.autogit.test" = "{self.name}" }}\n{docker_extra}'
         )  # fmt: skip
         config.chmod(0o600)
         self.container = client.containers.run(
-            images.runner, command, detach=True, name=f"autogit-test-runner-{uuid.uuid4().hex[:8]}",
+            images.runner if version == "17.11.3" else images.runner_v19, command, detach=True, name=f"autogit-test-runner-{uuid.uuid4().hex[:8]}",
             volumes={str(directory): {"bind": "/etc/gitlab-runner", "mode": "ro"},
                      "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
             labels={"autogit.test": "runner-double"},
         )  # fmt: skip
 
     def short_token(self) -> str:
-        return self.registration.token[5:14]  # helpers/shorten_token.go for glrt- tokens
+        """helpers/shorten_token.go of the version the double claims."""
+        token = self.registration.token
+        return short_token_v17(token) if self.version.startswith("17.") else short_token_v18_2(token)
 
     def job_containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
+        while True:  # the SDK inspects each listed container: one the runner removed meanwhile is not an error
+            try:
+                return self.client.containers.list(all=True, filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
+            except docker.errors.NotFound:
+                continue
 
     def volumes(self) -> list[Any]:
         return self.client.volumes.list(filters={"label": f"{GITLAB_RUNNER_LABEL}={self.short_token()}"})
@@ -88,7 +99,7 @@ class RunnerContainer:
 def start_runner(docker_client: Any, runner_image: RunnerImages, tmp_path: Path) -> Iterator[Callable[..., RunnerContainer]]:
     started: list[RunnerContainer] = []
 
-    def start(sim: GitLabSimulator, tags: list[str] | None = None, command: list[str] | None = None, **kw: str) -> RunnerContainer:
+    def start(sim: GitLabSimulator, tags: list[str] | None = None, command: list[str] | None = None, **kw: Any) -> RunnerContainer:
         runner = RunnerContainer(docker_client, runner_image, sim, tmp_path, tags or [], command, **kw)
         started.append(runner)
         return runner
@@ -117,21 +128,22 @@ def test_jobs_run_in_job_containers_on_their_platform(gitlab_sim: GitLabSimulato
     arm = gitlab_sim.add_job(tags=["arm64"], name="arm", script=["uname -m"], image=runner_image.job_arm64, image_platform="linux/arm64")
     rv = gitlab_sim.add_job(tags=["riscv64"], name="rv", script=["uname -m"], image=runner_image.job_riscv64, image_platform="linux/riscv64")
     failing = gitlab_sim.add_job(name="fails", script=["echo before", "exit 3", "echo never"])
-    wrong = gitlab_sim.add_job(name="wrong-platform", script=["uname -m"], image=runner_image.job, image_platform="linux/arm64")
+    # an amd64 image asked for as linux/arm64: v17 finds the local tag and runs it as its own
+    # architecture (pull/manager.go, docker.go platformForImage), so amd64 code runs and passes
+    wrong = gitlab_sim.add_job(name="wrong-platform", script=["echo on $(uname -m)"], image=runner_image.job, image_platform="linux/arm64")
     runner = start_runner(gitlab_sim, ["arm64", "riscv64"])
     ids = [plain.id, arm.id, rv.id, failing.id, wrong.id]
     wait_for(lambda: done(gitlab_sim, *ids), 120, "5 jobs", runner)
 
-    assert [gitlab_sim.job(i).status for i in ids] == ["success", "success", "success", "failed", "failed"]
+    assert [gitlab_sim.job(i).status for i in ids] == ["success", "success", "success", "failed", "success"]
     assert f"native on {NATIVE}" in gitlab_sim.job(plain.id).trace.decode()
     arm_trace, rv_trace = gitlab_sim.job(arm.id).trace.decode(), gitlab_sim.job(rv.id).trace.decode()
     assert "aarch64" in arm_trace.replace("$ uname -m", "") and NATIVE not in arm_trace
     assert "riscv64" in rv_trace.replace("$ uname -m", "") and NATIVE not in rv_trace
     failed = gitlab_sim.job(failing.id)
-    assert "before" in failed.trace.decode() and "never" not in failed.trace.decode().replace("$ echo never", "")
+    assert "\nbefore\n" in failed.trace.decode() and "\nnever\n" not in failed.trace.decode()
     assert (failed.failure_reason, failed.exit_code) == ("script_failure", 3)
-    # an amd64 image asked for as linux/arm64 is refused, not run natively
-    assert "not linux/arm64" in gitlab_sim.job(wrong.id).trace.decode()
+    assert f"on {NATIVE}" in gitlab_sim.job(wrong.id).trace.decode()  # why an emulated runner needs its guard
     assert runner.registration.token not in runner.logs(), "no runner token in the container log"
     # job and helper containers are removed after each job; the cache volumes stay (gitlab-runner's cache)
     assert runner.job_containers() == []
@@ -195,16 +207,20 @@ def test_sigterm_aborts_the_job_and_removes_its_containers(gitlab_sim: GitLabSim
 
 
 @pytest.mark.parametrize("gitlab_sim", ON_BRIDGE, indirect=True)
-def test_sigkill_leaves_the_job_container_behind_labelled(gitlab_sim: GitLabSimulator, start_runner: Any) -> None:
-    """What the agent must clean up after a killed runner: gitlab-runner cleans nothing then."""
-    runner = start_runner(gitlab_sim)
+@pytest.mark.parametrize("version", ["17.11.3", "19.3.0"])
+def test_sigkill_leaves_the_job_container_behind_labelled(gitlab_sim: GitLabSimulator, start_runner: Any, version: str) -> None:
+    """What the agent must clean up after a killed runner: gitlab-runner cleans nothing then. Its
+    labels carry the short token of its version: for GitLab's glrt-t1_ tokens the forms differ."""
+    runner = start_runner(gitlab_sim, version=version)
+    assert runner.registration.token.startswith("glrt-t1_")  # GitLab's form today (app/models/ci/runner.rb)
     long = gitlab_sim.add_job(name="long", script=["sleep 300"])
     wait_for(lambda: gitlab_sim.job(long.id).status == "running" and any(
         c.labels.get("com.gitlab.gitlab-runner.type") == "build" for c in runner.job_containers()), 60, "the build container", runner)
     runner.container.kill(signal="SIGKILL")
     runner.wait_exit(timeout=30)
     left = runner.job_containers()
-    assert left and all(c.labels.get("io.autogit.test") == runner.name for c in left if c.labels["com.gitlab.gitlab-runner.type"] == "build")
+    assert left and all(c.labels.get("io.autogit.test") == runner.name for c in left)
+    assert runner.volumes() and all(v.name.startswith(f"runner-{runner.short_token()}-project-") for v in runner.volumes())
 
 
 @pytest.mark.parametrize("gitlab_sim", ON_BRIDGE, indirect=True)
@@ -222,3 +238,53 @@ def test_after_three_failed_requests_it_stops_asking_for_unhealthy_interval(gitl
     job = gitlab_sim.add_job(name="stranded")
     time.sleep(3)
     assert gitlab_sim.job(job.id).status == "pending", "an unhealthy runner takes no job until unhealthy_interval ends"
+
+
+@pytest.mark.parametrize("gitlab_sim", ON_BRIDGE, indirect=True)
+@pytest.mark.parametrize("version", ["17.11.3", "19.3.0"])
+def test_the_emulated_runners_guard_holds_under_both_image_platform_rules(gitlab_sim: GitLabSimulator, start_runner: Any,
+                                                                          runner_image: RunnerImages, version: str) -> None:  # fmt: skip
+    """What the agent writes for an arm64 runner (a pre_build_script, runner_config.platform_check_script)
+    fails every job that would not run arm64 code, whichever rule finds the image: v17's local
+    tag as its own architecture, or v19.3's platform-aware lookup (on dockerd API >= 1.49; below,
+    v19.3 falls back to v17's)."""
+    guard = tomli_w.dumps({"pre_build_script": platform_check_script("linux/arm64")})  # what render_config writes
+    runner = start_runner(gitlab_sim, ["arm64"], extra="  " + guard, version=version)
+    right = gitlab_sim.add_job(tags=["arm64"], name="right", script=["uname -m"], image=runner_image.job_arm64, image_platform="linux/arm64")
+    wrong = gitlab_sim.add_job(tags=["arm64"], name="wrong", script=["echo ran"], image=runner_image.job, image_platform="linux/arm64")
+    unasked = gitlab_sim.add_job(tags=["arm64"], name="unasked", script=["echo ran"])
+    wait_for(lambda: done(gitlab_sim, right.id, wrong.id, unasked.id), 120, "3 jobs", runner)
+    assert gitlab_sim.job(right.id).status == "success" and "aarch64" in gitlab_sim.job(right.id).trace.decode()
+    for job in (wrong, unasked):
+        trace = gitlab_sim.job(job.id).trace.decode()
+        assert gitlab_sim.job(job.id).status == "failed" and "\nran" not in trace, trace[-600:]
+    assert f"gitlab-runner {version}" in gitlab_sim.job(right.id).trace.decode()
+
+
+@pytest.mark.parametrize("gitlab_sim", ON_BRIDGE, indirect=True)
+def test_the_helper_gets_the_build_containers_host_settings_and_labels(gitlab_sim: GitLabSimulator, start_runner: Any) -> None:
+    """executors/docker/docker.go: every container of a job gets createHostConfig's settings (memory,
+    CPUs, devices, GPUs, groups, privileged, network) and prepareContainerLabels' container_labels;
+    only the platform differs (the helper stays native)."""
+    runner = start_runner(gitlab_sim, docker_extra='    memory = "300m"\n    cpus = "1.5"\n    group_add = ["4321"]\n')
+    long = gitlab_sim.add_job(name="long", script=["sleep 300"])
+    wait_for(lambda: gitlab_sim.job(long.id).status == "running" and any(
+        c.labels.get("com.gitlab.gitlab-runner.type") == "build" for c in runner.job_containers()), 60, "the build container", runner)
+    runner.container.kill(signal="SIGKILL")  # what it leaves can be inspected
+    runner.wait_exit(timeout=30)
+    by_type = {c.labels["com.gitlab.gitlab-runner.type"]: c for c in runner.job_containers()}
+    assert set(by_type) == {"predefined", "build"}
+    for kind, container in by_type.items():
+        host = container.attrs["HostConfig"]
+        assert container.labels.get("io.autogit.test") == runner.name, kind
+        assert (host["Memory"], host["NanoCpus"], host["GroupAdd"]) == (300 * 1024 * 1024, 1_500_000_000, ["4321"]), kind
+
+
+def test_the_image_answers_version_and_has_gitlab_runner_on_path(docker_client: Any, runner_image: RunnerImages) -> None:
+    """The official image runs `gitlab-runner` from PATH; `--version` prints common/version.go's block."""
+    for image, version in ((runner_image.runner, "17.11.3"), (runner_image.runner_v19, "19.3.0")):
+        out = docker_client.containers.run(image, ["--version"], remove=True).decode()
+        assert out.splitlines()[0] == f"Version:      {version}" and "Git revision:" in out and "OS/Arch:      linux/" in out
+        found = docker_client.containers.run(image, ["-c", "command -v gitlab-runner && gitlab-runner --version | head -1"],
+                                             entrypoint="sh", remove=True).decode()  # fmt: skip
+        assert found.splitlines() == ["/usr/bin/gitlab-runner", f"Version:      {version}"]

@@ -75,18 +75,33 @@ async def test_thirty_mixed_jobs_run_on_matching_runners_and_nothing_leaks(harne
     assert {RunnerKind.NATIVE.value, RunnerKind.EMULATED.value} <= kinds
 
 
-async def test_a_job_tagged_for_an_emulated_arch_without_a_platform_fails_and_says_how(harness: Harness):
-    """gitlab-runner has no runner-level platform: such a job would run amd64 code and pass. The
-    emulated runner's pre_build_script fails it with the line that fixes it."""
+def use_runner_version(harness: Harness, version: str) -> None:
+    """Run the gitlab-runner double claiming this version (before any runner starts)."""
+    image = harness.images.runner if version == "17.11.3" else harness.images.runner_v19
+    harness.config = harness.config.model_copy(update={"runner": harness.config.runner.model_copy(update={"image": image})})
+    harness.runtime.config = harness.config.runner
+    harness.reconciler = harness.new_reconciler()
+
+
+@pytest.mark.parametrize("version", ["17.11.3", "19.3.0"])
+async def test_a_job_tagged_for_an_emulated_arch_without_a_platform_fails_and_says_how(harness: Harness, version: str):
+    """gitlab-runner has no runner-level platform: such a job would run amd64 code and pass, and so
+    would one whose image is amd64 though it asks for linux/arm64 (v17 runs a local image as its own
+    architecture; v19.3 does too on a dockerd older than API 1.49). The emulated runner's
+    pre_build_script fails both, with the line that fixes it, under either version's rule."""
+    use_runner_version(harness, version)
     sim = harness.sim
     unasked = sim.add_job(tags=["arm64"], script=["uname -m"], name="no-platform").id
+    wrong = sim.add_job(tags=["arm64"], script=["uname -m"], name="amd64-image", image=harness.images.job, image_platform="linux/arm64").id
     asked = sim.add_job(tags=["arm64"], script=["uname -m"], name="platform", image=harness.images.job_arm64, image_platform="linux/arm64").id
-    await harness.until(lambda: finished(sim, [unasked, asked]), timeout=120, what="both arm64 jobs")
+    await harness.until(lambda: finished(sim, [unasked, wrong, asked]), timeout=120, what="three arm64 jobs")
     job = sim.job(unasked)
     trace = job.trace.decode(errors="replace")
     assert (job.status, job.failure_reason) == ("failed", "script_failure"), trace[-800:]
     assert "tagged for linux/arm64 but runs on x86_64" in trace and "docker: {platform: linux/arm64}" in trace
+    assert sim.job(wrong).status == "failed", sim.job(wrong).trace.decode(errors="replace")[-800:]
     assert sim.job(asked).status == "success" and "aarch64" in sim.job(asked).trace.decode()
+    assert f"gitlab-runner {version}" in sim.job(asked).trace.decode()
 
 
 async def test_one_job_runners_take_exactly_one_job_each_and_leave_nothing(harness: Harness):
@@ -122,7 +137,12 @@ async def test_a_drain_past_its_deadline_aborts_the_job_and_a_kill_leaves_nothin
     assert "aborted" in sim.job(long).trace.decode()
 
 
-async def test_job_containers_a_killed_runner_left_are_removed_with_it(harness: Harness):
+@pytest.mark.parametrize("version", ["17.11.3", "19.3.0"])
+async def test_job_containers_a_killed_runner_left_are_removed_with_it(harness: Harness, version: str):
+    """Cache volumes carry only gitlab-runner's label, `runner.id` = its short token, whose form
+    changed in v18.2 (helpers/shorten_token.go): for GitLab's glrt-t1_ tokens the agent must look
+    for both forms or leak the volumes of a runner ≥ 18.2."""
+    use_runner_version(harness, version)
     sim = harness.sim
     long = sim.add_job(project_id=1, script=["sleep 300"], name="long").id
     await harness.until(lambda: sim.job(long).status == "running", timeout=60, what="the long job to run")

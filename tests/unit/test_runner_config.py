@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import tomli_w
 from pydantic import SecretStr
 
@@ -20,8 +21,19 @@ from autogit.agent.runtime.docker import (
     RunnerSpec,
     nvidia_cdi_specs,
     platform_check_script,
-    short_token,
     use_cdi,
+)
+from autogit.agent.runtime.runner_config import (
+    GITLAB_MIN_MAXIMUM_TIMEOUT_S,
+    RUN_SINGLE_CHECK_INTERVAL_S,
+    RUN_SINGLE_NOT_HEALTHY_SLEEP_S,
+    RUN_SINGLE_SHUTDOWN_TIMEOUT_S,
+    forceful_timeout_s,
+    go_duration,
+    kill_after_s,
+    short_token_v17,
+    short_token_v18_2,
+    short_tokens,
 )
 
 DOUBLE = Path(__file__).resolve().parents[2] / "gitlab_double" / "runner_image" / "entrypoint.py"
@@ -148,7 +160,7 @@ def test_gitlab_runner_timeouts_and_health_are_its_own_not_the_drain_deadline():
     doc = rendered(DockerRuntime(config, "h"), spec())
     assert doc["shutdown_timeout"] == 20  # gitlab-runner's forceful timeout
     assert runner_double.go_duration_s(doc["runners"][0]["unhealthy_interval"], "x") == 15
-    assert RunnerConfig.model_validate({"shutdown_timeout": 90}).drain_timeout == 90  # the old name still reads
+    assert RunnerConfig.model_validate({"shutdown_timeout": 900}).drain_timeout == 900  # the old name still reads
 
 
 def test_one_job_mode_names_its_runner_so_run_single_reads_config_toml():
@@ -188,9 +200,91 @@ def test_an_emulated_runner_fails_a_job_whose_image_runs_another_architecture():
     assert "pre_build_script" not in rendered(DockerRuntime(RunnerConfig(), "h"), spec())["runners"][0]
 
 
-def test_short_token_is_gitlab_runners():
-    # helpers/shorten_token.go: 9 characters after the glrt- prefix, 8 of other tokens
-    assert short_token("glrt-abcdefghijklmnop") == "abcdefghi"
-    assert short_token("glcbt-abcdefghijk") == "abcdefghi"
-    assert short_token("0123456789abcdef") == "01234567" and short_token("short") == "short"
-    assert runner_double.short_token("glrt-abcdefghijklmnop") == short_token("glrt-abcdefghijklmnop")
+# helpers/shorten_token_test.go at v17.11.3 (TestShortenToken), every vector.
+SHORT_TOKEN_V17 = [
+    ("short", "short"), ("veryverylongtoken", "veryvery"), ("GR1348941Z196cJVywzZpx_Ki_Cn2", "GR1348941Z196cJVy"),
+    ("GJ1348941Z196cJVywzZpx_Ki_Cn2", "GJ134894"), ("GRveryverylongtoken", "GRveryve"),
+    ("glrt-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("glrtr-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"),
+    ("glcbt-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"),
+]
+# helpers/shorten_token_test.go at v19.3.0 (TestShortenToken), every vector.
+SHORT_TOKEN_V18_2 = [
+    ("short", "short"), ("veryverylongtoken", "veryveryl"),
+    ("t1_t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("t2_t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"),
+    ("t3_t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("t4_t9Wkyj-HGRkqQ-VWTGAr", "t4_t9Wkyj"),
+    ("glrt-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("glrt-t1_t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"),
+    ("glrtr-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("glrtr-t1_t9Wkyj-HGRkqQ-VWTGAr", "t1_t9Wkyj"),
+    ("glcbt-t9Wkyj-HGRkqQ-VWTGAr", "t9Wkyj-HG"), ("glcbt-t2_t9Wkyj-HGRkqQ-VWTGAr", "t2_t9Wkyj"),
+    ("GR1348941Z196cJVywzZpx_Ki_Cn2", "Z196cJVyw"), ("GR134894-196cJVywzZpx_Ki_Cn2", "GR134894-"),
+]
+
+
+def test_short_token_both_forms_match_gitlab_runners_own_vectors():
+    assert [short_token_v17(t) for t, _ in SHORT_TOKEN_V17] == [want for _, want in SHORT_TOKEN_V17]
+    assert [short_token_v18_2(t) for t, _ in SHORT_TOKEN_V18_2] == [want for _, want in SHORT_TOKEN_V18_2]
+    # the double computes the same, per the version it claims
+    assert [runner_double.short_token(t, "17.11.3") for t, _ in SHORT_TOKEN_V17] == [w for _, w in SHORT_TOKEN_V17]
+    assert [runner_double.short_token(t, "19.3.0") for t, _ in SHORT_TOKEN_V18_2] == [w for _, w in SHORT_TOKEN_V18_2]
+
+
+def test_a_partitioned_token_is_looked_for_by_both_forms():
+    # GitLab's tokens today (glrt-t1_…): 17.x labels with "t1_" and 6 characters, ≥ 18.2 with 9 after it
+    token = "glrt-t1_t9Wkyj-HGRkqQ-VWTGAr"
+    assert short_tokens(token) == ["t1_t9Wkyj", "t9Wkyj-HG"]
+    assert short_tokens("glrt-t9Wkyj-HGRkqQ-VWTGAr") == ["t9Wkyj-HG"]  # the same form: looked for once
+
+
+def test_durations_are_written_as_go_parses_them():
+    assert go_duration(15) == "15s" and go_duration(1_000_000) == "1000000s" and go_duration(0.25) == "250ms"
+    assert go_duration(1e-5) == "1ms"  # never 0 for a positive duration
+    for seconds in (15, 1_000_000, 0.25, 1.5, 86_400 * 365):
+        assert runner_double.go_duration_s(go_duration(seconds), "x") == pytest.approx(seconds, abs=1e-3)
+    doc = rendered(DockerRuntime(RunnerConfig(unhealthy_interval=1_000_000), "h"), spec())
+    assert doc["runners"][0]["unhealthy_interval"] == "1000000s"  # was "1e+06s", which ParseDuration refuses
+
+
+def test_force_timeout_below_one_second_is_not_written_as_zero():
+    # shutdown_timeout = 0 is read as the 30 s default (common/config.go GetShutdownTimeout)
+    doc = rendered(DockerRuntime(RunnerConfig(force_timeout=0.5), "h"), spec())
+    assert doc["shutdown_timeout"] == 1
+    assert rendered(DockerRuntime(RunnerConfig(force_timeout=10.2), "h"), spec())["shutdown_timeout"] == 11
+
+
+def test_drain_timeout_under_gitlabs_minimum_maximum_timeout_is_a_config_error():
+    from autogit.agent.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config("runner:\n  drain_timeout: 60\n")
+    (line,) = err.value.lines
+    assert line.startswith("runner.drain_timeout: ") and "must be at least 600 s" in line and "\n" not in line
+    assert parse_config("runner:\n  drain_timeout: 600\n").runner.drain_timeout == GITLAB_MIN_MAXIMUM_TIMEOUT_S
+
+
+def test_sigkill_waits_out_run_singles_own_30_s_and_a_drain_outlasts_its_sleeps():
+    reusable = RunnerConfig(force_timeout=5)
+    one_job = RunnerConfig(force_timeout=5, mode="one-job")
+    assert forceful_timeout_s(reusable) == 5 and forceful_timeout_s(one_job) == RUN_SINGLE_SHUTDOWN_TIMEOUT_S == 30
+    assert kill_after_s(one_job) > RUN_SINGLE_SHUTDOWN_TIMEOUT_S and kill_after_s(reusable) > 5
+    assert runner_double.DEFAULT_SHUTDOWN_TIMEOUT_S == RUN_SINGLE_SHUTDOWN_TIMEOUT_S
+    # after SIGQUIT run-single still sleeps out 3 s or 300 s before it exits: the least drain
+    # deadline (GitLab's least maximum_timeout) leaves it that long before SIGTERM
+    assert GITLAB_MIN_MAXIMUM_TIMEOUT_S > RUN_SINGLE_NOT_HEALTHY_SLEEP_S + RUN_SINGLE_CHECK_INTERVAL_S
+    assert (runner_double.NOT_HEALTHY_CHECK_INTERVAL_S, runner_double.CHECK_INTERVAL_S) == (300, 3)
+
+
+def test_the_doubles_clone_url_keeps_its_path_as_gitlab_runner_does():
+    # common/build_url_helper.go GetRemoteURL; the first two vectors are common/build_test.go's
+    # TestGetRemoteURL (authenticated) at v19.3.0
+    repo = "http://gitlab-ci-token:job-token@test.remote/my/project.git"
+    assert runner_double.remote_url("https://test.local/", repo, "my/project", "job-token") == "https://gitlab-ci-token:job-token@test.local/my/project.git"
+    assert runner_double.remote_url("", repo, "my/project", "job-token") == repo
+    # a relative URL root (GitLab served under /gitlab) is kept, and so is a port
+    assert runner_double.remote_url("http://gitlab.lan:8080/gitlab", repo, "g/p", "t") == "http://gitlab-ci-token:t@gitlab.lan:8080/gitlab/g/p.git"
+
+
+def test_the_doubles_image_platform_rule_follows_the_version_it_claims():
+    # v17.11.3 inspects the local tag alone; v19.3.0 by platform where dockerd speaks API >= 1.49
+    # (executors/docker/internal/pull/manager.go at each tag)
+    assert not runner_double.platform_aware_lookup("17.11.3", (1, 49))
+    assert runner_double.platform_aware_lookup("19.3.0", (1, 49)) and runner_double.platform_aware_lookup("19.3.0", (1, 51))
+    assert not runner_double.platform_aware_lookup("19.3.0", (1, 41))
