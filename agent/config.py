@@ -126,6 +126,7 @@ class RunnerConfig(Frozen):
             data["drain_timeout"] = data.pop("shutdown_timeout")
         return data
 
+    runtime: str = Field("docker", description="What runs the runners (ADR-010): `docker`, the Docker engine on this host.")
     image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
     mode: RunnerMode = Field(
         RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."

@@ -40,7 +40,7 @@ from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
 from .model import GpuVendor, Host
 from .reconciler import Reconciler
-from .runtime.docker import DockerRuntime, use_cdi
+from .runtime import build_runtime
 from .state import AgentPhase, AgentState, ConfigReport, Intents
 from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
@@ -124,9 +124,7 @@ class Agent:
         self._started = config  # what only a restart changes is compared with this one
         self.gitlab = self._adapter(config, secrets)
         self.state.config = ConfigReport(loaded_at=self.state.started_at)
-        self.runtime = DockerRuntime(config.runner, self.hostname)
-        if config.gpu.cdi != "never" and any(g.vendor.value == "nvidia" for g in self._host.gpus):
-            self.runtime.cdi = use_cdi(config.gpu.cdi, self.runtime.cdi_spec_dirs())
+        self.runtime = build_runtime(config, self.hostname, self._host)
         self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
         self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
         self.webhook: WebhookListener | None = None
@@ -219,7 +217,7 @@ class Agent:
             applied.append("AUTOGIT_GITLAB_TOKEN (secret)")
         self.config = running
         self.reconciler.config = running
-        self.runtime.config = running.runner
+        self.runtime.reconfigure(running)
         if token_changed or running.gitlab.model_copy(update={"poll_interval": 0}) != old.gitlab.model_copy(update={"poll_interval": 0}):
             # A new adapter for the new URL, scope, timeouts or token; the next pass polls in full.
             self.gitlab = self._adapter(running, secrets)

@@ -37,7 +37,8 @@ from . import __version__, fleet
 from .model import Host, Job, Plan, Policy, Runner, StartRunner
 from .planner import REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE
 from .planner import plan as make_plan
-from .runtime.docker import DockerError, DockerRuntime, ManagedContainer, RunnerSpec
+from .runtime.base import RunnerInstance as ManagedContainer, RunnerRuntime as DockerRuntime, RunnerSpec, RunnerStatus
+from .runtime.docker import DockerError
 from .state import AgentPhase, AgentState, RunnerView
 
 __all__ = ["Reconciler"]
@@ -321,7 +322,7 @@ class Reconciler:
             busy = c.gitlab_id in busy_ids
             if busy:
                 self._last_busy[c.name] = now
-            stopping = c.stopping_since is not None
+            stopping = c.stop_requested_at is not None
             floor = [t for t in (c.started_at, self._last_busy.get(c.name), self.started_at) if t is not None]
             out.append(
                 Runner(
@@ -350,7 +351,7 @@ class Reconciler:
         registrations = {r.id: r for r in self._registrations or []}
         keep: list[ManagedContainer] = []
         for c in containers:
-            if c.status in {"exited", "dead"}:
+            if c.status is RunnerStatus.EXITED:
                 await self._remove(c, "exited")
                 continue
             if c.gitlab_id is None or c.gitlab_id not in registrations:
@@ -365,13 +366,12 @@ class Reconciler:
         for reg in list(self._registrations or []):  # what _remove() has not deleted already
             if reg.id not in live:
                 await self._delete_registration(reg.id, f"registration {reg.id} ({reg.description}) has no container")
-        for name in self.runtime.stale_dirs({c.name for c in containers}):
-            self.runtime.discard_dir(name)
+        await self.runtime.leftovers({c.name for c in containers})
         return keep
 
     async def _orphaned(self, c: ManagedContainer) -> bool:
         if c.gitlab_id is None:
-            return c.status != "running"  # never registered (created by hand?): only when stopped
+            return c.status is not RunnerStatus.RUNNING  # never registered (created by hand?): only when stopped
         assert self.gitlab is not None
         exists = await self.gitlab.runner_exists(c.gitlab_id)
         if exists is not False:
@@ -381,23 +381,23 @@ class Reconciler:
             return False
         strikes = self._orphan_strikes.get(c.name, 0) + 1
         self._orphan_strikes[c.name] = strikes
-        return strikes >= 2 or c.status != "running"
+        return strikes >= 2 or c.status is not RunnerStatus.RUNNING
 
     async def _escalate_stop(self, c: ManagedContainer, now: datetime) -> None:
         """SIGQUIT → (drain_timeout) → SIGTERM → (force_timeout + grace) → SIGKILL."""
         runner = self.config.runner
-        if c.aborting_since is not None:
-            if now - c.aborting_since > timedelta(seconds=runner.force_timeout + self.KILL_GRACE_S):
-                await self.runtime.force_kill(c.name)
+        if c.abort_requested_at is not None:
+            if now - c.abort_requested_at > timedelta(seconds=runner.force_timeout + self.KILL_GRACE_S):
+                await self.runtime.kill(c.name)
                 self.state.bus.publish("runner.killed", f"runner {c.name} did not abort within {runner.force_timeout:g}s; killed", runner=c.name)
-        elif c.stopping_since is not None and now - c.stopping_since > timedelta(seconds=runner.drain_timeout):
+        elif c.stop_requested_at is not None and now - c.stop_requested_at > timedelta(seconds=runner.drain_timeout):
             await self.runtime.abort(c.name)
             self.state.bus.publish(
                 "runner.aborting", f"runner {c.name} did not finish its job within {runner.drain_timeout:g}s; aborting it", runner=c.name
             )
 
     async def _remove(self, c: ManagedContainer, why: str) -> None:
-        token = self.runtime.token_of(c.name)  # deleting with it needs no user scope or role
+        token = self.runtime.credentials(c.name)  # deleting with it needs no user scope or role
         with self._timed("remove"):
             await self.runtime.remove(c.name)
         self._last_busy.pop(c.name, None)
@@ -448,15 +448,15 @@ class Reconciler:
         for stop in stops:
             with self._timed("stop"):
                 await self._pause(by_name.get(stop.runner))
-                await self.runtime.request_stop(stop.runner)
+                await self.runtime.drain(stop.runner)
             bus.publish("runner.stopping", f"runner {stop.runner} stopping ({stop.reason})", runner=stop.runner, reason=stop.reason)
         for drain in plan.drain:
             with self._timed("drain"):
                 await self._pause(by_name.get(drain.runner))
-                await self.runtime.request_stop(drain.runner)
+                await self.runtime.drain(drain.runner)
             bus.publish("runner.draining", f"runner {drain.runner} draining ({drain.reason}): no new job, current one finishes", runner=drain.runner, reason=drain.reason)
-        for name in sorted(self.state.intents.drained_runners & {c.name for c in containers if c.stopping_since is None}):
-            await self.runtime.request_stop(name)
+        for name in sorted(self.state.intents.drained_runners & {c.name for c in containers if c.stop_requested_at is None}):
+            await self.runtime.drain(name)
             bus.publish("runner.draining", f"runner {name} draining (operator)", runner=name, reason="operator")
         if plan.start and time.monotonic() < self._create_blocked_until:
             return  # GitLab refused the last registration: retried after the backoff, not every pass
@@ -586,11 +586,11 @@ class Reconciler:
                 id=c.name, tags=c.tags, run_untagged=c.run_untagged, kind=c.kind, platform=c.platform, gpu=c.gpu
             )
             job = (job_of or {}).get(c.gitlab_id) if c.gitlab_id is not None else None
-            if c.stopping_since is not None:
+            if c.stop_requested_at is not None:
                 view_state = "stopping" if job is None else "draining"
             elif job is not None:
                 view_state = "busy"
-            elif c.status == "running":
+            elif c.status is RunnerStatus.RUNNING:
                 view_state = "idle"
             else:
                 view_state = "starting"
