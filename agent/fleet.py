@@ -1,6 +1,6 @@
 """A fleet without a server: who starts for which job when several hosts share one GitLab.
 
-Pure: no I/O and no clock (`now` is an argument), like the planner. ADR-008 explains the design
+Pure: no I/O and no clock (`now` is an argument), like the planner. ADR-009 explains the design
 and docs/runners/fleet.md the operator's view. In short:
 
 1. **Presence.** Every agent keeps one registration in GitLab that never serves a job (paused,
@@ -36,7 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_serializer
 
-from .model import Frozen, Gpu, Host, Job, Policy, Runner, RunnerKind, TagSet, UtcDatetime, _as_utc
+from .model import Frozen, Host, Job, Policy, Runner, RunnerKind, TagSet, UtcDatetime, _as_utc
+from .matching import capacity_of, serves, split_gpus
 from .planner import fair_order
 from .tags import arch_tags, compute_capability_tags, gpu_tags, memory_tags
 
@@ -248,15 +249,6 @@ def presence_registration(presence: Presence) -> dict[str, Any]:
     }
 
 
-def _split_gpus(gpus: Sequence[Gpu]) -> frozenset[str]:
-    # As the planner: a GPU in MIG mode, or with instances listed, is never held whole (ADR-006).
-    return frozenset({g.id for g in gpus if g.mig_mode} | {g.mig_parent for g in gpus if g.mig_parent is not None})
-
-
-def _runner_arch(runner: Runner, host: Host) -> str:
-    return runner.platform.split("/", 1)[1] if runner.platform and "/" in runner.platform else host.arch
-
-
 def join_settle(heartbeat_interval: float) -> float:
     """How long a (re)joined host ranks after the settled ones: every peer reads the presences
     once per heartbeat_interval, so after two of them each has read the newcomer's (a margin of
@@ -274,22 +266,16 @@ def build_presence(
     held = {r.gpu for r in runners if r.gpu is not None}
     # Held, or sharing silicon with a held one: a held instance's parent, a held parent's instances.
     taken = held | {g.mig_parent for g in host.gpus if g.id in held and g.mig_parent} | {g.id for g in host.gpus if g.mig_parent in held}
-    split = _split_gpus(host.gpus)
+    split = split_gpus(host.gpus)
     classes: dict[frozenset[str], tuple[list[str], int]] = {}
     if policy.gpus:
         for gpu in host.gpus:
             ids, free = classes.get(gpu_tags(gpu), ([], 0))
             usable = gpu.healthy and not gpu.drained and gpu.id not in split and gpu.id not in taken
             classes[gpu_tags(gpu)] = ([*ids, gpu.id], free + usable)
-    cpu_used = sum(policy.runner_cpus if r.cpus is None else r.cpus for r in runners)
-    memory_used = sum(policy.runner_memory_mb if r.memory_mb is None else r.memory_mb for r in runners)
-    caps = [policy.max_runners - len(runners)]
-    if policy.runner_cpus:
-        caps.append(math.floor((host.cpus - policy.reserved_cpus - cpu_used) / policy.runner_cpus + 1e-9))
-    if policy.runner_memory_mb:
-        caps.append((host.memory_mb - policy.reserved_memory_mb - memory_used) // policy.runner_memory_mb)
-    slots = 0 if policy.paused else max(0, min(caps))
-    per_arch = {arch: max(0, cap - sum(_runner_arch(r, host) == arch for r in runners)) for arch, cap in policy.max_per_arch.items()}
+    capacity = capacity_of(host, runners, policy)
+    slots = 0 if policy.paused else capacity.slots()
+    per_arch = capacity.arch_slots()
     return Presence(
         hostname=host.hostname,
         version=version,
@@ -435,8 +421,7 @@ class _RoomLeft:
 
 def _idle_match(job: Job, tags: frozenset[str], runner: PeerRunner) -> bool:
     # GitLab's rule, and the job's reach: a runner registered elsewhere is never given it.
-    reach_ok = runner.reach is None or not job.reach or runner.reach in job.reach
-    return tags <= frozenset(runner.tags) and (bool(tags) or runner.run_untagged) and reach_ok
+    return serves(tags, job.reach, frozenset(runner.tags), runner.run_untagged, runner.reach)
 
 
 def assign_jobs(

@@ -25,27 +25,16 @@ from __future__ import annotations
 import builtins
 from collections.abc import Collection
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import Field, SecretStr
 
-from ..model import Frozen, Gpu, RunnerKind
+from ..model import Frozen, Gpu, RunnerKind, RunnerStatus
 
 if TYPE_CHECKING:
     from ..config import AgentConfig
 
 __all__ = ["RunnerInstance", "RunnerRuntime", "RunnerSpec", "RunnerStatus"]
-
-
-class RunnerStatus(StrEnum):
-    """A runner instance's observed state, in words every runtime can map to."""
-
-    CREATING = "creating"  # created, not yet running (image pull, scheduling, restarting)
-    RUNNING = "running"  # its gitlab-runner process runs
-    EXITED = "exited"  # it ended (a one-job runner that finished, a crash, a kill): removed next
-    GONE = "gone"  # being deleted by the runtime itself
-    UNKNOWN = "unknown"  # the runtime reports a state this agent does not know: never read as exited
 
 
 class RunnerSpec(Frozen):
