@@ -50,6 +50,7 @@ __all__ = [
     "FleetShare",
     "GpuClass",
     "JobOwnership",
+    "FleetRegistration",
     "Leftover",
     "PeerRunner",
     "Presence",
@@ -59,10 +60,12 @@ __all__ = [
     "build_presence",
     "decode_presence",
     "encode_presence",
+    "fleet_runners",
     "fleet_share",
     "is_live",
     "join_settle",
     "live_presences",
+    "membership_start",
     "owners",
     "presence_description",
     "presence_hostname",
@@ -576,13 +579,60 @@ def fleet_share(
 # --- forgetting a host that is gone for good ----------------------------------------------------
 
 
-class Leftover(Frozen):
-    """A job-runner registration of another host, as GitLab lists it this round."""
+class FleetRegistration(Frozen):
+    """A job-runner registration of some AutoGit host (this one included), as GitLab lists it this round."""
 
     id: int
     host: str
-    status: str | None = Field(None, description="GitLab's runner status: online (contacted within 2 h), offline, stale, never_contacted.")
+    status: str | None = Field(
+        None, description="GitLab's REST status: online, offline, stale, never_contacted, or `paused` for a paused one, online or not."
+    )
     busy: bool = Field(description="GitLab's running-job view lists a job running on it.")
+    online: bool | None = Field(None, description="GitLab's `online`; None: not said (then `status` alone is read).")
+    paused: bool = False
+    contacted_at: UtcDatetime | None = Field(None, description="GitLab's contacted_at, where read; None: not read.")
+    tags: TagSet = Field(default_factory=list)
+    run_untagged: bool = False
+    reach: str | None = None
+
+    def takes_jobs(self) -> bool:
+        """Whether its runner asks GitLab for jobs (a starting one included): not paused, and not
+        offline or stale in GitLab's words."""
+        return not self.paused and self.status not in ("paused", "offline", "stale")
+
+    def may_be_alive(self, now: datetime, window: float) -> bool:
+        """GitLab shows it online, or busy, or it contacted GitLab within `window` seconds, or its
+        status says nothing certain: a registration that may still run a job is never deleted."""
+        if self.busy or self.online is True or self.status == "online":
+            return True
+        if self.contacted_at is not None and (_as_utc(now) - self.contacted_at).total_seconds() < window:
+            return True
+        # GitLab says `paused` for a paused runner whether it is online or not (deprecated_rest_status):
+        # without `online`, that says nothing about whether it still runs.
+        return self.status == "paused" and self.online is None
+
+
+# The name to_forget's callers used before the fleet read registrations whole.
+Leftover = FleetRegistration
+
+
+def fleet_runners(listing: Iterable[FleetRegistration]) -> list[PeerRunner]:
+    """Every AutoGit host's runners as the fleet counts them, this host's own included, built the
+    same way from GitLab's listing on every host (ISSUE 19, 5c): one that GitLab shows running a
+    job, paused, offline or stale takes no new job; its tags and reach are GitLab's."""
+    return [
+        PeerRunner(host=r.host, tags=r.tags, run_untagged=r.run_untagged, idle=not r.busy and r.takes_jobs(), reach=r.reach)
+        for r in sorted(listing, key=lambda r: r.id)
+    ]
+
+
+def membership_start(joined_at: datetime | None, own_read: Presence | None, now: datetime, membership_ttl: float) -> datetime:
+    """When this host's current membership began: now at a start, or on a return after its peers saw
+    it lapse (its presence was not read, or not live, e.g. after a network cut); it then ranks last
+    until they have read it again (join_settle)."""
+    if joined_at is None or own_read is None or not is_live(own_read, now, membership_ttl):
+        return _as_utc(now)
+    return joined_at
 
 
 def to_forget(
@@ -616,7 +666,7 @@ def to_forget(
     for reg in leftovers:
         if reg.host not in silent:
             continue
-        if reg.busy or reg.status == "online":
+        if reg.may_be_alive(now, forget_after):
             remaining.add(reg.host)  # it may still run a job: GitLab's view decides, not ours
         elif _ranked(reg.id, live)[0] == me:
             out.append(reg.id)

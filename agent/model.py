@@ -323,7 +323,6 @@ class WaitReason(StrEnum):
     GPU_UNAVAILABLE = "gpu-unavailable"
     WAITING_FOR_CAPACITY = "waiting-for-capacity"
     SCALING_PAUSED = "scaling-paused"
-    START_BACKOFF = "start-backoff"
 
 
 class JobWait(Frozen):

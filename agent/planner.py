@@ -660,8 +660,9 @@ def _start_gate(core: Plan, backoff: Sequence[Backoff], now: datetime) -> tuple[
             served.append(JobServed.trusted(job=serve.job, runner=f"start:{new}"))
         else:
             why = stalled[serve.job]
-            detail = f"the last start failed ({why.cause}); next try after {_as_utc(why.until).isoformat(timespec='seconds')}"
-            waiting.append(JobWait.trusted(job=serve.job, reason=WaitReason.START_BACKOFF, detail=detail, missing_tags=[]))
+            # Not a new wait reason (the API's v1 enumerations are closed): capacity it cannot get yet, and why.
+            detail = f"start backing off: the last start failed ({why.cause}); next try after {_as_utc(why.until).isoformat(timespec='seconds')}"
+            waiting.append(JobWait.trusted(job=serve.job, reason=WaitReason.WAITING_FOR_CAPACITY, detail=detail, missing_tags=[]))
     return kept, served, waiting
 
 
