@@ -28,7 +28,7 @@ in X-GitLab-Last-Update. Jobs carry GIT_STRATEGY=none unless a test gives its ow
 has no repositories to clone.
 
 Not modelled: pipelines as objects, artifacts, caches, protected refs (access_level is stored but
-not enforced), subgroups, rate limits, keyset pagination.
+not enforced), subgroups, keyset pagination. Rate limits are modelled (the jobs listing's 429, `_jobs_index_limited`).
 
 Control surface for tests and the demo. This is not GitLab API; it lives under /_sim/:
   POST /_sim/jobs {project_id, tags, name, script, image_platform?} -> 201 job
