@@ -458,19 +458,12 @@ def assign_jobs(
     joining = {h for h, p in members.items() if p.joining(now, settle)}
     profiles = [(h, _Profiles(p)) for h, p in members.items()]
     fit_cache: dict[frozenset[str], dict[str, tuple[RunnerKind, str, list[int]]]] = {}
-    idle = sorted(
-        (r for r in runners if r.idle and r.host in members),
-        key=lambda r: (len(r.tags), r.host, r.tags, r.run_untagged, r.reach or ""),
-    )
-    claimed = [False] * len(idle)
+    idle = _IdleRunners(runners, members)
     out: list[JobOwnership] = []
     for job in jobs:
         tags = frozenset(job.tags)
-        # Most specific idle runner first (the planner's rule): versatile ones stay for others.
-        hit = next((i for i, r in enumerate(idle) if not claimed[i] and _idle_match(job, tags, r)), None)
-        if hit is not None:
-            claimed[hit] = True
-            host = idle[hit].host
+        host = idle.take(job, tags)
+        if host is not None:
             out.append(JobOwnership(job=job.id, mine=host == me, claim=Claim.IDLE_RUNNER, owner=host))
             continue
         fits = fit_cache.get(tags)
@@ -479,29 +472,54 @@ def assign_jobs(
         if not fits:
             out.append(JobOwnership(job=job.id, mine=True, claim=Claim.UNOWNED, owner=None))
             continue
-        order = _ranked(job.id, [h for h in fits if h not in joining]) + _ranked(job.id, [h for h in fits if h in joining])
-        # Hosts without room for it step aside: the first with room is the owner and spends it;
-        # the others with room left follow in the order, then the full ones. If none has room,
-        # the order stands and the owner waits for capacity.
-        owner = next((h for h in order if rooms[h].take(*fits[h])), None)
-        if owner is None:
-            ranking = order
-        else:
-            rest = [h for h in order if h != owner]
-            ranking = [owner, *(h for h in rest if rooms[h].fits(*fits[h])), *(h for h in rest if not rooms[h].fits(*fits[h]))]
+        ranking = _ranking(job.id, fits, joining, rooms)
         since = max(_as_utc(job.created_at), _as_utc(seen.get(job.id, job.created_at)))
-        elapsed = (now - since).total_seconds()
-        due = max(0, math.floor(elapsed / hold_off))
-        rank = ranking.index(me) if me in ranking else None
-        if rank is not None and rank <= due:
-            claim = Claim.OWNER if rank == 0 else Claim.TAKEOVER
-            out.append(JobOwnership(job=job.id, mine=True, claim=claim, owner=ranking[0], ranking=ranking, rank=rank))
-            continue
-        wait = None if rank is None else rank * hold_off - elapsed
-        out.append(
-            JobOwnership(job=job.id, mine=False, claim=Claim.OWNED, owner=ranking[0], ranking=ranking, rank=rank, takeover_in_s=wait)
-        )
+        out.append(_claim(me, job.id, ranking, (now - since).total_seconds(), hold_off))
     return out
+
+
+class _IdleRunners:
+    """The fleet's idle runners of live hosts, most specific first (the planner's rule: versatile
+    ones stay for others); each serves one job at most."""
+
+    def __init__(self, runners: Sequence[PeerRunner], members: Mapping[str, Presence]) -> None:
+        self.idle = sorted(
+            (r for r in runners if r.idle and r.host in members),
+            key=lambda r: (len(r.tags), r.host, r.tags, r.run_untagged, r.reach or ""),
+        )
+        self.claimed = [False] * len(self.idle)
+
+    def take(self, job: Job, tags: frozenset[str]) -> str | None:
+        """The host of the idle runner GitLab would give the job to, now claimed; None: none."""
+        hit = next((i for i, r in enumerate(self.idle) if not self.claimed[i] and _idle_match(job, tags, r)), None)
+        if hit is None:
+            return None
+        self.claimed[hit] = True
+        return self.idle[hit].host
+
+
+def _ranking(job_id: int, fits: Mapping[str, tuple[RunnerKind, str, list[int]]], joining: set[str], rooms: Mapping[str, _RoomLeft]) -> list[str]:
+    """The job's takeover order. Settled hosts before joining ones, each in rendezvous order; hosts
+    without room for it step aside: the first with room is the owner and spends it; the others
+    with room left follow in the order, then the full ones. If none has room, the order stands
+    and the owner waits for capacity."""
+    order = _ranked(job_id, [h for h in fits if h not in joining]) + _ranked(job_id, [h for h in fits if h in joining])
+    owner = next((h for h in order if rooms[h].take(*fits[h])), None)
+    if owner is None:
+        return order
+    rest = [h for h in order if h != owner]
+    return [owner, *(h for h in rest if rooms[h].fits(*fits[h])), *(h for h in rest if not rooms[h].fits(*fits[h]))]
+
+
+def _claim(me: str, job_id: int, ranking: list[str], elapsed: float, hold_off: float) -> JobOwnership:
+    """`me`'s claim on a job pending `elapsed` seconds: rank r is due after r × hold_off."""
+    due = max(0, math.floor(elapsed / hold_off))
+    rank = ranking.index(me) if me in ranking else None
+    if rank is not None and rank <= due:
+        claim = Claim.OWNER if rank == 0 else Claim.TAKEOVER
+        return JobOwnership(job=job_id, mine=True, claim=claim, owner=ranking[0], ranking=ranking, rank=rank)
+    wait = None if rank is None else rank * hold_off - elapsed
+    return JobOwnership(job=job_id, mine=False, claim=Claim.OWNED, owner=ranking[0], ranking=ranking, rank=rank, takeover_in_s=wait)
 
 
 def should_start(

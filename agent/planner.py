@@ -177,19 +177,22 @@ class _Classifier:
             return _Demand(RunnerKind.EMULATED, emulated[0].arch, tuple(sorted(tags)), False)
         gpu_fits = [self.gpus[p.gpu] for p in fits if p.gpu is not None]
         if gpu_fits:
-            if not self.policy.gpus:
-                return self._wait(WaitReason.GPU_UNAVAILABLE, "GPU scheduling is off in the policy")
-            # Smallest first (then by id): the planner takes the first free one.
-            split = self.split
-            usable = sorted((g for g in gpu_fits if g.healthy and not g.drained and g.id not in split), key=lambda g: (g.memory_mb, g.id))
-            if not usable:
-                names = ", ".join(sorted(g.id for g in gpu_fits))
-                if any(g.id in split for g in gpu_fits if g.healthy and not g.drained):
-                    detail = f"every matching GPU is in MIG mode and runs jobs only through its MIG instances (tag `mig`): {names}"
-                    return self._wait(WaitReason.GPU_UNAVAILABLE, detail)
-                return self._wait(WaitReason.GPU_UNAVAILABLE, f"every matching GPU is unhealthy or drained: {names}")
-            return _Demand(RunnerKind.GPU, native.arch, tuple(sorted(tags)), False, tuple(usable))
+            return self._classify_gpu(tags, gpu_fits)
         return self._no_hardware(tags)
+
+    def _classify_gpu(self, tags: frozenset[str], gpu_fits: list[Gpu]) -> _Demand | JobWait:
+        if not self.policy.gpus:
+            return self._wait(WaitReason.GPU_UNAVAILABLE, "GPU scheduling is off in the policy")
+        # Smallest first (then by id): the planner takes the first free one.
+        split = self.split
+        usable = sorted((g for g in gpu_fits if g.healthy and not g.drained and g.id not in split), key=lambda g: (g.memory_mb, g.id))
+        if not usable:
+            names = ", ".join(sorted(g.id for g in gpu_fits))
+            if any(g.id in split for g in gpu_fits if g.healthy and not g.drained):
+                detail = f"every matching GPU is in MIG mode and runs jobs only through its MIG instances (tag `mig`): {names}"
+                return self._wait(WaitReason.GPU_UNAVAILABLE, detail)
+            return self._wait(WaitReason.GPU_UNAVAILABLE, f"every matching GPU is unhealthy or drained: {names}")
+        return _Demand(RunnerKind.GPU, self.native.arch, tuple(sorted(tags)), False, tuple(usable))
 
     def _no_hardware(self, tags: frozenset[str]) -> JobWait:
         best: Profile = min(self.profiles, key=lambda p: len(tags - p.tags))
@@ -577,25 +580,31 @@ def _busy_phase(
     never: set[str] = set()
     unknown: dict[str, str] = {}
     for runner in runners:
-        busy, evidence = runner.busy, runner.busy_by
-        if not busy and evidence is BusyEvidence.UNKNOWN:
-            busy = True
-        if not busy and not queue.complete:
-            missed = [u for u in queue.unread if reaches(runner.reach, (u.reach,) if u.reach else ())]
-            if missed:
-                busy, evidence = True, BusyEvidence.UNKNOWN
-                unknown[runner.id] = "the queue read missed project(s) " + ", ".join(str(u.project_id) for u in missed)
+        busy, evidence = runner.busy or runner.busy_by is BusyEvidence.UNKNOWN, runner.busy_by
+        if not busy and (why := _unread_reach(runner, queue)) is not None:
+            busy, evidence = True, BusyEvidence.UNKNOWN
+            unknown[runner.id] = why
         leaving = runner.stop_requested_at is not None or runner.abort_requested_at is not None
         silent = not busy and not leaving and _never_contacted(runner, policy, now)
         if silent:
             never.add(runner.id)
-        draining = runner.draining or leaving or runner.operator_drain or silent
-        # A leaving runner is on its way out: count its capacity, never stop it twice.
-        busy = busy or leaving
-        if busy != runner.busy or draining != runner.draining or evidence != runner.busy_by:
-            runner = runner.model_copy(update={"busy": busy, "draining": draining, "busy_by": evidence, "idle_since": None if busy else runner.idle_since})
-        out.append(runner)
+        out.append(_as_counted(runner, busy or leaving, evidence, runner.draining or leaving or runner.operator_drain or silent))
     return out, never, unknown
+
+
+def _unread_reach(runner: Runner, queue: QueueRead) -> str | None:
+    """Why the runner may be running a job the queue read missed, or None."""
+    if queue.complete:
+        return None
+    missed = [u for u in queue.unread if reaches(runner.reach, (u.reach,) if u.reach else ())]
+    return "the queue read missed project(s) " + ", ".join(str(u.project_id) for u in missed) if missed else None
+
+
+def _as_counted(runner: Runner, busy: bool, evidence: BusyEvidence | None, draining: bool) -> Runner:
+    # A leaving runner is on its way out: counted busy (its capacity holds), never stopped twice.
+    if busy == runner.busy and draining == runner.draining and evidence == runner.busy_by:
+        return runner
+    return runner.model_copy(update={"busy": busy, "draining": draining, "busy_by": evidence, "idle_since": None if busy else runner.idle_since})
 
 
 def _never_contacted(runner: Runner, policy: Policy, now: datetime) -> bool:

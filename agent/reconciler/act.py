@@ -142,7 +142,7 @@ class ActStep(ReconcilerCore):
                 self.backoffs.succeeded("start", start.kind.value)
                 self.backoffs.succeeded("start", "*")
                 self._refused.pop("create", None)
-                self._refused.pop("start", None)
+                self._runtime_problems.pop(f"start {start.kind.value}", None)
 
         await asyncio.gather(*(start_one(s) for s in starts))
 
@@ -155,10 +155,11 @@ class ActStep(ReconcilerCore):
         line = f"could not start a {start.kind.value} runner: {exc}{where}; next try in {delay:.0f}s"
         log.warning("%s", line)
         self.state.bus.publish("runner.start-failed", line, tags=start.tags, kind=start.kind.value, retry_in_s=round(delay))
-        if isinstance(exc, GitLabError) and exc.permission:
-            self._refused["create"] = str(exc)
+        if isinstance(exc, GitLabError):
+            if exc.permission:
+                self._refused["create"] = str(exc)
         else:
-            self._refused["start"] = line
+            self._runtime_problems[f"start {start.kind.value}"] = line
 
     async def _start(self, start: StartRunner) -> None:
         assert self.gitlab is not None

@@ -59,7 +59,8 @@ class ReconcilerCore:
         self._queue_key: tuple[frozenset[int], frozenset[tuple[int, str]]] | None = None
         self._stopping = False
         self._missing: dict[str, int] = {}  # runner → passes in a row GitLab answered 404 for its registration
-        self._refused: dict[str, str] = {}  # what GitLab or the runtime refuses now, one line each
+        self._refused: dict[str, str] = {}  # what GitLab refuses now, one line each
+        self._runtime_problems: dict[str, str] = {}  # what the runtime fails at now (a start), one line each
         self._fleet_next = 0.0  # when the presence is refreshed and the peers' read next
         self._presence_id: int | None = None
         self._joined_at: datetime | None = None  # when this host's current fleet membership began

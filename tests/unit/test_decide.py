@@ -5,7 +5,7 @@ before a stop, and busy state that is unknown (ISSUE 19, 5a) or known locally.""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import datetime, timedelta
 
 from autogit.agent.model import (
     Backoff,
@@ -14,7 +14,6 @@ from autogit.agent.model import (
     Job,
     Lifecycle,
     Observation,
-    Policy,
     QueueRead,
     RegistrationState,
     Runner,
