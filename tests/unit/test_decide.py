@@ -23,6 +23,7 @@ from autogit.agent.model import (
     WaitReason,
 )
 from autogit.agent.planner import decide
+from autogit.agent.scenario import load_scenario, plan_scenario
 
 from test_planner import HOST, NOW, POLICY, job, runner
 
@@ -191,3 +192,24 @@ def test_old_observations_still_decide_as_plan_does():
     runners = [runner("a", idle_s=10_000), runner("b", busy=True), runner("c")]
     jobs = [job(1), job(2, ["arm64"])]
     assert decide(observe(runners, jobs)) == plan(HOST, runners, jobs, POLICY, NOW)
+
+
+# --- scenarios: the new inputs, and the old files still load ----------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.json")) + sorted((REPO / "agent/examples").glob("*.json")), ids=str)
+def test_every_example_scenario_loads_and_plans(path: Path):
+    plan, _ = plan_scenario(load_scenario(path))
+    assert plan.served or plan.waiting or plan.stop
+
+
+def test_the_lifecycle_example_states_every_new_input():
+    plan, _ = plan_scenario(load_scenario(REPO / "examples/lifecycle.json"))
+    assert [(r.runner[-4:], r.reason) for r in plan.remove] == [("aaaa", "exited"), ("cccc", "its GitLab registration is gone")]
+    assert [a.runner[-4:] for a in plan.abort] == ["bbbb"]
+    assert [(h.runner[-4:], h.reason) for h in plan.held] == [("eeee", "busy-unknown")]
+    assert [(s.runner[-4:], s.reason) for s in plan.stop] == [("ffff", "idle-timeout")]
+    assert [p.gitlab_id for p in plan.pause] == [16] and [d.gitlab_id for d in plan.delete_registrations] == [19]
+    assert "start backing off" in plan.waiting[0].detail
