@@ -6,6 +6,9 @@ before a stop, and busy state that is unknown (ISSUE 19, 5a) or known locally.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from autogit.agent.model import (
     Backoff,
