@@ -132,12 +132,16 @@ def _docker_time(value: str | None) -> datetime | None:
 
 
 def translate(exc: BaseException, what: str, config_field: str | None = None) -> AdapterError:
-    """A Docker library error as the adapters' error tree (agent/errors.py), in one line.
-    `config_field`: the configuration key a 404/400 of this call points at (creating a container:
-    runner.image for a missing image; runner.network for a missing network)."""
-    line = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return InvalidConfiguration(f"{what}: image not found or not pullable ({line})", field="runner.image", what=what)
+    """A Docker library error as the adapters' error tree (agent/errors.py), in one line that
+    starts with what was being done. `config_field`: the configuration key a failure of this call
+    points at (creating a runner: runner.image for an image that is missing or cannot be pulled,
+    runner.network for a missing network)."""
+    explanation = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    line = str(explanation).splitlines()[0][:160]
+    if isinstance(exc, docker.errors.ImageNotFound) or (
+        config_field == "runner.image" and isinstance(exc, docker.errors.APIError) and "/images/create" in str(exc)
+    ):
+        return InvalidConfiguration(f"{what}: the image is not here and cannot be pulled ({line})", field="runner.image", what=what)
     if isinstance(exc, docker.errors.NotFound):
         if config_field is not None:
             field = "runner.network" if "network" in line.lower() else config_field
@@ -147,7 +151,7 @@ def translate(exc: BaseException, what: str, config_field: str | None = None) ->
         return Conflict(f"{what}: {line}", what=what)
     if isinstance(exc, docker.errors.APIError) and exc.status_code is not None and 400 <= exc.status_code < 500 and config_field:
         return InvalidConfiguration(f"{what}: {line}", field=config_field, what=what)
-    return DockerError(f"Docker engine: {type(exc).__name__}: {line}", what=what)
+    return DockerError(f"{what}: Docker engine: {type(exc).__name__}: {line}", what=what)
 
 
 def docker_runtime(config: AgentConfig, hostname: str, host: Host) -> DockerRuntime:

@@ -18,6 +18,7 @@ from runner_harness import Harness, finished
 from autogit.agent.config import GitLabConfig
 from autogit.agent.gitlab.adapter import GitLabAdapter
 from autogit.agent.model import UnreadProject
+from autogit.gitlab_double.access import MAINTAINER
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 MISSING = 9999  # in the configured scope, unknown to GitLab: its listing answers 404
@@ -34,11 +35,19 @@ async def test_the_adapter_names_the_project_it_could_not_read_and_reads_the_oth
 
 @pytest.mark.docker
 async def test_a_runner_is_not_reaped_as_idle_while_a_project_it_serves_cannot_be_read(sim: GitLabSimulator, runner_image, tmp_path):
-    h = Harness(sim, runner_image, tmp_path, scope={"kind": "projects", "projects": [1, 2, MISSING]}, idle_timeout=1)
+    """The token's user maintains projects 1 and 2; once a runner serves both, the user loses
+    project 2 (an admin removed the membership): its jobs listing now answers 404, and what the
+    runner may be running there is unknown."""
+    user = sim.access.add_user("maint")
+    for project in (1, 2):
+        sim.access.add_member(user, project=project, role=MAINTAINER)
+    token = sim.access.add_token(user, {"api"})
+    h = Harness(sim, runner_image, tmp_path, token=token, scope={"kind": "projects", "projects": [1, 2]}, idle_timeout=1)
     try:
-        job = sim.add_job(project_id=1, tags=[], script=["echo done"]).id
+        job = sim.add_job(project_id=2, tags=[], script=["echo done"]).id
         await h.until(lambda: finished(sim, [job]), 120, "the job to finish")
         (runner,) = await h.runtime.list()
+        del sim.access.project_members[2][user.id]
         # Idle for many times idle_timeout: a complete read would have reaped it long ago.
         for _ in range(8):
             await h.reconciler.reconcile_once(full_poll=True)
@@ -47,8 +56,11 @@ async def test_a_runner_is_not_reaped_as_idle_while_a_project_it_serves_cannot_b
         assert all(c.stop_requested_at is None for c in await h.runtime.list())
         plan = h.state.plan
         assert plan is not None and plan.stop == []
-        assert [(x.runner, x.reason) for x in plan.held] == [(runner.name, "busy-unknown")] and str(MISSING) in plan.held[0].detail
-        assert any(str(MISSING) in line for line in h.state.gitlab.problems)
+        assert [(x.runner, x.reason) for x in plan.held] == [(runner.name, "busy-unknown")] and "2" in plan.held[0].detail
+        assert any("project 2" in line for line in h.state.gitlab.problems)
+        # Readable again: the runner is known idle, and reaped.
+        sim.access.add_member(user, project=2, role=MAINTAINER)
+        await h.until(lambda: not sim.runners, 60, "the idle runner to be reaped")
     finally:
         await h.cleanup()
     assert h.leftovers() == []

@@ -73,3 +73,15 @@ def test_error_lines_are_one_line_and_bounded():
     error = errors.AdapterError("first line\nsecond line with glrt-secret" + "x" * 500)
     assert str(error) == "first line"
     assert len(str(errors.Transient("y" * 1000))) <= 300
+
+
+def test_an_image_that_cannot_be_pulled_names_runner_image_and_the_image():
+    # What dockerd answers when the image is not here and the registry cannot be reached.
+    response = requests.Response()
+    response.status_code = 500
+    response.url = "http+docker://localhost/v1.41/images/create?tag=typo&fromImage=x%2Frunner"
+    exc = docker.errors.APIError("500 Server Error for http+docker://localhost/v1.41/images/create?tag=typo&fromImage=x%2Frunner",
+                                 response=response, explanation='Get "https://registry-1.docker.io/v2/": dial tcp: lookup failed')
+    error = translate(exc, "creating runner container r1 from x/runner:typo", "runner.image")
+    assert isinstance(error, errors.InvalidConfiguration) and error.field == "runner.image"
+    assert str(error).startswith("creating runner container r1 from x/runner:typo: the image is not here and cannot be pulled")
