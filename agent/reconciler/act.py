@@ -108,6 +108,7 @@ class ActStep(ReconcilerCore):
         self._refused.pop(f"delete {gitlab_id}", None)
         if self._registrations is not None:
             self._registrations = [r for r in self._registrations if r.id != gitlab_id]
+        self._listing = [r for r in self._listing if r.id != gitlab_id]
         self.state.bus.publish("registration.deleted", f"GitLab runner {gitlab_id} deleted: {why}", gitlab_id=gitlab_id)
 
     async def _pause(self, gitlab_id: int) -> None:
