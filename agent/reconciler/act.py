@@ -153,14 +153,15 @@ class ActStep(ReconcilerCore):
         target = "*" if isinstance(exc, GitLabError) else start.kind.value
         delay = self.backoffs.failed("start", target, str(exc))
         where = f" (check {exc.field})" if isinstance(exc, InvalidConfiguration) else ""
-        line = f"could not start a {start.kind.value} runner: {exc}{where}; next try in {delay:.0f}s"
+        cause = f"could not start a {start.kind.value} runner: {exc}{where}"
+        line = f"{cause}; next try in {delay:.0f}s"
         log.warning("%s", line)
         self.state.bus.publish("runner.start-failed", line, tags=start.tags, kind=start.kind.value, retry_in_s=round(delay))
         if isinstance(exc, GitLabError):
             if exc.permission:
                 self._refused["create"] = str(exc)
         else:
-            self._runtime_problems[f"start {start.kind.value}"] = line
+            self._runtime_problems[f"start {start.kind.value}"] = cause  # the same line every retry: one status event
 
     async def _start(self, start: StartRunner) -> None:
         assert self.gitlab is not None
