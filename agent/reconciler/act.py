@@ -26,7 +26,8 @@ __all__ = ["ActStep"]
 
 
 class ActStep(ReconcilerCore):
-    async def _act(self, plan: Plan) -> None:
+    async def _act(self, plan: Plan, known: set[str]) -> None:
+        """`known`: the names of the runners this pass observed (what is stored for any other is a leftover)."""
         bus = self.state.bus
         for removal in plan.remove:
             await self._remove(removal.runner, removal.gitlab_id, removal.reason)
@@ -46,6 +47,7 @@ class ActStep(ReconcilerCore):
         self._note_never_contacted(plan)
         for delete in plan.delete_registrations:
             await self._delete_registration(delete.gitlab_id, delete.reason)
+        await self._leftovers(known)
         if plan.start:
             await self._start_all(plan.start)
 
@@ -62,6 +64,17 @@ class ActStep(ReconcilerCore):
         if event is not None:
             self.state.bus.publish(event, message, runner=name)
         return True
+
+    async def _leftovers(self, known: set[str]) -> None:
+        """What runners gone without the agent left (a stored config and token, job containers of
+        a killed runner): removed, and said once in the journal."""
+        try:
+            removed = await self.runtime.leftovers(known)
+        except AdapterError as exc:
+            log.warning("removing leftovers failed: %s", exc)
+            return
+        if removed:
+            log.info("removed what gone runners left: %s", ", ".join(removed))
 
     def _note_never_contacted(self, plan: Plan) -> None:
         """A runner replaced because it never contacted GitLab says why in status until it is gone."""

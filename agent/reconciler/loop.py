@@ -104,7 +104,7 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
             self._publish_state(instances, [], None)
             return None
         plan, pending, runners = await self._decide(host, instances, queue, full_poll, now)
-        await self._act(plan)
+        await self._act(plan, {c.name for c in instances})
         state.set_problems("docker", sorted(self._runtime_problems.values()))
         state.prune_runners(c.name for c in instances if c.name not in {r.runner for r in plan.remove})  # drain intents of runners gone
         self._publish_queue_change(pending, plan)

@@ -44,3 +44,14 @@ async def test_a_mistyped_runner_image_backs_off_and_says_why_once(harness: Harn
     wait = {w.job: w for w in harness.state.plan.waiting}[job.id]
     assert wait.reason is WaitReason.WAITING_FOR_CAPACITY and "start backing off" in wait.detail and BAD_IMAGE in wait.detail
     assert await harness.runtime.list() == []
+
+
+async def test_the_config_of_a_runner_that_was_never_created_is_removed_on_the_next_pass(harness: Harness):
+    """The agent died between writing a runner's config (with its token) and creating it: the
+    pass removes what no runner owns (RunnerRuntime.leftovers), and only that."""
+    config_dir = harness.config.runner.docker.config_dir
+    stale = config_dir / f"autogit-{harness.hostname}-native-deadbeef00"
+    stale.mkdir(parents=True)
+    (stale / "config.toml").write_text('[[runners]]\ntoken = "glrt-left-behind"\n')
+    await harness.reconciler.reconcile_once(full_poll=True)
+    assert not stale.exists()
