@@ -597,7 +597,10 @@ def _unread_reach(runner: Runner, queue: QueueRead) -> str | None:
     if queue.complete:
         return None
     missed = [u for u in queue.unread if reaches(runner.reach, (u.reach,) if u.reach else ())]
-    return "the queue read missed project(s) " + ", ".join(str(u.project_id) for u in missed) if missed else None
+    if not missed:
+        return None
+    projects = ", ".join(str(u.project_id) for u in missed)
+    return f"the queue read missed project(s) {projects}: held until they read again (give the token access, or take them out of gitlab.scope)"
 
 
 def _as_counted(runner: Runner, busy: bool, evidence: BusyEvidence | None, draining: bool) -> Runner:
