@@ -32,7 +32,7 @@ from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
 from .model import Host
 from .reconciler import Reconciler
-from .runtime.docker import DockerRuntime
+from .runtime import build_runtime
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from .state import AgentState
 
@@ -147,7 +147,7 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
     events: list[Event] = []
     state.bus.add_listener(events.append)
     host = Host(hostname="demo", arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
-    runtime = DockerRuntime(config.runner, "demo")
+    runtime = build_runtime(config, "demo", host)
     gitlab = GitLabAdapter(config.gitlab, SecretStr(sim.private_token))
     reconciler = Reconciler(config, state, runtime, gitlab, lambda: host)
 
