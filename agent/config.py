@@ -9,6 +9,7 @@ from these models (`autogit-agent config-docs`), so it cannot drift from them.
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -114,8 +115,23 @@ class RunnerMode(StrEnum):
     ONE_JOB = "one-job"
 
 
+class DockerRuntimeConfig(Frozen):
+    """What only the Docker runtime reads (`runner.runtime: docker`, ADR-010)."""
+
+    docker_host: str = Field("unix:///var/run/docker.sock", description="Docker engine the agent drives.")
+    config_dir: Path = Field(
+        Path("/var/lib/autogit/runners"), description="Where each runner's 0600 config.toml is written."
+    )
+    network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
+
+
+# Keys of `runner` that moved to `runner.docker` with the runtime interface (still read, with one line).
+_DOCKER_KEYS = tuple(DockerRuntimeConfig.model_fields)
+log = logging.getLogger("autogit.config")
+
+
 class RunnerConfig(Frozen):
-    """How runner containers are made (ADR-002)."""
+    """How runners are made (ADR-002); `runtime` picks what runs them (ADR-010), `docker` its own keys."""
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +143,16 @@ class RunnerConfig(Frozen):
             if "drain_timeout" in data:
                 raise ValueError("shutdown_timeout is the old name of drain_timeout: give only drain_timeout")
             data["drain_timeout"] = data.pop("shutdown_timeout")
+        if isinstance(data, dict) and (moved := [k for k in _DOCKER_KEYS if k in data]):
+            data = dict(data)
+            docker = dict(data.get("docker") or {})
+            for key in moved:
+                if key in docker:
+                    raise ValueError(f"runner.{key} is the old place of runner.docker.{key}: give only runner.docker.{key}")
+                docker[key] = data.pop(key)
+            data["docker"] = docker
+            log.warning("config: %s moved to %s (the old keys are still read; move them)",
+                        ", ".join(f"runner.{k}" for k in moved), ", ".join(f"runner.docker.{k}" for k in moved))  # fmt: skip
         return data
 
     @field_validator("drain_timeout")
@@ -142,15 +168,25 @@ class RunnerConfig(Frozen):
             )
         return value
 
+    # The Docker runtime's keys by their old names (code written before runner.docker reads them so).
+    @property
+    def docker_host(self) -> str:
+        return self.docker.docker_host
+
+    @property
+    def config_dir(self) -> Path:
+        return self.docker.config_dir
+
+    @property
+    def network(self) -> str | None:
+        return self.docker.network
+
+    runtime: str = Field("docker", description="What runs the runners (ADR-010): `docker`, the Docker engine on this host.")
     image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
     mode: RunnerMode = Field(
         RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."
     )
     job_image: str = Field("debian:bookworm-slim", description="Default image of job containers (docker executor).")
-    docker_host: str = Field("unix:///var/run/docker.sock", description="Docker engine the agent drives.")
-    config_dir: Path = Field(
-        Path("/var/lib/autogit/runners"), description="Where each runner's 0600 config.toml is written."
-    )
     drain_timeout: PositiveFloat = Field(
         3600,
         description="Seconds a stopping runner may take to finish its job (SIGQUIT, graceful) before the "
@@ -178,7 +214,6 @@ class RunnerConfig(Frozen):
         "60 min, which would strand jobs that long after its token was refused for a while; an outage, a "
         "timeout or a 5xx never pauses it).",
     )
-    network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
     gitlab_url: AnyHttpUrl | None = Field(
         None, description="GitLab URL as runner containers reach it; default: gitlab.url."
     )
@@ -189,6 +224,7 @@ class RunnerConfig(Frozen):
         description="docker: jobs run in sibling containers and get the GPU through config.toml; "
         "shell: jobs run inside the runner container, which then gets the GPU itself.",
     )
+    docker: DockerRuntimeConfig = Field(default_factory=DockerRuntimeConfig, description="The Docker runtime's own keys.")
 
 
 _GPU_VENDORS: tuple[Literal["nvidia", "amd", "intel"], ...] = ("nvidia", "amd", "intel")
@@ -225,9 +261,10 @@ class FleetConfig(Frozen):
     """Several hosts on one GitLab: one runner per job across them (ADR-009, docs/runners/fleet.md)."""
 
     enabled: bool = Field(
-        False,
-        description="Publish this host's presence in GitLab and plan only for the jobs the fleet gives it. Turn on "
-        "on every host of a fleet; alone, a host plans for every job either way.",
+        True,
+        description="Publish this host's presence in GitLab (a paused registration `autogit-presence:<host>` that never "
+        "runs a job: do not delete it) and plan only for the jobs the fleet gives it; alone, a host plans for every job "
+        "either way. false: plan alone for every job, even beside other agents.",
     )
     hold_off: PositiveFloat = Field(
         30, description="Seconds the host ranked r + 1 for a job waits after rank r before it starts for it too."

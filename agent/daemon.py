@@ -40,7 +40,7 @@ from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
 from .model import GpuVendor, Host
 from .reconciler import Reconciler
-from .runtime.docker import DockerRuntime, use_cdi
+from .runtime import build_runtime
 from .state import AgentPhase, AgentState, ConfigReport, Intents
 from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
@@ -83,7 +83,7 @@ def configure_logging(level: str) -> None:
 # Docker engine and config folder of the runners it adopted are fixed, CDI is chosen and the
 # NVML health thread started at start, the state file read at start. A prefix ending in "."
 # covers its whole section.
-RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.docker_host", "runner.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
+RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -127,9 +127,7 @@ class Agent:
         self._started = config  # what only a restart changes is compared with this one
         self.gitlab = self._adapter(config, secrets)
         self.state.config = ConfigReport(loaded_at=self.state.started_at)
-        self.runtime = DockerRuntime(config.runner, self.hostname)
-        if config.gpu.cdi != "never" and any(g.vendor.value == "nvidia" for g in self._host.gpus):
-            self.runtime.cdi = use_cdi(config.gpu.cdi, self.runtime.cdi_spec_dirs())
+        self.runtime = build_runtime(config, self.hostname, self._host)
         self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
         self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
         self.webhook: WebhookListener | None = None
@@ -244,7 +242,8 @@ class Agent:
         # Keys that need a restart keep their running value in every object built from here on.
         running = new.model_copy(update={
             "api": self._started.api, "webhook": self._started.webhook, "hostname": self._started.hostname, "state_file": self._started.state_file,
-            "runner": new.runner.model_copy(update={"docker_host": self._started.runner.docker_host, "config_dir": self._started.runner.config_dir}),
+            "runner": new.runner.model_copy(update={"runtime": self._started.runner.runtime, "docker": new.runner.docker.model_copy(
+                update={"docker_host": self._started.runner.docker.docker_host, "config_dir": self._started.runner.docker.config_dir})}),
             "gpu": new.gpu.model_copy(update={"cdi": self._started.gpu.cdi, "health_interval": self._started.gpu.health_interval}),
         })  # fmt: skip
         token_changed = secrets.gitlab_token != self._secrets.gitlab_token
@@ -252,7 +251,7 @@ class Agent:
             applied.append("AUTOGIT_GITLAB_TOKEN (secret)")
         self.config = running
         self.reconciler.config = running
-        self.runtime.config = running.runner
+        self.runtime.reconfigure(running)
         if token_changed or running.gitlab.model_copy(update={"poll_interval": 0}) != old.gitlab.model_copy(update={"poll_interval": 0}):
             # A new adapter for the new URL, scope, timeouts or token; the next pass polls in full.
             self.gitlab = self._adapter(running, secrets)

@@ -32,7 +32,7 @@ from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
 from .model import Host
 from .reconciler import Reconciler
-from .runtime.docker import DockerRuntime
+from .runtime import build_runtime
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from .state import AgentState
 
@@ -140,13 +140,14 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
                       # the local double: its own helper, and nothing pulled
                       | ({"helper_image": images["HELPER_IMAGE"], "pull_policy": "never"} if "HELPER_IMAGE" in images else {}),
             "webhook": {"enabled": True, "listen": "127.0.0.1:0"},
+            "fleet": {"enabled": False},  # one host: no presence registration to leave in the double
         }
     )
     state = AgentState()
     events: list[Event] = []
     state.bus.add_listener(events.append)
     host = Host(hostname="demo", arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
-    runtime = DockerRuntime(config.runner, "demo")
+    runtime = build_runtime(config, "demo", host)
     gitlab = GitLabAdapter(config.gitlab, SecretStr(sim.private_token))
     reconciler = Reconciler(config, state, runtime, gitlab, lambda: host)
 
@@ -173,18 +174,7 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
                 if "s390x" in tags:
                     unservable.append(job.id)
                 live.update(_view(state, sim, events, started))
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-                live.update(_view(state, sim, events, started))
-                servable_done = all(j.status not in {"pending", "running"} for j in sim.jobs if j.id not in unservable)
-                if servable_done and unservable:
-                    for job_id in unservable:
-                        sim.cancel_job(job_id)
-                    unservable = []
-                if servable_done and not unservable and not sim.runners and not state.runners:
-                    break
-            live.update(_view(state, sim, events, started))
+            await _until_scaled_back(live, state, sim, events, started, unservable)
     finally:
         reconciler.stop()
         await loop_task
@@ -197,6 +187,22 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
     ok = sum(1 for j in sim.jobs if j.status == "success")
     console.print(f"[bold]{ok} jobs succeeded; runners scaled up and back to zero; nothing left behind.[/]")
     return 0 if ok == n_jobs else 1
+
+
+async def _until_scaled_back(live: Live, state: AgentState, sim: GitLabSimulator, events: list[Event], started: float, unservable: list[int]) -> None:
+    """Until every servable job is done (the unservable ones are then cancelled) and no runner is left; 300 s at most."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        live.update(_view(state, sim, events, started))
+        servable_done = all(j.status not in {"pending", "running"} for j in sim.jobs if j.id not in unservable)
+        if servable_done and unservable:
+            for job_id in unservable:
+                sim.cancel_job(job_id)
+            unservable = []
+        if servable_done and not unservable and not sim.runners and not state.runners:
+            break
+    live.update(_view(state, sim, events, started))
 
 
 def run_demo(jobs: int = 12, runner_image: str | None = None) -> int:

@@ -1,6 +1,6 @@
 """A fleet without a server: who starts for which job when several hosts share one GitLab.
 
-Pure: no I/O and no clock (`now` is an argument), like the planner. ADR-008 explains the design
+Pure: no I/O and no clock (`now` is an argument), like the planner. ADR-009 explains the design
 and docs/runners/fleet.md the operator's view. In short:
 
 1. **Presence.** Every agent keeps one registration in GitLab that never serves a job (paused,
@@ -36,7 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_serializer
 
-from .model import Frozen, Gpu, Host, Job, Policy, Runner, RunnerKind, TagSet, UtcDatetime, _as_utc
+from .model import Frozen, Host, Job, Policy, Runner, RunnerKind, TagSet, UtcDatetime, _as_utc
+from .matching import capacity_of, serves, split_gpus
 from .planner import fair_order
 from .tags import arch_tags, compute_capability_tags, gpu_tags, memory_tags
 
@@ -49,6 +50,7 @@ __all__ = [
     "FleetShare",
     "GpuClass",
     "JobOwnership",
+    "FleetRegistration",
     "Leftover",
     "PeerRunner",
     "Presence",
@@ -58,10 +60,12 @@ __all__ = [
     "build_presence",
     "decode_presence",
     "encode_presence",
+    "fleet_runners",
     "fleet_share",
     "is_live",
     "join_settle",
     "live_presences",
+    "membership_start",
     "owners",
     "presence_description",
     "presence_hostname",
@@ -248,15 +252,6 @@ def presence_registration(presence: Presence) -> dict[str, Any]:
     }
 
 
-def _split_gpus(gpus: Sequence[Gpu]) -> frozenset[str]:
-    # As the planner: a GPU in MIG mode, or with instances listed, is never held whole (ADR-006).
-    return frozenset({g.id for g in gpus if g.mig_mode} | {g.mig_parent for g in gpus if g.mig_parent is not None})
-
-
-def _runner_arch(runner: Runner, host: Host) -> str:
-    return runner.platform.split("/", 1)[1] if runner.platform and "/" in runner.platform else host.arch
-
-
 def join_settle(heartbeat_interval: float) -> float:
     """How long a (re)joined host ranks after the settled ones: every peer reads the presences
     once per heartbeat_interval, so after two of them each has read the newcomer's (a margin of
@@ -274,22 +269,16 @@ def build_presence(
     held = {r.gpu for r in runners if r.gpu is not None}
     # Held, or sharing silicon with a held one: a held instance's parent, a held parent's instances.
     taken = held | {g.mig_parent for g in host.gpus if g.id in held and g.mig_parent} | {g.id for g in host.gpus if g.mig_parent in held}
-    split = _split_gpus(host.gpus)
+    split = split_gpus(host.gpus)
     classes: dict[frozenset[str], tuple[list[str], int]] = {}
     if policy.gpus:
         for gpu in host.gpus:
             ids, free = classes.get(gpu_tags(gpu), ([], 0))
             usable = gpu.healthy and not gpu.drained and gpu.id not in split and gpu.id not in taken
             classes[gpu_tags(gpu)] = ([*ids, gpu.id], free + usable)
-    cpu_used = sum(policy.runner_cpus if r.cpus is None else r.cpus for r in runners)
-    memory_used = sum(policy.runner_memory_mb if r.memory_mb is None else r.memory_mb for r in runners)
-    caps = [policy.max_runners - len(runners)]
-    if policy.runner_cpus:
-        caps.append(math.floor((host.cpus - policy.reserved_cpus - cpu_used) / policy.runner_cpus + 1e-9))
-    if policy.runner_memory_mb:
-        caps.append((host.memory_mb - policy.reserved_memory_mb - memory_used) // policy.runner_memory_mb)
-    slots = 0 if policy.paused else max(0, min(caps))
-    per_arch = {arch: max(0, cap - sum(_runner_arch(r, host) == arch for r in runners)) for arch, cap in policy.max_per_arch.items()}
+    capacity = capacity_of(host, runners, policy)
+    slots = 0 if policy.paused else capacity.slots()
+    per_arch = capacity.arch_slots()
     return Presence(
         hostname=host.hostname,
         version=version,
@@ -435,8 +424,7 @@ class _RoomLeft:
 
 def _idle_match(job: Job, tags: frozenset[str], runner: PeerRunner) -> bool:
     # GitLab's rule, and the job's reach: a runner registered elsewhere is never given it.
-    reach_ok = runner.reach is None or not job.reach or runner.reach in job.reach
-    return tags <= frozenset(runner.tags) and (bool(tags) or runner.run_untagged) and reach_ok
+    return serves(tags, job.reach, frozenset(runner.tags), runner.run_untagged, runner.reach)
 
 
 def assign_jobs(
@@ -470,19 +458,12 @@ def assign_jobs(
     joining = {h for h, p in members.items() if p.joining(now, settle)}
     profiles = [(h, _Profiles(p)) for h, p in members.items()]
     fit_cache: dict[frozenset[str], dict[str, tuple[RunnerKind, str, list[int]]]] = {}
-    idle = sorted(
-        (r for r in runners if r.idle and r.host in members),
-        key=lambda r: (len(r.tags), r.host, r.tags, r.run_untagged, r.reach or ""),
-    )
-    claimed = [False] * len(idle)
+    idle = _IdleRunners(runners, members)
     out: list[JobOwnership] = []
     for job in jobs:
         tags = frozenset(job.tags)
-        # Most specific idle runner first (the planner's rule): versatile ones stay for others.
-        hit = next((i for i, r in enumerate(idle) if not claimed[i] and _idle_match(job, tags, r)), None)
-        if hit is not None:
-            claimed[hit] = True
-            host = idle[hit].host
+        host = idle.take(job, tags)
+        if host is not None:
             out.append(JobOwnership(job=job.id, mine=host == me, claim=Claim.IDLE_RUNNER, owner=host))
             continue
         fits = fit_cache.get(tags)
@@ -491,29 +472,54 @@ def assign_jobs(
         if not fits:
             out.append(JobOwnership(job=job.id, mine=True, claim=Claim.UNOWNED, owner=None))
             continue
-        order = _ranked(job.id, [h for h in fits if h not in joining]) + _ranked(job.id, [h for h in fits if h in joining])
-        # Hosts without room for it step aside: the first with room is the owner and spends it;
-        # the others with room left follow in the order, then the full ones. If none has room,
-        # the order stands and the owner waits for capacity.
-        owner = next((h for h in order if rooms[h].take(*fits[h])), None)
-        if owner is None:
-            ranking = order
-        else:
-            rest = [h for h in order if h != owner]
-            ranking = [owner, *(h for h in rest if rooms[h].fits(*fits[h])), *(h for h in rest if not rooms[h].fits(*fits[h]))]
+        ranking = _ranking(job.id, fits, joining, rooms)
         since = max(_as_utc(job.created_at), _as_utc(seen.get(job.id, job.created_at)))
-        elapsed = (now - since).total_seconds()
-        due = max(0, math.floor(elapsed / hold_off))
-        rank = ranking.index(me) if me in ranking else None
-        if rank is not None and rank <= due:
-            claim = Claim.OWNER if rank == 0 else Claim.TAKEOVER
-            out.append(JobOwnership(job=job.id, mine=True, claim=claim, owner=ranking[0], ranking=ranking, rank=rank))
-            continue
-        wait = None if rank is None else rank * hold_off - elapsed
-        out.append(
-            JobOwnership(job=job.id, mine=False, claim=Claim.OWNED, owner=ranking[0], ranking=ranking, rank=rank, takeover_in_s=wait)
-        )
+        out.append(_claim(me, job.id, ranking, (now - since).total_seconds(), hold_off))
     return out
+
+
+class _IdleRunners:
+    """The fleet's idle runners of live hosts, most specific first (the planner's rule: versatile
+    ones stay for others); each serves one job at most."""
+
+    def __init__(self, runners: Sequence[PeerRunner], members: Mapping[str, Presence]) -> None:
+        self.idle = sorted(
+            (r for r in runners if r.idle and r.host in members),
+            key=lambda r: (len(r.tags), r.host, r.tags, r.run_untagged, r.reach or ""),
+        )
+        self.claimed = [False] * len(self.idle)
+
+    def take(self, job: Job, tags: frozenset[str]) -> str | None:
+        """The host of the idle runner GitLab would give the job to, now claimed; None: none."""
+        hit = next((i for i, r in enumerate(self.idle) if not self.claimed[i] and _idle_match(job, tags, r)), None)
+        if hit is None:
+            return None
+        self.claimed[hit] = True
+        return self.idle[hit].host
+
+
+def _ranking(job_id: int, fits: Mapping[str, tuple[RunnerKind, str, list[int]]], joining: set[str], rooms: Mapping[str, _RoomLeft]) -> list[str]:
+    """The job's takeover order. Settled hosts before joining ones, each in rendezvous order; hosts
+    without room for it step aside: the first with room is the owner and spends it; the others
+    with room left follow in the order, then the full ones. If none has room, the order stands
+    and the owner waits for capacity."""
+    order = _ranked(job_id, [h for h in fits if h not in joining]) + _ranked(job_id, [h for h in fits if h in joining])
+    owner = next((h for h in order if rooms[h].take(*fits[h])), None)
+    if owner is None:
+        return order
+    rest = [h for h in order if h != owner]
+    return [owner, *(h for h in rest if rooms[h].fits(*fits[h])), *(h for h in rest if not rooms[h].fits(*fits[h]))]
+
+
+def _claim(me: str, job_id: int, ranking: list[str], elapsed: float, hold_off: float) -> JobOwnership:
+    """`me`'s claim on a job pending `elapsed` seconds: rank r is due after r × hold_off."""
+    due = max(0, math.floor(elapsed / hold_off))
+    rank = ranking.index(me) if me in ranking else None
+    if rank is not None and rank <= due:
+        claim = Claim.OWNER if rank == 0 else Claim.TAKEOVER
+        return JobOwnership(job=job_id, mine=True, claim=claim, owner=ranking[0], ranking=ranking, rank=rank)
+    wait = None if rank is None else rank * hold_off - elapsed
+    return JobOwnership(job=job_id, mine=False, claim=Claim.OWNED, owner=ranking[0], ranking=ranking, rank=rank, takeover_in_s=wait)
 
 
 def should_start(
@@ -591,13 +597,60 @@ def fleet_share(
 # --- forgetting a host that is gone for good ----------------------------------------------------
 
 
-class Leftover(Frozen):
-    """A job-runner registration of another host, as GitLab lists it this round."""
+class FleetRegistration(Frozen):
+    """A job-runner registration of some AutoGit host (this one included), as GitLab lists it this round."""
 
     id: int
     host: str
-    status: str | None = Field(None, description="GitLab's runner status: online (contacted within 2 h), offline, stale, never_contacted.")
+    status: str | None = Field(
+        None, description="GitLab's REST status: online, offline, stale, never_contacted, or `paused` for a paused one, online or not."
+    )
     busy: bool = Field(description="GitLab's running-job view lists a job running on it.")
+    online: bool | None = Field(None, description="GitLab's `online`; None: not said (then `status` alone is read).")
+    paused: bool = False
+    contacted_at: UtcDatetime | None = Field(None, description="GitLab's contacted_at, where read; None: not read.")
+    tags: TagSet = Field(default_factory=list)
+    run_untagged: bool = False
+    reach: str | None = None
+
+    def takes_jobs(self) -> bool:
+        """Whether its runner asks GitLab for jobs (a starting one included): not paused, and not
+        offline or stale in GitLab's words."""
+        return not self.paused and self.status not in ("paused", "offline", "stale")
+
+    def may_be_alive(self, now: datetime, window: float) -> bool:
+        """GitLab shows it online, or busy, or it contacted GitLab within `window` seconds, or its
+        status says nothing certain: a registration that may still run a job is never deleted."""
+        if self.busy or self.online is True or self.status == "online":
+            return True
+        if self.contacted_at is not None and (_as_utc(now) - self.contacted_at).total_seconds() < window:
+            return True
+        # GitLab says `paused` for a paused runner whether it is online or not (deprecated_rest_status):
+        # without `online`, that says nothing about whether it still runs.
+        return self.status == "paused" and self.online is None
+
+
+# The name to_forget's callers used before the fleet read registrations whole.
+Leftover = FleetRegistration
+
+
+def fleet_runners(listing: Iterable[FleetRegistration]) -> list[PeerRunner]:
+    """Every AutoGit host's runners as the fleet counts them, this host's own included, built the
+    same way from GitLab's listing on every host (ISSUE 19, 5c): one that GitLab shows running a
+    job, paused, offline or stale takes no new job; its tags and reach are GitLab's."""
+    return [
+        PeerRunner(host=r.host, tags=r.tags, run_untagged=r.run_untagged, idle=not r.busy and r.takes_jobs(), reach=r.reach)
+        for r in sorted(listing, key=lambda r: r.id)
+    ]
+
+
+def membership_start(joined_at: datetime | None, own_read: Presence | None, now: datetime, membership_ttl: float) -> datetime:
+    """When this host's current membership began: now at a start, or on a return after its peers saw
+    it lapse (its presence was not read, or not live, e.g. after a network cut); it then ranks last
+    until they have read it again (join_settle)."""
+    if joined_at is None or own_read is None or not is_live(own_read, now, membership_ttl):
+        return _as_utc(now)
+    return joined_at
 
 
 def to_forget(
@@ -631,7 +684,7 @@ def to_forget(
     for reg in leftovers:
         if reg.host not in silent:
             continue
-        if reg.busy or reg.status == "online":
+        if reg.may_be_alive(now, forget_after):
             remaining.add(reg.host)  # it may still run a job: GitLab's view decides, not ours
         elif _ranked(reg.id, live)[0] == me:
             out.append(reg.id)

@@ -13,7 +13,22 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = [
+    "AbortRunner",
+    "Backoff",
+    "BusyEvidence",
+    "DeleteRegistration",
     "Frozen",
+    "HostRegistration",
+    "KillRunner",
+    "Lifecycle",
+    "Observation",
+    "PauseRegistration",
+    "QueueRead",
+    "RegistrationState",
+    "RemoveRunner",
+    "RunnerHold",
+    "RunnerStatus",
+    "UnreadProject",
     "GpuVendor",
     "Gpu",
     "Host",
@@ -145,6 +160,40 @@ class RunnerKind(StrEnum):
     GPU = "gpu"  # holds one GPU exclusively; only jobs that ask for a GPU
 
 
+class RunnerStatus(StrEnum):
+    """A runner instance's observed state, in words every runtime maps to (ADR-010)."""
+
+    CREATING = "creating"  # created, not yet running (image pull, scheduling, restarting)
+    RUNNING = "running"  # its gitlab-runner process runs
+    EXITED = "exited"  # it ended (a one-job runner that finished, a crash, a kill): removed next
+    GONE = "gone"  # being deleted by the runtime itself
+    UNKNOWN = "unknown"  # the runtime reports a state this agent does not know: never read as exited
+
+
+class BusyEvidence(StrEnum):
+    """How a runner's busy state is known this pass."""
+
+    GITLAB = "gitlab"  # GitLab's jobs listing shows a job running on it
+    LOCAL = "local"  # it owns job workloads now (job containers): busy, whatever GitLab's listing says
+    UNKNOWN = "unknown"  # the queue read missed a project it could run jobs of: treated as busy
+
+
+class RegistrationState(Frozen):
+    """A runner's GitLab registration as GitLab's runner listing shows it."""
+
+    id: int
+    paused: bool = False
+    online: bool | None = Field(None, description="GitLab's `online`: contacted within its online window; None: not said.")
+    contacted_at: UtcDatetime | None = Field(None, description="GitLab's contacted_at; None: not read (the list entity lacks it) or never.")
+    status: str | None = Field(
+        None, description="GitLab's REST status (deprecated_rest_status): online, offline, stale, never_contacted, paused."
+    )
+
+    @property
+    def never_contacted(self) -> bool:
+        return self.status == "never_contacted"
+
+
 class Runner(Frozen):
     """A runner this host has (starting, idle or busy), as observed."""
 
@@ -160,6 +209,17 @@ class Runner(Frozen):
     draining: bool = Field(False, description="Takes no new job; removed once idle.")
     cpus: NonNegativeFloat | None = Field(None, description="Reserved CPUs; None: the policy's.")
     memory_mb: NonNegativeInt | None = Field(None, description="Reserved MiB; None: the policy's.")
+    # What the runtime and GitLab show of it (the lifecycle decisions read these; a scenario may omit them).
+    busy_by: BusyEvidence | None = Field(None, description="How `busy` is known; None: as `busy` says (GitLab's listing).")
+    status: RunnerStatus = Field(RunnerStatus.RUNNING, description="The runtime's observed state.")
+    status_since: UtcDatetime | None = None
+    started_at: UtcDatetime | None = Field(None, description="When its runner process started; None: unknown.")
+    stop_requested_at: UtcDatetime | None = Field(None, description="When a graceful stop was asked for; it is then leaving.")
+    abort_requested_at: UtcDatetime | None = Field(None, description="When the forceful stop (abort) was sent.")
+    gitlab_id: int | None = Field(None, description="Its registration id; None: not recorded.")
+    registration: RegistrationState | None = Field(None, description="Its registration in GitLab's listing; None: not listed.")
+    missing_strikes: NonNegativeInt = Field(0, description="Passes in a row GitLab answered 404 for its registration.")
+    operator_drain: bool = Field(False, description="An operator asked to drain it.")
 
 
 class Policy(Frozen):
@@ -218,6 +278,45 @@ class DrainRunner(Frozen):
     reason: str
 
 
+class AbortRunner(Frozen):
+    runner: str
+    reason: str
+
+
+class KillRunner(Frozen):
+    runner: str
+    reason: str
+
+
+class RemoveRunner(Frozen):
+    """Remove the runner with what its jobs left, then delete its registration (with its own token)."""
+
+    runner: str
+    reason: str
+    gitlab_id: int | None = None
+
+
+class DeleteRegistration(Frozen):
+    gitlab_id: int
+    reason: str
+
+
+class PauseRegistration(Frozen):
+    """paused=true in GitLab before a graceful stop, so no job lands on a runner that is leaving."""
+
+    runner: str
+    gitlab_id: int
+
+
+class RunnerHold(Frozen):
+    """Why a runner the plan would otherwise stop, abort or kill is left as it is this pass."""
+
+    runner: str
+    reason: str = Field(description="stopping (drain deadline runs), aborting (kill deadline runs), busy-unknown.")
+    detail: str = ""
+    until: UtcDatetime | None = Field(None, description="When the hold ends by itself (a deadline); None: when the cause goes.")
+
+
 class WaitReason(StrEnum):
     NO_MATCHING_HARDWARE = "no-matching-hardware"
     EMULATION_DISABLED = "emulation-disabled"
@@ -248,3 +347,66 @@ class Plan(Frozen):
     drain: list[DrainRunner] = Field(default_factory=list)
     served: list[JobServed] = Field(default_factory=list)
     waiting: list[JobWait] = Field(default_factory=list)
+    abort: list[AbortRunner] = Field(default_factory=list)
+    kill: list[KillRunner] = Field(default_factory=list)
+    remove: list[RemoveRunner] = Field(default_factory=list)
+    delete_registrations: list[DeleteRegistration] = Field(default_factory=list)
+    pause: list[PauseRegistration] = Field(default_factory=list)
+    held: list[RunnerHold] = Field(default_factory=list)
+
+
+class UnreadProject(Frozen):
+    """A project the queue read could not list this pass (403, 404, timeout)."""
+
+    project_id: int
+    reach: str | None = Field(None, description="Where its runners are registered (`group:<id>`, `project:<id>`); None: anywhere.")
+    error: str = ""
+
+
+class QueueRead(Frozen):
+    """How complete the pending/running listing behind `jobs` and `busy` is."""
+
+    complete: bool = True
+    unread: list[UnreadProject] = Field(default_factory=list)
+    fresh: bool = Field(True, description="Read this pass; False: a quick pass on the last full poll's busy state.")
+
+
+class HostRegistration(Frozen):
+    """A registration of this host's runners that GitLab lists (`autogit:<host>:<name>`)."""
+
+    id: int
+    name: str
+    registration: RegistrationState | None = None
+
+
+class Lifecycle(Frozen):
+    """The stop deadlines (the config's runner section)."""
+
+    drain_timeout: PositiveFloat = Field(3600, description="Graceful stop (drain) → abort after this many seconds.")
+    force_timeout: PositiveFloat = Field(30, description="The runner's own forceful shutdown timeout.")
+    kill_grace: NonNegativeFloat = Field(10, description="Past force_timeout, before the kill.")
+
+
+class Backoff(Frozen):
+    """An (action, object) the agent retries only after `until`, and why (agent/backoff.py)."""
+
+    action: str
+    target: str
+    until: UtcDatetime
+    cause: str
+
+
+class Observation(Frozen):
+    """Everything the planner decides from: one pass's view of the host, its runners, GitLab and the agent's backoffs."""
+
+    host: Host
+    runners: list[Runner] = Field(default_factory=list)
+    jobs: list[Job] = Field(default_factory=list)
+    policy: Policy = Field(default_factory=Policy)
+    now: UtcDatetime
+    queue: QueueRead = Field(default_factory=QueueRead)
+    registrations: list[HostRegistration] = Field(
+        default_factory=list, description="This host's registrations GitLab lists; None of them without a runner survives the pass."
+    )
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    backoff: list[Backoff] = Field(default_factory=list)

@@ -22,6 +22,14 @@ def plan_text(scenario: Scenario, plan: Plan, fleet: FleetReport | None = None) 
         lines.append(f"  stop   {stop.runner}  ({stop.reason})")
     for d in plan.drain:
         lines.append(f"  drain  {d.runner}  ({d.reason})")
+    lines += [f"  remove {r.runner}  ({r.reason})" for r in plan.remove]
+    lines += [f"  abort  {a.runner}  ({a.reason})" for a in plan.abort]
+    lines += [f"  kill   {k.runner}  ({k.reason})" for k in plan.kill]
+    lines += [f"  pause  {p.runner}  (registration {p.gitlab_id}, before it stops)" for p in plan.pause]
+    lines += [f"  delete registration {d.gitlab_id}  ({d.reason})" for d in plan.delete_registrations]
+    for h in plan.held:
+        until = f" until {h.until.isoformat()}" if h.until else ""
+        lines.append(f"  hold   {h.runner}  {h.reason}{until}{': ' + h.detail if h.detail else ''}")
     for w in plan.waiting:
         tags = jobs[w.job].tags if w.job in jobs else []
         lines.append(f"  wait   job {w.job} [{', '.join(tags)}]  {w.reason.value}: {w.detail}")

@@ -1,5 +1,6 @@
-"""Scenario files for `autogit-agent plan`: a whole observation (host, policy, runners, jobs, now)
-in one JSON document, so the planner can be run, tested and benchmarked with no I/O. An optional
+"""Scenario files for `autogit-agent plan`: a whole observation (host, policy, runners, jobs, now;
+optionally the queue read's completeness, this host's registrations, the stop deadlines and the
+running backoffs) in one JSON document, so the planner can be run, tested and benchmarked with no I/O. An optional
 `fleet` section adds the peers this host shares GitLab with (docs/cli/scenario.md): the plan then
 covers only this host's share of the jobs, computed as the agent computes it (fleet.fleet_share)."""
 
@@ -8,13 +9,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, ValidationError
 
 from . import __version__
 from .config import FleetConfig
 from .fleet import FleetShare, GpuClass, JobOwnership, PeerRunner, Presence, Room, build_presence, fleet_share, is_live, join_settle, runners_of
-from .model import Frozen, Host, Job, Plan, Policy, Runner, RunnerKind, Tag, UtcDatetime
-from .planner import plan
+from .model import (
+    Backoff,
+    BusyEvidence,
+    Frozen,
+    Host,
+    HostRegistration,
+    Job,
+    Lifecycle,
+    Observation,
+    Plan,
+    Policy,
+    QueueRead,
+    RegistrationState,
+    Runner,
+    RunnerKind,
+    RunnerStatus,
+    Tag,
+    UtcDatetime,
+)
+from .planner import decide
 from .tags import host_profiles, platform_for_arch, arch_of_tag
 
 __all__ = [
@@ -36,7 +55,8 @@ class ScenarioError(ValueError):
 
 
 class ScenarioRunner(Frozen):
-    """A runner as a scenario gives it: kind, platform and run_untagged may be left out."""
+    """A runner as a scenario gives it: kind, platform and run_untagged may be left out, and so may
+    everything the lifecycle reads (status, stop and abort times, registration, busy evidence)."""
 
     id: str
     tags: list[Tag] = Field(default_factory=list)
@@ -47,6 +67,17 @@ class ScenarioRunner(Frozen):
     kind: RunnerKind | None = None
     platform: str | None = None
     draining: bool = False
+    reach: str | None = None
+    busy_by: BusyEvidence | None = None
+    status: RunnerStatus = RunnerStatus.RUNNING
+    status_since: UtcDatetime | None = None
+    started_at: UtcDatetime | None = None
+    stop_requested_at: UtcDatetime | None = None
+    abort_requested_at: UtcDatetime | None = None
+    gitlab_id: int | None = None
+    registration: RegistrationState | None = None
+    missing_strikes: NonNegativeInt = 0
+    operator_drain: bool = False
 
 
 # Peers are written by hand: by field name (not the note's one-letter keys), and a typo is an
@@ -103,6 +134,10 @@ class Scenario(Frozen):
     runners: list[ScenarioRunner] = Field(default_factory=list)
     jobs: list[Job] = Field(default_factory=list)
     fleet: ScenarioFleet | None = None
+    queue: QueueRead = Field(default_factory=QueueRead, description="How complete the queue read was (default: complete, fresh).")
+    registrations: list[HostRegistration] = Field(default_factory=list, description="This host's registrations GitLab lists.")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    backoff: list[Backoff] = Field(default_factory=list)
 
     def me(self) -> str:
         """This host's name in the fleet."""
@@ -152,17 +187,13 @@ class Scenario(Frozen):
             arch = self.host.arch
             if kind is RunnerKind.EMULATED:
                 arch = next((a for t in sorted(tags) if (a := arch_of_tag(t)) and a != self.host.arch), arch)
+            given = r.model_dump(exclude={"kind", "run_untagged", "platform"}, exclude_unset=True)
             out.append(
                 Runner(
-                    id=r.id,
-                    tags=r.tags,
-                    busy=r.busy,
-                    idle_since=r.idle_since,
-                    gpu=r.gpu,
+                    **given,
                     kind=kind,
                     run_untagged=kind is RunnerKind.NATIVE if r.run_untagged is None else r.run_untagged,
                     platform=r.platform or platform_for_arch(arch),
-                    draining=r.draining,
                 )
             )
         return out
@@ -273,5 +304,8 @@ def plan_scenario(scenario: Scenario) -> tuple[Plan, FleetReport | None]:
     runners = scenario.planner_runners()
     share = scenario.fleet_share(runners)
     jobs = scenario.jobs if share is None else share.jobs
-    result = plan(scenario.host, runners, jobs, scenario.policy, now)
-    return result, None if share is None else FleetReport.of(scenario, share, now)
+    observation = Observation(
+        host=scenario.host, runners=runners, jobs=jobs, policy=scenario.policy, now=now, queue=scenario.queue,
+        registrations=scenario.registrations, lifecycle=scenario.lifecycle, backoff=scenario.backoff,
+    )  # fmt: skip
+    return decide(observation), None if share is None else FleetReport.of(scenario, share, now)

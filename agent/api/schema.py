@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..model import GpuVendor, RunnerKind, WaitReason
+from ..model import BusyEvidence, GpuVendor, RunnerKind, RunnerStatus, WaitReason
 from ..state import AgentPhase
 
 __all__ = [
@@ -34,7 +34,16 @@ __all__ = [
     "ComponentHealth",
     "ConfigReport",
     "Counts",
+    "AbortRunner",
+    "BusyEvidence",
+    "DeleteRegistration",
     "DrainRunner",
+    "KillRunner",
+    "PauseRegistration",
+    "RegistrationState",
+    "RemoveRunner",
+    "RunnerHold",
+    "RunnerStatus",
     "ErrorBody",
     "ErrorResponse",
     "ErrorType",
@@ -137,6 +146,16 @@ class Job(Wire):
     )
 
 
+class RegistrationState(Wire):
+    """A runner's GitLab registration as GitLab's runner listing shows it."""
+
+    id: int
+    paused: bool = False
+    online: bool | None = Field(None, description="GitLab's `online`: contacted within its online window; None: not said.")
+    contacted_at: datetime | None = Field(None, description="GitLab's contacted_at; None: not read or never.")
+    status: str | None = Field(None, description="GitLab's REST status: online, offline, stale, never_contacted, paused.")
+
+
 class Runner(Wire):
     """A runner this host has (starting, idle or busy), as observed."""
 
@@ -152,6 +171,16 @@ class Runner(Wire):
     draining: bool = Field(False, description="Takes no new job; removed once idle.")
     cpus: float | None = Field(None, description="Reserved CPUs; None: the policy's.")
     memory_mb: int | None = Field(None, description="Reserved MiB; None: the policy's.")
+    busy_by: BusyEvidence | None = Field(None, description="How `busy` is known; None: as `busy` says (GitLab's listing).")
+    status: RunnerStatus = Field(RunnerStatus.RUNNING, description="The runtime's observed state.")
+    status_since: datetime | None = None
+    started_at: datetime | None = Field(None, description="When its runner process started; None: unknown.")
+    stop_requested_at: datetime | None = Field(None, description="When a graceful stop was asked for; it is then leaving.")
+    abort_requested_at: datetime | None = Field(None, description="When the forceful stop (abort) was sent.")
+    gitlab_id: int | None = Field(None, description="Its registration id; None: not recorded.")
+    registration: RegistrationState | None = Field(None, description="Its registration in GitLab's listing; None: not listed.")
+    missing_strikes: int = Field(0, description="Passes in a row GitLab answered 404 for its registration.")
+    operator_drain: bool = Field(False, description="An operator asked to drain it.")
 
 
 class StartRunner(Wire):
@@ -176,6 +205,45 @@ class DrainRunner(Wire):
     reason: str
 
 
+class AbortRunner(Wire):
+    runner: str
+    reason: str
+
+
+class KillRunner(Wire):
+    runner: str
+    reason: str
+
+
+class RemoveRunner(Wire):
+    """Remove the runner with what its jobs left, then delete its registration."""
+
+    runner: str
+    reason: str
+    gitlab_id: int | None = None
+
+
+class DeleteRegistration(Wire):
+    gitlab_id: int
+    reason: str
+
+
+class PauseRegistration(Wire):
+    """paused=true in GitLab before a graceful stop."""
+
+    runner: str
+    gitlab_id: int
+
+
+class RunnerHold(Wire):
+    """Why a runner is left as it is this pass (a deadline runs, or its busy state is unknown)."""
+
+    runner: str
+    reason: str = Field(description="stopping (drain deadline runs), aborting (kill deadline runs), busy-unknown.")
+    detail: str = ""
+    until: datetime | None = Field(None, description="When the hold ends by itself (a deadline); None: when the cause goes.")
+
+
 class JobWait(Wire):
     job: int
     reason: WaitReason
@@ -196,6 +264,12 @@ class Plan(Wire):
     drain: list[DrainRunner] = Field(default_factory=list)
     served: list[JobServed] = Field(default_factory=list)
     waiting: list[JobWait] = Field(default_factory=list)
+    abort: list[AbortRunner] = Field(default_factory=list)
+    kill: list[KillRunner] = Field(default_factory=list)
+    remove: list[RemoveRunner] = Field(default_factory=list)
+    delete_registrations: list[DeleteRegistration] = Field(default_factory=list)
+    pause: list[PauseRegistration] = Field(default_factory=list)
+    held: list[RunnerHold] = Field(default_factory=list)
 
 
 class ComponentHealth(Wire):
@@ -412,6 +486,13 @@ WIRE_MIRRORS: dict[type[Wire], str] = {
     StartRunner: "model:StartRunner",
     StopRunner: "model:StopRunner",
     DrainRunner: "model:DrainRunner",
+    RegistrationState: "model:RegistrationState",
+    AbortRunner: "model:AbortRunner",
+    KillRunner: "model:KillRunner",
+    RemoveRunner: "model:RemoveRunner",
+    DeleteRegistration: "model:DeleteRegistration",
+    PauseRegistration: "model:PauseRegistration",
+    RunnerHold: "model:RunnerHold",
     JobWait: "model:JobWait",
     JobServed: "model:JobServed",
     Plan: "model:Plan",

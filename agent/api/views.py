@@ -102,6 +102,23 @@ def plan_view(state: AgentState) -> PlanResponse:
 
 
 def status_view(state: AgentState, hostname: str) -> StatusResponse:
+    return StatusResponse(
+        hostname=state.host.hostname if state.host else hostname,
+        host=state.host,
+        phase=state.phase,
+        gitlab=state.gitlab,
+        docker=state.docker,
+        counts=_counts(state),
+        paused=state.intents.paused,
+        started_at=state.started_at,
+        last_reconcile=state.plan_time,
+        reconcile_count=state.reconcile_count,
+        last_event_seq=state.bus.last_seq,
+        config=state.config,
+    )
+
+
+def _counts(state: AgentState) -> Counts:
     gpus = state.gpus()
     held = {rv.runner.gpu for rv in state.runners if rv.runner.gpu}
     running = {rv.job for rv in state.runners if rv.job is not None}
@@ -118,17 +135,4 @@ def status_view(state: AgentState, hostname: str) -> StatusResponse:
         gpus_drained=sum(1 for g in gpus if g.drained),
         gpus_unhealthy=sum(1 for g in gpus if not g.healthy),
     )
-    return StatusResponse(
-        hostname=state.host.hostname if state.host else hostname,
-        host=state.host,
-        phase=state.phase,
-        gitlab=state.gitlab,
-        docker=state.docker,
-        counts=counts,
-        paused=state.intents.paused,
-        started_at=state.started_at,
-        last_reconcile=state.plan_time,
-        reconcile_count=state.reconcile_count,
-        last_event_seq=state.bus.last_seq,
-        config=state.config,
-    )
+    return counts

@@ -33,7 +33,8 @@ import requests
 from pydantic import Field, SecretStr, ValidationError
 
 from ..config import GitLabConfig
-from ..model import Frozen, Job
+from ..errors import AdapterError
+from ..model import Frozen, Job, UnreadProject, UtcDatetime
 
 __all__ = ["GitLabAdapter", "GitLabError", "Registration", "CreatedRunner", "RunningJob", "QueueSnapshot", "description_prefix"]
 
@@ -42,10 +43,11 @@ T = TypeVar("T")
 log = logging.getLogger("autogit.gitlab")
 
 
-class GitLabError(RuntimeError):
+class GitLabError(AdapterError):
     """Any failure talking to GitLab; str() is one line and never holds a token. `status` is
     GitLab's HTTP status (None: unreachable); `permission` marks a refusal that retrying
-    cannot fix until an operator changes the token, its scopes or its user's role."""
+    cannot fix until an operator changes the token, its scopes or its user's role. A branch of
+    the adapters' error tree (agent/errors.py), so the reconciler catches one family."""
 
     def __init__(self, message: str, status: int | None = None, permission: bool = False) -> None:
         super().__init__(message)
@@ -85,9 +87,15 @@ class Registration(Frozen):
     id: int
     description: str
     tags: list[str] = Field(default_factory=list)
-    status: str | None = Field(None, description="GitLab's runner status: online, offline, ...")
+    status: str | None = Field(
+        None, description="GitLab's REST status (deprecated_rest_status): online, offline, stale, never_contacted, or paused for a "
+        "paused runner whether it is online or not; read `online` and `paused` for those."
+    )
     paused: bool = False
     run_untagged: bool = False
+    online: bool | None = Field(None, description="GitLab's `online` (contacted within its online window); None: not said.")
+    contacted_at: UtcDatetime | None = Field(None, description="From GET /runners/:id (the list entity lacks it); None: not read.")
+    reach: str | None = Field(None, description="Where it is registered (`group:<id>`, `project:<id>`), from its details; None: instance-wide or not read.")
 
     @property
     def host(self) -> str | None:
@@ -115,6 +123,20 @@ class QueueSnapshot(Frozen):
     pending: list[Job]
     running: list[RunningJob]
     problems: list[str] = Field(default_factory=list, description="Projects that could not be read, one line each.")
+    unread: list[UnreadProject] = Field(
+        default_factory=list, description="The projects behind `problems`: their jobs, pending or running, are unknown this read."
+    )
+
+
+def _reach_of_runner(row: dict[str, Any]) -> str | None:
+    """Where a runner is registered, from GET /runners/:id (lib/api/entities/ci/runner_details.rb:
+    `groups` of a group runner, `projects` of a project runner, the first one it was created in)."""
+    kind = row.get("runner_type")
+    if kind == "group_type" and row.get("groups"):
+        return f"group:{row['groups'][0]['id']}"
+    if kind == "project_type" and row.get("projects"):
+        return f"project:{row['projects'][0]['id']}"
+    return None
 
 
 def description_prefix(hostname: str) -> str:
@@ -183,6 +205,8 @@ class GitLabAdapter:
         self._group_of: dict[int, int] = {}  # project → the configured group it was found under
         self._runner_tags: dict[int, list[str]] = {}  # GET /runners/:id, once per runner
         self._runner_untagged: dict[int, bool] = {}
+        self._runner_reach: dict[int, str | None] = {}
+        self._runner_contacted: dict[int, datetime | None] = {}
         # GitLab's RateLimit-* answer headers (lib/gitlab/application_rate_limiter.rb), last seen
         self.rate_limit: dict[str, int] = {}
         self._bad_rows: set[int] = set()  # pending jobs our models refuse, said once each
@@ -311,15 +335,20 @@ class GitLabAdapter:
         pending: list[Job] = []
         running: list[RunningJob] = []
         problems: list[str] = []
-        for project in await self._scope_projects():
+        unread: list[UnreadProject] = []
+        projects = await self._scope_projects()
+        for project in projects:
             try:
                 rows = await self._call(partial(self._list, f"/projects/{project}/jobs", {"scope[]": ["pending", "running"]}),
                                         f"GET /projects/{project}/jobs", f"the Reporter role in project {project}")  # fmt: skip
             except GitLabError as exc:
-                if exc.status not in (403, 404):
-                    raise  # GitLab failing, or the token refused outright: the whole observation is unknown
-                # One project refused (or gone): the others are still served.
-                problems.append(str(exc) if exc.status != 404 else f"project {project}: not found, or not visible to the token's user")
+                if exc.status == 401 or (exc.status not in (403, 404) and len(unread) + 1 == len(projects)):
+                    raise  # the token refused outright, or GitLab answered for no project: the whole observation is unknown
+                # One project refused, gone or timed out: the others are still served, and what
+                # runs in this one is unknown, never read as nothing (ISSUE 19, 5a).
+                line = str(exc) if exc.status != 404 else f"project {project}: not found, or not visible to the token's user"
+                problems.append(line)
+                unread.append(UnreadProject(project_id=project, reach=self.reach_of(project), error=line))
                 continue
             reach = self.reach_of(project)
             for row in rows:
@@ -330,7 +359,7 @@ class GitLabAdapter:
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
                     running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
-        return QueueSnapshot(pending=pending, running=running, problems=problems)
+        return QueueSnapshot(pending=pending, running=running, problems=problems, unread=unread)
 
     def _parse_row(self, job_id: Any, project_id: Any, parse: Callable[[], Job]) -> Job | None:
         """One pending row as a Job, or None: a row GitLab accepts but our models refuse is
@@ -509,6 +538,9 @@ class GitLabAdapter:
         if isinstance(row, dict):
             self._runner_tags[runner_id] = list(row.get("tag_list") or [])
             self._runner_untagged[runner_id] = bool(row.get("run_untagged"))
+            self._runner_reach[runner_id] = _reach_of_runner(row)
+            contacted = row.get("contacted_at")
+            self._runner_contacted[runner_id] = datetime.fromisoformat(str(contacted).replace("Z", "+00:00")) if contacted else None
         return True
 
     async def set_paused(self, runner_id: int, paused: bool = True) -> None:
@@ -557,11 +589,15 @@ class GitLabAdapter:
             description = r.get("description") or ""
             if not description.startswith("autogit:"):
                 continue
+            online = r.get("online")
             out.append(Registration(id=r["id"], description=description, tags=self._runner_tags.get(r["id"], []),
-                                    status=r.get("status"), paused=bool(r.get("paused"))))  # fmt: skip
+                                    status=r.get("status"), paused=bool(r.get("paused")) or r.get("active") is False,
+                                    online=online if isinstance(online, bool) else None))  # fmt: skip
         live = {r.id for r in out}
         for stale in set(self._runner_tags) - live:
             del self._runner_tags[stale]
+            self._runner_reach.pop(stale, None)
+            self._runner_contacted.pop(stale, None)
         return out
 
     # --- fleet presence (agent/fleet.py, ADR-009) ----------------------------------------------------
@@ -610,5 +646,6 @@ class GitLabAdapter:
             if reg.id not in self._runner_tags and budget > 0:
                 budget -= 1
                 await self.runner_exists(reg.id)
-        return [r.model_copy(update={"tags": self._runner_tags.get(r.id, r.tags), "run_untagged": self._runner_untagged.get(r.id, r.run_untagged)})
+        return [r.model_copy(update={"tags": self._runner_tags.get(r.id, r.tags), "run_untagged": self._runner_untagged.get(r.id, r.run_untagged),
+                                     "reach": self._runner_reach.get(r.id, r.reach), "contacted_at": self._runner_contacted.get(r.id, r.contacted_at)})
                 for r in registrations]  # fmt: skip

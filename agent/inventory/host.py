@@ -44,20 +44,23 @@ class DetectReport(Frozen):
                 usable = "usable in containers" if e.enabled and e.fix_binary else "NOT usable in containers (no F flag)" if e.enabled else "off"
                 lines.append(f"  binfmt  {e.name:<14} {e.arch:<8} {state}, flags {e.flags or '-'}: {usable}")
         lines.append(f"gpus      {len(h.gpus) or '-'}")
-        for g in h.gpus:
-            health = "healthy" if g.healthy else "UNHEALTHY"
-            facts = [f"{g.memory_mb} MiB"]
-            facts += [f"compute capability {g.compute_capability}"] if g.compute_capability else []
-            facts += [g.gfx_target] if g.gfx_target else []
-            facts += ["MIG mode: only its instances take jobs"] if g.mig_mode else []
-            facts += [f"MIG {g.mig_profile or 'instance'} of {g.mig_parent}"] if g.mig_parent else []
-            lines.append(f"  {g.id}  {g.vendor.value} {g.model}, {', '.join(facts)}, {health}{', drained' if g.drained else ''}")
+        lines += [_gpu_line(g) for g in h.gpus]
         lines.append("runner profiles (the tags each kind of runner could carry):")
         for p in self.profiles:
             what = p.kind.value + (f" {p.gpu}" if p.gpu else f" {p.arch}" if p.kind is RunnerKind.EMULATED else "")
             lines.append(f"  {what:<28} tags: {', '.join(p.tags)}{'  (+ untagged jobs)' if p.run_untagged else ''}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _gpu_line(g: Gpu) -> str:
+    health = "healthy" if g.healthy else "UNHEALTHY"
+    facts = [f"{g.memory_mb} MiB"]
+    facts += [f"compute capability {g.compute_capability}"] if g.compute_capability else []
+    facts += [g.gfx_target] if g.gfx_target else []
+    facts += ["MIG mode: only its instances take jobs"] if g.mig_mode else []
+    facts += [f"MIG {g.mig_profile or 'instance'} of {g.mig_parent}"] if g.mig_parent else []
+    return f"  {g.id}  {g.vendor.value} {g.model}, {', '.join(facts)}, {health}{', drained' if g.drained else ''}"
 
 
 def build_host(config: AgentConfig, cpu: CpuInventory, gpus: list[Gpu], hostname: str | None = None) -> Host:

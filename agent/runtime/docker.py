@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+from collections.abc import Collection
 import grp
 import os
 import shutil
@@ -29,14 +30,16 @@ import docker.errors
 import docker.types
 import requests
 import tomli_w
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
-from ..config import RunnerConfig, RunnerMode
-from ..model import Frozen, Gpu, GpuVendor, RunnerKind
+from ..config import AgentConfig, RunnerConfig, RunnerMode
+from ..errors import AdapterError, Conflict, InvalidConfiguration, NotFound, Transient
+from ..model import Gpu, GpuVendor, Host, RunnerKind
+from .base import RunnerInstance, RunnerSpec, RunnerStatus
 from .runner_config import JOB_OF_LABEL, platform_check_script, render_config, short_tokens
 
 __all__ = [
-    "DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "JOB_OF_LABEL", "nvidia_cdi_specs",
+    "DockerError", "DockerRuntime", "ManagedContainer", "RunnerSpec", "LABEL", "JOB_OF_LABEL", "docker_runtime", "nvidia_cdi_specs",
     "platform_check_script", "short_tokens", "use_cdi",
 ]  # fmt: skip
 
@@ -72,42 +75,64 @@ def use_cdi(mode: str, spec_dirs: list[str]) -> bool:
     return mode == "always" or (mode == "auto" and nvidia_cdi_specs(spec_dirs))
 
 
-class DockerError(RuntimeError):
-    """Any failure talking to the Docker engine; one line."""
+class DockerError(Transient):
+    """The Docker engine could not be reached or failed (a Transient of agent/errors.py)."""
 
 
-class RunnerSpec(Frozen):
-    name: str = Field(description="Container name, also the runner's id in the planner.")
-    gitlab_id: int
-    token: SecretStr
-    url: str = Field(description="GitLab URL as seen from inside the runner container.")
-    tags: list[str]
-    run_untagged: bool
-    kind: RunnerKind
-    platform: str
-    gpu: Gpu | None = None
-    cpus: float
-    memory_mb: int
-    reach: str | None = Field(None, description="Where it is registered (`group:<id>`, `project:<id>`); None: instance-wide.")
-    clone_url: str | None = Field(None, description="URL job helpers clone from when it is not GitLab's own.")
-    ca_pem: str | None = Field(None, description="Private CA of GitLab, written to certs/<host>.crt for the runner.")
+# The neutral instance type is what this runtime lists (ADR-010); the old name stays for callers.
+ManagedContainer = RunnerInstance
+
+# Docker's State.Status → the neutral status. Anything else is UNKNOWN, never read as exited.
+_STATUS = {
+    "created": RunnerStatus.CREATING,
+    "restarting": RunnerStatus.CREATING,
+    "running": RunnerStatus.RUNNING,
+    "paused": RunnerStatus.RUNNING,
+    "exited": RunnerStatus.EXITED,
+    "dead": RunnerStatus.EXITED,
+    "removing": RunnerStatus.GONE,
+}
 
 
-class ManagedContainer(Frozen):
-    name: str
-    id: str
-    gitlab_id: int | None
-    host: str
-    tags: list[str]
-    run_untagged: bool
-    kind: RunnerKind
-    platform: str
-    gpu: str | None
-    reach: str | None = None
-    status: str = Field(description="Docker's state: created, running, exited, ...")
-    started_at: datetime | None
-    stopping_since: datetime | None = Field(None, description="When a graceful stop was asked for.")
-    aborting_since: datetime | None = Field(None, description="When the forceful stop (SIGTERM) was sent.")
+def _docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 times with nanoseconds; its zero time (0001-…) means never."""
+    if not value or value.startswith("0001"):
+        return None
+    if "." in value:
+        return datetime.fromisoformat(value[:26].rstrip("Z") + "+00:00")
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def translate(exc: BaseException, what: str, config_field: str | None = None) -> AdapterError:
+    """A Docker library error as the adapters' error tree (agent/errors.py), in one line that
+    starts with what was being done. `config_field`: the configuration key a failure of this call
+    points at (creating a runner: runner.image for an image that is missing or cannot be pulled,
+    runner.network for a missing network)."""
+    explanation = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    line = str(explanation).splitlines()[0][:160]
+    if isinstance(exc, docker.errors.ImageNotFound) or (
+        config_field == "runner.image" and isinstance(exc, docker.errors.APIError) and "/images/create" in str(exc)
+    ):
+        return InvalidConfiguration(f"{what}: the image is not here and cannot be pulled ({line})", field="runner.image", what=what)
+    if isinstance(exc, docker.errors.NotFound):
+        if config_field is not None:
+            field = "runner.network" if "network" in line.lower() else config_field
+            return InvalidConfiguration(f"{what}: {line}", field=field, what=what)
+        return NotFound(f"{what}: {line}", what=what)
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+        return Conflict(f"{what}: {line}", what=what)
+    if isinstance(exc, docker.errors.APIError) and exc.status_code is not None and 400 <= exc.status_code < 500 and config_field:
+        return InvalidConfiguration(f"{what}: {line}", field=config_field, what=what)
+    return DockerError(f"{what}: Docker engine: {type(exc).__name__}: {line}", what=what)
+
+
+def docker_runtime(config: AgentConfig, hostname: str, host: Host) -> DockerRuntime:
+    """The `runner.runtime: docker` factory (agent/runtime/__init__.py): CDI for NVIDIA GPUs
+    where dockerd has it on (gpu.cdi)."""
+    runtime = DockerRuntime(config.runner, hostname)
+    if config.gpu.cdi != "never" and any(g.vendor is GpuVendor.NVIDIA for g in host.gpus):
+        runtime.cdi = use_cdi(config.gpu.cdi, runtime.cdi_spec_dirs())
+    return runtime
 
 
 def _label(key: str) -> str:
@@ -128,14 +153,19 @@ class DockerRuntime:
             self._client = docker.DockerClient(base_url=self.config.docker_host, timeout=30)
         return self._client
 
-    async def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Any, *args: Any, what: str = "Docker engine", config_field: str | None = None, **kwargs: Any) -> Any:
+        """Run one Docker library call off the loop; every library error leaves as agent.errors."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
-        except docker.errors.NotFound:
-            raise
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            self._client = None  # reconnect next time (the engine may have restarted)
-            raise DockerError(f"Docker engine: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            error = translate(exc, what, config_field)
+            if isinstance(error, DockerError):
+                self._client = None  # reconnect next time (the engine may have restarted)
+            raise error from None
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """A reloaded configuration (docker_host and config_dir need a restart: the daemon keeps them)."""
+        self.config = config.runner
 
     def cdi_spec_dirs(self) -> list[str]:
         """dockerd's CDI spec directories (empty when CDI is off or the engine is unreachable)."""
@@ -259,51 +289,73 @@ class DockerRuntime:
             )
 
         try:
-            await self._call(run)
+            await self._call(run, what=f"creating runner container {spec.name} from {self.config.image}", config_field="runner.image")
         except BaseException:
             self.discard_dir(spec.name)
+            with contextlib.suppress(AdapterError):  # a container created but not started: none is left
+                await self._call(lambda: self._docker().containers.get(spec.name).remove(force=True, v=True))
             raise
         found = await self.get(spec.name)
-        assert found is not None
+        if found is None:
+            raise DockerError(f"runner container {spec.name} vanished right after it was created", what=spec.name)
         return found
 
-    async def get(self, name: str) -> ManagedContainer | None:
+    async def get(self, name: str) -> RunnerInstance | None:
         try:
             container = await self._call(lambda: self._docker().containers.get(name))
-        except docker.errors.NotFound:
+        except NotFound:
             return None
-        return self._view(container)
+        return self._view(container, {})
 
-    async def list(self) -> list[ManagedContainer]:
+    async def list(self) -> builtins.list[RunnerInstance]:
         filters = {"label": [f"{_label('managed-by')}={MANAGED_BY}", f"{_label('host')}={self.hostname}"]}
-        containers = await self._call(lambda: self._docker().containers.list(all=True, filters=filters))
-        return sorted((self._view(c) for c in containers), key=lambda c: c.name)
 
-    def _view(self, container: Any) -> ManagedContainer:
+        def read() -> tuple[Any, dict[str, int]]:
+            client = self._docker()
+            containers = client.containers.list(all=True, filters=filters)
+            # Job containers carry the runner's name (config.toml container_labels): a runner that
+            # owns one is busy, whatever GitLab's listing says (ISSUE 19, 5a).
+            jobs: dict[str, int] = {}
+            for job in client.containers.list(filters={"label": JOB_OF_LABEL}):
+                owner = (job.labels or {}).get(JOB_OF_LABEL)
+                if owner:
+                    jobs[owner] = jobs.get(owner, 0) + 1
+            return containers, jobs
+
+        containers, jobs = await self._call(read, what="listing runner containers")
+        return sorted((self._view(c, jobs) for c in containers), key=lambda c: c.name)
+
+    def _view(self, container: Any, jobs: dict[str, int]) -> RunnerInstance:
         labels = container.labels or {}
-        state = container.attrs.get("State", {})
-        started = state.get("StartedAt")
-        started_at = None
-        if started and not started.startswith("0001"):
-            started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00") if "." in started else datetime.fromisoformat(started.replace("Z", "+00:00"))
-        stopping = self._marker_time(container.name, "stopping")
-        aborting = self._marker_time(container.name, "aborting")
+        attrs = container.attrs
+        state = attrs.get("State", {})
+        docker_status = state.get("Status", "unknown")
+        status = _STATUS.get(docker_status, RunnerStatus.UNKNOWN)
+        created_at = _docker_time(attrs.get("Created"))
+        started_at = _docker_time(state.get("StartedAt"))
+        since = {RunnerStatus.RUNNING: started_at, RunnerStatus.EXITED: _docker_time(state.get("FinishedAt"))}.get(status, created_at)
         runner_id = labels.get(_label("runner-id"))
-        return ManagedContainer(
+        gpu = labels.get(_label("gpu"))
+        # The docker executor's jobs run in sibling containers, counted; the shell executor's run
+        # inside the runner container, where this runtime cannot see them: unknown.
+        owned = jobs.get(container.name, 0) if self.config.executor == "docker" else None
+        return RunnerInstance(
             name=container.name,
-            id=container.id,
             gitlab_id=int(runner_id) if runner_id and runner_id.isdigit() else None,
             host=labels.get(_label("host"), ""),
             tags=[t for t in labels.get(_label("tags"), "").split(",") if t],
             run_untagged=labels.get(_label("run-untagged")) == "true",
             kind=RunnerKind(labels.get(_label("kind"), "native")),
             platform=labels.get(_label("platform"), ""),
-            gpu=labels.get(_label("gpu")) or None,
+            gpus=[gpu] if gpu else [],
             reach=labels.get(_label("reach")) or None,
-            status=state.get("Status", "unknown"),
+            status=status,
+            status_since=since,
+            created_at=created_at,
             started_at=started_at,
-            stopping_since=stopping,
-            aborting_since=aborting,
+            stop_requested_at=self._marker_time(container.name, "stopping"),
+            abort_requested_at=self._marker_time(container.name, "aborting"),
+            jobs=owned,
         )
 
     def _marker_time(self, name: str, marker: str) -> datetime | None:
@@ -312,7 +364,7 @@ class DockerRuntime:
         except OSError:
             return None
 
-    async def request_stop(self, name: str) -> None:
+    async def drain(self, name: str) -> None:
         """Graceful: SIGQUIT makes gitlab-runner take no new job and exit after the current one.
         The marker makes the intent survive an agent restart."""
         directory = self._dir(name)
@@ -328,16 +380,20 @@ class DockerRuntime:
             (directory / "aborting").touch()
         await self._signal(name, "SIGTERM")
 
-    async def force_kill(self, name: str) -> None:
+    async def kill(self, name: str) -> None:
         await self._signal(name, "SIGKILL")
+
+    # The names the agent used before the Protocol (tests and tools still call them).
+    request_stop = drain
+    force_kill = kill
 
     async def _signal(self, name: str, signal: str) -> None:
         """Signal a container; one that is gone or no longer running needs nothing more."""
         try:
-            await self._call(lambda: self._docker().containers.get(name).kill(signal=signal))
-        except docker.errors.NotFound:
+            await self._call(lambda: self._docker().containers.get(name).kill(signal=signal), what=f"{signal} to {name}")
+        except NotFound:
             return
-        except DockerError as exc:
+        except AdapterError as exc:
             if "is not running" not in str(exc):
                 raise
 
@@ -347,11 +403,25 @@ class DockerRuntime:
         its jobs (a killed runner cleans nothing), and its config directory with the token."""
         token = self._token_value(name)
         try:
-            await self._call(lambda: self._docker().containers.get(name).remove(force=True, v=True))
-        except docker.errors.NotFound:
+            await self._call(lambda: self._docker().containers.get(name).remove(force=True, v=True), what=f"removing {name}")
+        except NotFound:
             pass
         await self.remove_job_leftovers(name, token)
         self.discard_dir(name)
+
+    async def leftovers(self, known: Collection[str]) -> builtins.list[str]:
+        """Config directories whose container is gone (the agent died mid-create, or the container
+        was removed by hand), with the job containers and volumes their runner left."""
+        removed: builtins.list[str] = []
+        for name in self.stale_dirs(set(known)):
+            removed += await self.remove_job_leftovers(name, self._token_value(name))
+            self.discard_dir(name)
+            removed.append(name)
+        return removed
+
+    def credentials(self, name: str) -> SecretStr | None:
+        """The runner's token from its config.toml, while the agent still has it."""
+        return self.token_of(name)
 
     def token_of(self, name: str) -> SecretStr | None:
         """The runner's token from its config.toml, while the agent still has it."""
@@ -387,7 +457,7 @@ class DockerRuntime:
                         removed.append(v.name)
             return removed
 
-        return await self._call(sweep)
+        return await self._call(sweep, what=f"removing what runner {name} left")
 
     def discard_dir(self, name: str) -> None:
         shutil.rmtree(self._dir(name), ignore_errors=True)

@@ -82,7 +82,9 @@ class Harness:
                 "gitlab": {"url": sim.url, "scope": scope or {"kind": "projects", "projects": [1, 2]}, "poll_interval": 0.5,
                            "request_timeout": 3, "max_retries": 0},  # fmt: skip
                 "scaling": policy,
-                "fleet": fleet or {},
+                # A lone host: these tests check the runner loop, not the fleet (on by default), whose
+                # presence registration would outlive the test's clean-up by design.
+                "fleet": fleet or {"enabled": False},
                 "runner": runner_settings(images, tmp / self.hostname),
             }
         )

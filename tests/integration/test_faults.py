@@ -43,6 +43,7 @@ async def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(sim, runn
         "runner": runner_settings(runner_image, tmp_path),
         "api": {"socket": str(tmp_path / "agent.sock")},
         "gpu": {"vendors": []},
+        "fleet": {"enabled": False},  # a lone agent: no presence registration outlives the test
     }
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -167,7 +168,7 @@ async def test_gitlab_failing_for_20s_leaves_busy_runners_alone(sim, runner_imag
             saw_timeout |= time.monotonic() > fault_end - 10
             # Busy runners untouched: same containers, none asked to stop.
             now = await h.runtime.list()
-            assert sorted(c.name for c in now) == busy and all(c.stopping_since is None for c in now)
+            assert sorted(c.name for c in now) == busy and all(c.stop_requested_at is None for c in now)
             await asyncio.sleep(0.5)
         assert saw_500 and saw_timeout
         while time.monotonic() < fault_end:

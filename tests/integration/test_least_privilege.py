@@ -177,7 +177,7 @@ async def test_a_runner_that_never_contacts_gitlab_is_reported_not_counted(stric
     sim.add_job(project_id=1, script=["echo never"])
     try:
         await h.until(lambda: any("has not contacted GitLab" in p for p in h.state.gitlab.problems), 60, "the report")
-        stopped = [e for e in h.state.bus.history() if e.type == "runner.stopping" and e.data.get("reason") == "drained"]
+        stopped = [e for e in h.state.bus.history() if e.type == "runner.stopping" and e.data.get("reason") == "never-contacted"]
         assert stopped, "not counted as capacity: stopped and replaced"
     finally:
         await h.cleanup()

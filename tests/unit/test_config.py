@@ -95,3 +95,26 @@ def test_fleet_bounds_that_contradict_each_other_are_one_line_naming_the_section
         parse_config("fleet:\n  enabled: true\n  membership_ttl: 90\n  forget_after: 60\n")
     assert err.value.lines == ["fleet: Value error, forget_after must be at least membership_ttl: a host is forgotten only once it is gone"]
     assert parse_config("fleet:\n  forget_after: 90\n").fleet.forget_after == 90
+
+
+def test_runtime_keys_moved_to_runner_docker_and_old_ones_are_read_with_one_line(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="autogit.config"):
+        old = parse_config("runner:\n  docker_host: tcp://d:2375\n  config_dir: /srv/runners\n  network: ci\n  image: x/runner:1\n")
+    assert (old.runner.docker.docker_host, str(old.runner.docker.config_dir), old.runner.docker.network) == ("tcp://d:2375", "/srv/runners", "ci")
+    assert old.runner.docker_host == "tcp://d:2375" and old.runner.image == "x/runner:1"  # old readers keep working
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "runner.docker_host" in lines[0] and "runner.docker.docker_host" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="autogit.config"):
+        new = parse_config("runner:\n  runtime: docker\n  docker:\n    network: ci\n")
+    assert new.runner.docker.network == "ci" and caplog.records == []
+    with pytest.raises(ConfigError) as both:
+        parse_config("runner:\n  network: a\n  docker:\n    network: b\n")
+    assert "runner.network is the old place of runner.docker.network" in both.value.lines[0]
+
+
+def test_the_fleet_is_on_by_default_and_can_be_turned_off():
+    assert parse_config("").fleet.enabled is True
+    assert parse_config("fleet:\n  enabled: false\n").fleet.enabled is False

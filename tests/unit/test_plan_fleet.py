@@ -74,7 +74,7 @@ def test_example_json_keeps_the_plan_and_adds_fleet():
     proc = agent("plan", str(EXAMPLE), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert list(out) == ["start", "stop", "drain", "served", "waiting", "fleet"]
+    assert list(out) == ["start", "stop", "drain", "served", "waiting", "abort", "kill", "remove", "delete_registrations", "pause", "held", "fleet"]
     fleet, owned = out["fleet"], ownership(out)
     assert fleet["hostname"] == "ci-host-1" and fleet["member"] is True
     assert {h["hostname"]: h["live"] for h in fleet["hosts"]} == {"ci-host-1": True, "gpu-1": True, "arm-1": False}
