@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from .config import AgentConfig
 from .gitlab.adapter import GitLabAdapter, GitLabError, QueueSnapshot, Registration, description_prefix
-from .metrics import AgentMetrics
+from .metrics import AgentMetrics, start_failure_cause
 from . import __version__, fleet
 from .model import Host, Job, Plan, Policy, Runner, StartRunner
 from .planner import REASON_IDLE, REASON_MAKE_ROOM, REASON_UNRESPONSIVE
@@ -219,6 +219,8 @@ class Reconciler:
         state.reconcile_count += 1
         containers = await self.runtime.list()
         self._publish_state(containers, runners, job_of)
+        if self.metrics is not None:
+            self.metrics.observe_pass(state, queue)
         state.set_phase(AgentPhase.RUNNING)
         if self.on_pass is not None:
             self.on_pass(time.perf_counter() - started)
@@ -473,7 +475,8 @@ class Reconciler:
                         with self._timed("start"):
                             await self._start(start)
                     except (GitLabError, DockerError) as exc:
-                        bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags)
+                        bus.publish("runner.start-failed", f"could not start a {start.kind.value} runner: {exc}", tags=start.tags,
+                                    kind=start.kind.value, cause=start_failure_cause(exc))  # fmt: skip
                         if isinstance(exc, GitLabError) and exc.permission:
                             self._create_delay = min(self.BACKOFF_MAX_S, max(self.BACKOFF_MIN_S, self._create_delay * 2))
                             self._create_blocked_until = time.monotonic() + self._create_delay
