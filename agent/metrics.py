@@ -75,6 +75,10 @@ _ENDPOINTS = (
 )
 
 
+ENDPOINT_CLASSES = tuple(name for _, name in _ENDPOINTS) + ("other",)
+REFUSAL_CODES = ("401", "403", "404", "429")
+
+
 def endpoint_class(path: str) -> str:
     """'/api/v4/projects/7/jobs' → 'jobs'; anything unlisted → 'other'."""
     return next((name for pattern, name in _ENDPOINTS if pattern.search(path)), "other")
@@ -249,6 +253,10 @@ class AgentMetrics:
         self.gitlab_requests = Counter(
             "autogit_gitlab_requests", "HTTP answers from GitLab (retries included), by endpoint class and status code.", ["endpoint", "code"], registry=r
         )
+        # Refusals start at 0, so that the first one shows in increase() and the panel has series.
+        for endpoint in ENDPOINT_CLASSES:
+            for code in REFUSAL_CODES:
+                self.gitlab_requests.labels(endpoint=endpoint, code=code)
         self.gitlab_ratelimit_remaining = Gauge(
             "autogit_gitlab_ratelimit_remaining", "Requests left in GitLab's rate-limit window (RateLimit-Remaining), by limit.", ["limit"], registry=r
         )
