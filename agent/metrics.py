@@ -269,6 +269,7 @@ class AgentMetrics:
         self._tag_labels = TagSetLabels()
         self._seen_running: set[int] = set()
         self._claimed: set[int] = set()
+        self._observed = False
         self._started_for: list[tuple[datetime, str, list[int], float | None]] = []  # runner.started not yet resolved
         self._bound = False
 
@@ -302,11 +303,19 @@ class AgentMetrics:
         elif event.type == "runner.started" and event.data.get("for_jobs"):
             self._started_for.append((event.time, str(event.data.get("kind")), list(event.data["for_jobs"]), event.data.get("scale_up_seconds")))
 
+    def oldest_wait(self) -> float | None:
+        """Seconds the oldest job of GitLab's queue has waited (0: none pending); None before the first pass."""
+        if not self._observed:
+            return None
+        now = datetime.now(UTC)
+        return max((_waited(j, now) for j in self.pending), default=0.0)
+
     def observe_pass(self, state: AgentState, queue: QueueSnapshot) -> None:
         """For the reconciler, after each pass that observed GitLab: the queue times of the jobs
         this host's runners started since the last pass, how long the jobs a runner was started
         for waited for it, and the jobs this host claimed in a fleet."""
         self.pending = list(queue.pending)
+        self._observed = True
         self._tag_labels.admit(Tally(tag_set(j.tags) for j in queue.pending))
         kind_of = {rv.gitlab_id: rv.runner.kind.value for rv in state.runners if rv.gitlab_id is not None}
         running = {job.id for job in queue.running}

@@ -209,6 +209,7 @@ class AgentServer:
         self._thread = threading.Thread(target=self.loop.run_forever, name="agent-api", daemon=True)
         self._thread.start()
         self.server: ApiServer | None = None
+        self.metrics = AgentMetrics()  # kept across stop()/start(), as an agent process keeps it
 
     @property
     def path(self) -> str:
@@ -225,7 +226,7 @@ class AgentServer:
 
     def start(self) -> AgentServer:
         async def boot() -> ApiServer:
-            server = ApiServer(self.state, self.config, AgentMetrics(), hostname="gpu-box-1", heartbeat=2.0, shutdown_timeout=0.5)
+            server = ApiServer(self.state, self.config, self.metrics, hostname="gpu-box-1", heartbeat=2.0, shutdown_timeout=0.5)
             await server.start(socket_activation=False)
             return server
 

@@ -8,6 +8,8 @@ from textual.widget import Widget
 
 from autogit.agent.api.schema import ComponentHealth, StatusResponse
 
+from ..data import age
+
 __all__ = ["AgentHeader"]
 
 _PHASE_STYLE = {"running": "green", "degraded": "yellow", "starting": "blue", "detect-only": "cyan", "stopping": "magenta"}
@@ -110,6 +112,11 @@ class AgentHeader(Widget):
             bottom.append(" (", style="bright_black")
             bottom.append(f"{c.waiting_jobs} waiting", style="yellow" if c.waiting_jobs else "bright_black")
             bottom.append(")", style="bright_black")
+            if c.oldest_wait_s is not None and c.oldest_wait_s > 0:
+                # GitLab's queue in the agent's scope (a fleet's, whole): a growing wait shows here first.
+                bottom.append_text(gap)
+                bottom.append("Oldest wait: ", style="bright_black")
+                bottom.append(age(c.oldest_wait_s), style="bold yellow" if c.oldest_wait_s >= 600 else "bold")
             if st.last_reconcile is not None:
                 when = f"pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}"
                 room = self.size.width - 2 - bottom.cell_len - gap.cell_len
