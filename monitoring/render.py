@@ -45,6 +45,6 @@ def draw(get: Callable[..., Any], start: float, end: float, target: Path, rewrit
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("AutoGit: CI queue and runners (seconds since the test began; drawn from a real Prometheus)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(target, dpi=80)
     plt.close(fig)

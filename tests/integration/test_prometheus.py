@@ -172,6 +172,12 @@ async def test_a_real_prometheus_scrapes_the_agent_and_every_dashboard_query_ret
         rules = prom.get("/api/v1/rules")["data"]["groups"][0]["rules"]
         assert len(rules) == 6 and all(r["health"] == "ok" for r in rules), rules
         if target := os.environ.get("AUTOGIT_DASHBOARD_PNG"):
+            # For the picture: waves of jobs longer than the runners can take at once (max_runners 3),
+            # so that queue times, runner states and the queue move.
+            for wave in range(4):
+                more = [sim.add_job(project_id=1, script=["sleep 4", "echo ok"], name=f"wave{wave}-{i}").id for i in range(6)]
+                await until(lambda more=more: finished(sim, more), 240, f"wave {wave}", [agent])
+                time.sleep(5)
             render = load_module(REPO / "monitoring/render.py")
             render.draw(prom.get, began, time.time(), Path(target), as_evaluated)
         sim.cancel_job(stuck)
