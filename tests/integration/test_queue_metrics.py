@@ -103,3 +103,18 @@ async def test_fleet_jobs_owned_and_taken_over_per_host(sim, runner_image, tmp_p
         assert claimed <= len(jobs), "each job is claimed once"
     finally:
         await cleanup(sim, hosts)
+
+
+async def test_gitlab_refusing_the_token_is_counted_by_code(sim, runner_image, tmp_path):
+    """What the dashboard's refusals panel and the AutogitGitLabRefusesToken alert read."""
+    h = Harness(sim, runner_image, tmp_path, token="glpat-not-a-token-gitlab-knows")
+    metrics = instrument(h)
+    try:
+        assert value(metrics, "autogit_gitlab_requests_total", endpoint="jobs", code="401") == 0  # there before any refusal
+        await h.reconciler.reconcile_once(full_poll=True)
+        await h.reconciler.reconcile_once(full_poll=True)
+        assert value(metrics, "autogit_gitlab_requests_total", endpoint="jobs", code="401") == 2  # one listing per pass: a 401 ends the observation
+        assert value(metrics, "autogit_gitlab_requests_total", endpoint="jobs", code="200") == 0
+        assert value(metrics, "autogit_agent_phase", phase="degraded") == 1
+    finally:
+        await h.cleanup()
