@@ -23,7 +23,7 @@ import contextlib
 import re
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, UTC
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         state = self._state
-        now = datetime.now(UTC)
+        now = self._metrics.clock() if self._metrics is not None else datetime.now(UTC)
         host_arch = state.host.arch if state.host else "unknown"
 
         phase = GaugeMetricFamily("autogit_agent_phase", "1 for the agent's current phase.", labels=["phase"])
@@ -221,7 +221,8 @@ def _gpu_state(healthy: bool, drained: bool, runner_state: str | None) -> str:
 class AgentMetrics:
     """The agent's registry and the series pushed by the reconciler and the API."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.reconcile_seconds = Histogram(
@@ -264,7 +265,7 @@ class AgentMetrics:
         self.fleet_claims = Counter("autogit_fleet_claimed_jobs", "Jobs this host claimed in a fleet: as owner or taken over from a slower host.", ["claim"], registry=r)
         for claim in ("owner", "takeover"):
             self.fleet_claims.labels(claim=claim)
-        self.queue_times = QueueTimes()  # the console's last hour (/v1/queue-times)
+        self.queue_times = QueueTimes(clock=lambda: self.clock().timestamp())  # the console's last hour (/v1/jobs)
         self.pending: list[Job] = []  # GitLab's pending jobs as of the last pass
         self._tag_labels = TagSetLabels()
         self._seen_running: set[int] = set()
@@ -307,7 +308,7 @@ class AgentMetrics:
         """Seconds the oldest job of GitLab's queue has waited (0: none pending); None before the first pass."""
         if not self._observed:
             return None
-        now = datetime.now(UTC)
+        now = self.clock()
         return max((_waited(j, now) for j in self.pending), default=0.0)
 
     def observe_pass(self, state: AgentState, queue: QueueSnapshot) -> None:

@@ -6,7 +6,7 @@ import os
 
 from ci_policy import needs
 from aiohttp import web
-from tui_harness import build_app, wait_until
+from tui_harness import build_app, jobs_started, wait_until
 from tui_harness import H100, L4, LONG_RUNNER, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
 
 from autogit.agent.model import Gpu, GpuVendor, Job
@@ -220,21 +220,12 @@ async def test_an_agent_of_another_api_version_is_named(tmp_path) -> None:
 async def test_the_queue_tab_shows_queue_time_per_tag_set_and_the_header_the_oldest_wait(agent: AgentServer) -> None:
     """The agent's own pass hook (metrics.observe_pass) sees two jobs start on its runners; the
     console shows each tag set's p50/p95 over the hour with a sparkline, and the oldest wait."""
-    from autogit.agent.gitlab.adapter import QueueSnapshot, RunningJob
-
-    state = agent.state
-    amd64 = next(rv for rv in state.runners if rv.job == 9001)
-    arm64 = next(rv for rv in state.runners if rv.job == 9002)
-    snapshot = QueueSnapshot(pending=state.jobs, running=[
-        RunningJob(id=9001, project_id=7, runner_id=amd64.gitlab_id, tags=["amd64"], queued_duration=95.0),
-        RunningJob(id=9002, project_id=7, runner_id=arm64.gitlab_id, tags=["arm64"], queued_duration=1250.0),
-    ])  # fmt: skip
-    agent.in_loop(agent.metrics.observe_pass, state, snapshot)
+    jobs_started(agent)
     app = build_app(agent.path)
     async with app.run_test(size=(160, 36)) as pilot:
         await connected(pilot)
         header = app.screen.query_one("AgentHeader").render().plain
-        assert "Oldest wait: " in header  # the s390x job, queued at NOW - 31 min (and the clock has moved on since)
+        assert "Jobs: 12 (6 waiting, oldest 31m)" in header  # the s390x job, queued at NOW - 31 min
         await pilot.press("3")
         queue = app.screen.query_one(QueueTable)
         assert (cell_text(queue, "amd64", "p50"), cell_text(queue, "amd64", "p95")) == ("1m35s", "1m35s")

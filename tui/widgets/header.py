@@ -95,7 +95,8 @@ class AgentHeader(Widget):
                 if c.gpus_unhealthy:
                     bottom.append(f", {c.gpus_unhealthy} bad", style="red")
             else:
-                bottom.append(f" ({c.gpus_busy} busy, {c.gpus_drained} drained", style="bright_black")
+                # A zero drained count is left out: the room goes to the queue's oldest wait.
+                bottom.append(f" ({c.gpus_busy} busy" + (f", {c.gpus_drained} drained" if c.gpus_drained else ""), style="bright_black")
                 if c.gpus_unhealthy:
                     bottom.append(f", {c.gpus_unhealthy} unhealthy", style="red")
             bottom.append(")", style="bright_black")
@@ -111,12 +112,14 @@ class AgentHeader(Widget):
             bottom.append(str(c.pending_jobs), style="bold")
             bottom.append(" (", style="bright_black")
             bottom.append(f"{c.waiting_jobs} waiting", style="yellow" if c.waiting_jobs else "bright_black")
-            bottom.append(")", style="bright_black")
             if c.oldest_wait_s is not None and c.oldest_wait_s > 0:
-                # GitLab's queue in the agent's scope (a fleet's, whole): a growing wait shows here first.
-                bottom.append_text(gap)
-                bottom.append("Oldest wait: ", style="bright_black")
-                bottom.append(age(c.oldest_wait_s), style="bold yellow" if c.oldest_wait_s >= 600 else "bold")
+                # The oldest wait of GitLab's queue in the agent's scope (a fleet's, whole): a
+                # growing queue shows here first. Shown whole or not at all.
+                waited = age(c.oldest_wait_s)
+                if self.size.width - 2 - bottom.cell_len - 1 >= len(", oldest ") + len(waited):
+                    bottom.append(", oldest ", style="bright_black")
+                    bottom.append(waited, style="bold yellow" if c.oldest_wait_s >= 600 else "bold")
+            bottom.append(")", style="bright_black")
             if st.last_reconcile is not None:
                 when = f"pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}"
                 room = self.size.width - 2 - bottom.cell_len - gap.cell_len
