@@ -5,11 +5,13 @@ the agent is mocked; the metrics are read from the agent's own registry as a scr
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from runner_harness import Harness, finished
 from test_fleet_agents import FLEET, cleanup, drive, form
 
+from autogit.agent.config import RunnerMode
 from autogit.agent.metrics import AgentMetrics
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -83,24 +85,36 @@ async def test_a_runner_that_cannot_start_is_counted_by_cause(sim, runner_image,
 
 
 async def test_fleet_jobs_owned_and_taken_over_per_host(sim, runner_image, tmp_path):
-    # A hold-off well inside the membership TTL: the survivor takes the victim's jobs over while
-    # the victim still counts as live, rather than owning them once it has lapsed.
-    fleet = FLEET | {"hold_off": 1.5, "membership_ttl": 30}
-    hosts = [Harness(sim, runner_image, tmp_path, fleet=fleet, hostname=f"qm{i}-{time.monotonic_ns() % 10**6}", idle_timeout=3) for i in range(2)]
+    """One job at a time, on one-job runners (no idle runner is ever left to serve the next
+    job): each job the survivor owns is claimed as `owner`; the first one the victim owns, the
+    victim being dead but still live in the view, is taken over after the hold-off."""
+    # A hold-off well inside the membership TTL: the survivor takes the victim's job over while
+    # the victim still counts as live, rather than owning it once it has lapsed.
+    fleet = FLEET | {"hold_off": 1.5, "membership_ttl": 60}
+    tag = uuid.uuid4().hex[:6]
+    hosts = [Harness(sim, runner_image, tmp_path, fleet=fleet, hostname=f"qm{tag}{i}", idle_timeout=3) for i in range(2)]
+    for h in hosts:
+        h.config = h.config.model_copy(update={"runner": h.config.runner.model_copy(update={"mode": RunnerMode.ONE_JOB})})
+        h.runtime.config = h.config.runner
+        h.reconciler = h.new_reconciler()
     victim, survivor = hosts
     metrics = instrument(survivor)
     try:
         await form(hosts)
-        jobs = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(6)]
-        await survivor.reconciler.reconcile_once(full_poll=True)
-        owned_by_victim = value(metrics, "autogit_fleet_jobs", owner=victim.hostname)
-        assert owned_by_victim > 0 and owned_by_victim + value(metrics, "autogit_fleet_jobs", owner=survivor.hostname) == 6
-        # The victim never acts again: the survivor takes its jobs over.
-        await drive([survivor], lambda: finished(sim, jobs), 120, "every job, the dead host's too")
-        assert value(metrics, "autogit_fleet_claimed_jobs_total", claim="owner") >= 1
-        assert value(metrics, "autogit_fleet_claimed_jobs_total", claim="takeover") >= 1
-        claimed = value(metrics, "autogit_fleet_claimed_jobs_total", claim="owner") + value(metrics, "autogit_fleet_claimed_jobs_total", claim="takeover")
-        assert claimed <= len(jobs), "each job is claimed once"
+        owners: dict[str, int] = {}
+        for _ in range(12):  # ownership is a hash of the job: each host owns about half
+            job = sim.add_job(project_id=1, script=["echo ok"]).id
+            await survivor.reconciler.reconcile_once(full_poll=True)
+            [owner] = [o.owner for o in survivor.state.ownership if o.job == job]
+            assert value(metrics, "autogit_fleet_jobs", owner=owner) == 1
+            owners[owner] = owners.get(owner, 0) + 1
+            # The victim never acts: its job too is run by the survivor, once taken over.
+            await drive([survivor], lambda job=job: finished(sim, [job]), 60, f"job {job}")
+            if owner == victim.hostname:
+                break
+        assert owners.get(victim.hostname) == 1, f"no job of the victim's in 12: {owners}"
+        assert value(metrics, "autogit_fleet_claimed_jobs_total", claim="owner") == owners.get(survivor.hostname, 0)
+        assert value(metrics, "autogit_fleet_claimed_jobs_total", claim="takeover") == 1
     finally:
         await cleanup(sim, hosts)
 
