@@ -52,6 +52,7 @@ _RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 # Queue times run from a second (a warm runner) to hours (hardware nobody has).
 _QUEUE_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
+RUNNER_STATES = ("starting", "idle", "busy", "draining", "stopping")  # RunnerView.state
 START_FAILURE_CAUSES = ("gitlab-refused", "gitlab-rate-limited", "gitlab-error", "docker-error", "other")
 
 
@@ -138,7 +139,10 @@ class StateCollector(Collector):
         yield waiting
 
         runners = GaugeMetricFamily("autogit_runners", "Runners by state and job architecture.", labels=["state", "arch"])
-        for (st, arch), n in sorted(Tally((rv.state, _arch(rv.runner.platform, host_arch)) for rv in state.runners).items()):
+        tally = Tally((rv.state, _arch(rv.runner.platform, host_arch)) for rv in state.runners)
+        for st in RUNNER_STATES:  # every state of the host's own architecture, 0 included: "none" is not "no data"
+            tally.setdefault((st, host_arch), 0)
+        for (st, arch), n in sorted(tally.items()):
             runners.add_metric([st, arch], n)
         yield runners
 
@@ -162,9 +166,9 @@ class StateCollector(Collector):
 
         held = {rv.runner.gpu: rv.state for rv in state.runners if rv.runner.gpu}
         gpus = GaugeMetricFamily("autogit_gpus", "GPUs by state: busy (its runner runs a job), held (its runner is idle), free, drained, unhealthy.", labels=["state"])
-        tally = Tally(_gpu_state(g.healthy, g.drained, held.get(g.id)) for g in state.gpus())
+        by_state = Tally(_gpu_state(g.healthy, g.drained, held.get(g.id)) for g in state.gpus())
         for gpu_state in ("busy", "held", "free", "drained", "unhealthy"):
-            gpus.add_metric([gpu_state], tally.get(gpu_state, 0))
+            gpus.add_metric([gpu_state], by_state.get(gpu_state, 0))
         yield gpus
 
         errors = CounterMetricFamily("autogit_component_errors", "Failed GitLab / Docker calls since start.", labels=["component"])

@@ -10,6 +10,7 @@ With AUTOGIT_DASHBOARD_PNG=path the scrape test also draws the dashboard from Pr
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -157,7 +158,7 @@ async def test_a_real_prometheus_scrapes_the_agent_and_every_dashboard_query_ret
         jobs = [sim.add_job(project_id=1, script=["echo ok"], name=f"plain{i}").id for i in range(3)]
         await until(lambda: finished(sim, jobs), 180, "three jobs to finish", [agent])
         await until(lambda: bool(prom.query("autogit_job_queue_seconds_count")), 30, "the queue time to be scraped", [agent])
-        time.sleep(3)  # a few more scrapes, so that every rate() window has two samples of the latest values
+        await asyncio.sleep(3)  # a few more scrapes, so that every rate() window has two samples of the latest values
 
         assert prom.query('up{job="autogit-agents"}')[0]["value"][1] == "1"
         [native] = prom.query('autogit_job_queue_seconds_count{kind="native", tags=""}')
@@ -168,7 +169,7 @@ async def test_a_real_prometheus_scrapes_the_agent_and_every_dashboard_query_ret
         while empty := [(title, expr) for title, expr in dashboard_queries() if not prom.query(as_evaluated(expr))]:
             if time.monotonic() > deadline:
                 break
-            time.sleep(1)
+            await asyncio.sleep(1)
         assert empty == [], f"dashboard queries that returned no series: {empty}\n{agent.tail()}"
         refusals = prom.query(as_evaluated(dict(dashboard_queries())["GitLab refusals"]))
         # No refusal here: each code's series is there at 0 from the start (so the first one shows in increase()).
@@ -183,7 +184,7 @@ async def test_a_real_prometheus_scrapes_the_agent_and_every_dashboard_query_ret
             for wave in range(4):
                 more = [sim.add_job(project_id=1, script=["sleep 4", "echo ok"], name=f"wave{wave}-{i}").id for i in range(6)]
                 await until(lambda more=more: finished(sim, more), 240, f"wave {wave}", [agent])
-                time.sleep(5)
+                await asyncio.sleep(5)
             render = load_module(REPO / "monitoring/render.py")
             render.draw(prom.get, began, time.time(), Path(target), as_evaluated)
         sim.cancel_job(stuck)
