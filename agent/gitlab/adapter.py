@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import gitlab
 import gitlab.exceptions as glexc
 import requests
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from ..config import GitLabConfig
 from ..model import Frozen, Job
@@ -105,6 +105,12 @@ class RunningJob(Frozen):
     runner_id: int | None
     tags: list[str] = Field(default_factory=list, description="GitLab's tag_list.")
     queued_duration: float | None = Field(None, description="GitLab's queued_duration: seconds from pending to running; None: not given.")
+
+    @field_validator("queued_duration", mode="before")
+    @classmethod
+    def _seconds_or_unknown(cls, value: object) -> object:
+        # Anything but a number of seconds is unknown: never an error that stops the observation.
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class QueueSnapshot(Frozen):

@@ -63,3 +63,11 @@ def test_endpoint_classes_and_start_failure_causes_are_bounded():
     assert start_failure_cause(GitLabError("down", 502)) == "gitlab-error"
     assert start_failure_cause(DockerError("no image")) == "docker-error"
     assert start_failure_cause(ValueError("?")) == "other"
+
+
+def test_a_queued_duration_that_is_not_seconds_is_unknown_not_an_error():
+    from autogit.agent.gitlab.adapter import RunningJob
+
+    for odd in ("12s", None, True, [1]):
+        assert RunningJob(id=1, project_id=1, runner_id=2, queued_duration=odd).queued_duration is None
+    assert RunningJob(id=1, project_id=1, runner_id=2, queued_duration=7).queued_duration == 7.0
