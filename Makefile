@@ -1,6 +1,7 @@
 # AutoGit developer targets. `make deb` builds the Debian package into dist/ (ADR-005).
 #
-#   make deb                      dist/autogit-agent_<version>_<arch>.deb, then lintian
+#   make deb                      dist/autogit-agent_<version>_<arch>.deb and the demo's
+#                                 dist/autogit-agent-demo_<version>_all.deb, then lintian
 #   make deb SYSTEMD_DIR=DIR      take the unit/sysusers/tmpfiles files from DIR, not systemd/
 #   make lock                     re-pin packaging/requirements.lock from pyproject.toml
 #   make clean-deb                remove debian-build/ and dist/*.deb
@@ -22,6 +23,7 @@ PY_VERSION  := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | he
 DEB_VERSION := $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version 2>/dev/null)
 DEB_ARCH    := $(shell dpkg-architecture -qDEB_HOST_ARCH 2>/dev/null)
 DEB_FILE    := $(DIST_DIR)/$(PKG)_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEMO_FILE   := $(DIST_DIR)/$(PKG)-demo_$(DEB_VERSION)_all.deb
 
 .PHONY: help deb lint-deb lock clean-deb
 
@@ -43,12 +45,12 @@ deb:
 	cp -a packaging/debian $(BUILD_DIR)/src/debian
 	for f in service sysusers tmpfiles; do cp "$(SYSTEMD_DIR)/$(PKG).$$f" "$(BUILD_DIR)/src/debian/$(PKG).$$f"; done
 	cd $(BUILD_DIR)/src && dpkg-buildpackage -us -uc -b
-	mv $(BUILD_DIR)/$(PKG)_$(DEB_VERSION)_$(DEB_ARCH).deb $(DIST_DIR)/
-	@ls -l $(DEB_FILE)
+	mv $(BUILD_DIR)/$(PKG)_$(DEB_VERSION)_$(DEB_ARCH).deb $(BUILD_DIR)/$(PKG)-demo_$(DEB_VERSION)_all.deb $(DIST_DIR)/
+	@ls -l $(DEB_FILE) $(DEMO_FILE)
 	@if [ "$(LINTIAN)" = 1 ]; then $(MAKE) --no-print-directory lint-deb; fi
 
 lint-deb:
-	lintian --fail-on error,warning --display-info $(DEB_FILE)
+	lintian --fail-on error,warning --display-info $(DEB_FILE) $(DEMO_FILE)
 
 lock:
 	rm -rf $(BUILD_DIR)/lockvenv && /usr/bin/python3 -m venv $(BUILD_DIR)/lockvenv
@@ -60,4 +62,4 @@ lock:
 	@git diff --stat packaging/requirements.lock || true
 
 clean-deb:
-	rm -rf $(BUILD_DIR) $(DIST_DIR)/$(PKG)_*.deb
+	rm -rf $(BUILD_DIR) $(DIST_DIR)/$(PKG)_*.deb $(DIST_DIR)/$(PKG)-demo_*.deb

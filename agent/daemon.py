@@ -126,6 +126,7 @@ class Agent:
         self._secrets = secrets
         self._started = config  # what only a restart changes is compared with this one
         self.gitlab = self._adapter(config, secrets)
+        self.metrics.watch_gitlab(self.gitlab)
         self.state.config = ConfigReport(loaded_at=self.state.started_at)
         self.runtime = build_runtime(config, self.hostname, self._host)
         self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
@@ -255,6 +256,7 @@ class Agent:
         if token_changed or running.gitlab.model_copy(update={"poll_interval": 0}) != old.gitlab.model_copy(update={"poll_interval": 0}):
             # A new adapter for the new URL, scope, timeouts or token; the next pass polls in full.
             self.gitlab = self._adapter(running, secrets)
+            self.metrics.watch_gitlab(self.gitlab)
             self.reconciler.gitlab = self.gitlab
             self.reconciler.poll_now()
         elif running.gitlab.poll_interval != old.gitlab.poll_interval:

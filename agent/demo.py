@@ -10,6 +10,7 @@ reconciler, the Docker runtime, the GitLab adapter and the webhook listener.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,13 +18,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-
-import autogit.gitlab_double as gitlab_double
 
 from .config import DEFAULT_RUNNER_IMAGE, AgentConfig
 from .events import Event
@@ -33,18 +33,29 @@ from .inventory.cpu import observe_cpu
 from .model import Host
 from .reconciler import Reconciler
 from .runtime import build_runtime
-from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 from .state import AgentState
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
-# The gitlab-runner double's image recipe ships with the GitLab double (autogit.gitlab_double),
-# so the demo runs from the installed package as from a checkout.
-BUILD_SCRIPT = Path(gitlab_double.__file__).resolve().parent / "runner_image" / "build.sh"
+__all__ = ["DOUBLE_MISSING", "run_demo"]
+
 DEMO_JOB_IMAGE = "debian:bookworm-slim"
+# The doubles are not in the product package (autogit-agent): they come with autogit-agent-demo,
+# or with a source checkout (ADR-012).
+DOUBLE_MISSING = "the GitLab double is not installed: apt install autogit-agent-demo (in a source checkout: ./scripts/dev-setup)"
+
+
+def _build_script() -> Path:
+    """The gitlab-runner double's image recipe, shipped beside the GitLab double."""
+    import autogit.gitlab_double as gitlab_double
+
+    return Path(gitlab_double.__file__).resolve().parent / "runner_image" / "build.sh"
 
 
 def _problem() -> str | None:
+    if importlib.util.find_spec("autogit.gitlab_double") is None:
+        return DOUBLE_MISSING
     if shutil.which("docker") is None:
         return "Docker is not installed: apt-get install docker.io (or run ./scripts/dev-setup in a checkout)"
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
@@ -59,8 +70,8 @@ def _build_problem() -> str | None:
         return "building the local gitlab-runner double needs root (debootstrap): run the demo as root, or give --runner-image"
     if missing:
         return f"building the local gitlab-runner double needs {', '.join(missing)}: apt-get install debootstrap, or give --runner-image"
-    if not BUILD_SCRIPT.exists():
-        return f"the gitlab-runner double's recipe is missing ({BUILD_SCRIPT}): reinstall autogit-agent"
+    if not _build_script().exists():
+        return f"the gitlab-runner double's recipe is missing ({_build_script()}): reinstall autogit-agent-demo"
     return None
 
 
@@ -85,7 +96,7 @@ def _images(console: Console, runner_image: str | None) -> dict[str, str]:
         raise RuntimeError(f"no image registry answers and {problem}")
     console.print("[dim]no image registry answers: building the local gitlab-runner double (first run: ~1 min, then cached)…[/]")
     env = dict(os.environ, PIP=os.environ.get("PIP") or f"{sys.executable} -m pip")
-    out = subprocess.run(["sh", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env)
+    out = subprocess.run(["sh", str(_build_script())], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "image build failed")
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
@@ -126,6 +137,8 @@ def _view(state: AgentState, sim: GitLabSimulator, events: list[Event], started:
 
 
 async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
+    from autogit.gitlab_double.gitlab_sim import GitLabSimulator
+
     sim = GitLabSimulator(host="127.0.0.1")
     await sim.start()
     cpu = observe_cpu()

@@ -109,6 +109,14 @@ def spark(values: Iterable[float | None], width: int) -> Text:
     return text
 
 
+def seconds_spark(values: Iterable[float | None], width: int) -> Text:
+    """Durations as a sparkline scaled to their own maximum (a queue's history: its shape matters,
+    the p50/p95 columns give the figures); a gap for slices without a sample."""
+    recent = list(values)[-width:]
+    top = max((v for v in recent if v is not None), default=0.0)
+    return spark([None if v is None else (100.0 * v / top if top > 0 else 0.0) for v in recent], width)
+
+
 def age(seconds: float | None) -> str:
     if seconds is None:
         return "-"

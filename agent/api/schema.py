@@ -63,6 +63,7 @@ __all__ = [
     "JobServed",
     "JobWait",
     "JobsResponse",
+    "QueueTime",
     "Plan",
     "PlanResponse",
     "Runner",
@@ -337,6 +338,10 @@ class Counts(Wire):
     gpus_busy: int = Field(0, description="GPUs held by a runner.")
     gpus_drained: int = Field(0, description="GPUs drained by an operator or on loss.")
     gpus_unhealthy: int = 0
+    oldest_wait_s: float | None = Field(
+        None, description="Seconds the oldest pending job of GitLab's queue (the configured scope: the whole fleet's) has waited; "
+        "None: not known yet (or an older agent).",
+    )
 
 
 class StatusResponse(Wire):
@@ -386,9 +391,22 @@ class JobView(Wire):
     wait: JobWait | None = Field(None, description="Why it waits (the planner's reason), when status is 'waiting'.")
 
 
+class QueueTime(Wire):
+    """One tag set's queue time over the last hour (mirror of agent.queuetimes.QueueTimeStats)."""
+
+    tags: str = Field(description="The tag set: sorted tags joined by ',' ('' = untagged).")
+    jobs: int = Field(description="Jobs of this host's runners that started within the hour.")
+    p50_s: float = Field(description="Median seconds from pending to running (GitLab's queued_duration).")
+    p95_s: float = Field(description="95th percentile seconds from pending to running.")
+    history: list[float | None] = Field(default_factory=list, description="p95 per 5 minutes, oldest first (None: no job then).")
+
+
 class JobsResponse(Wire):
     jobs: list[JobView]
     plan_time: datetime | None = Field(None, description="When the plan the reasons come from was made.")
+    queue_times: list[QueueTime] = Field(
+        default_factory=list, description="Queue time per tag set over the last hour, most jobs first (empty from an older agent)."
+    )
 
 
 class PlanResponse(Wire):

@@ -43,7 +43,7 @@ from ..systemd import listen_fds
 from . import views
 from .auth import Access, Peer, access_for, peer_of
 from .openapi import ROUTES, openapi_document
-from .schema import ActionRequest, ActionResponse, ErrorBody, ErrorResponse, ErrorType
+from .schema import ActionRequest, ActionResponse, ErrorBody, ErrorResponse, ErrorType, QueueTime
 
 __all__ = ["ApiServer", "bind_unix_socket"]
 
@@ -333,6 +333,7 @@ class ApiServer:
     # --- reads ---
     async def _h_status(self, request: web.Request) -> web.Response:
         status = views.status_view(self.state, self.hostname)
+        status = status.model_copy(update={"counts": status.counts.model_copy(update={"oldest_wait_s": self.metrics.oldest_wait()})})
         # The caller's own rights, so a console can hide actions it may not take.
         access = "admin" if request.get(_ACCESS) is Access.ADMIN else "read"
         return _model_response(status.model_copy(update={"access": access}))
@@ -344,7 +345,8 @@ class ApiServer:
         return _model_response(views.runners_view(self.state))
 
     async def _h_jobs(self, request: web.Request) -> web.Response:
-        return _model_response(views.jobs_view(self.state))
+        queue_times = [QueueTime.model_validate(stats) for stats in self.metrics.queue_times.summary()]
+        return _model_response(views.jobs_view(self.state).model_copy(update={"queue_times": queue_times}))
 
     async def _h_plan(self, request: web.Request) -> web.Response:
         return _model_response(views.plan_view(self.state))

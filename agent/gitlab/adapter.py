@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import gitlab
 import gitlab.exceptions as glexc
 import requests
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from ..config import GitLabConfig
 from ..errors import AdapterError
@@ -117,6 +117,14 @@ class RunningJob(Frozen):
     id: int
     project_id: int
     runner_id: int | None
+    tags: list[str] = Field(default_factory=list, description="GitLab's tag_list.")
+    queued_duration: float | None = Field(None, description="GitLab's queued_duration: seconds from pending to running; None: not given.")
+
+    @field_validator("queued_duration", mode="before")
+    @classmethod
+    def _seconds_or_unknown(cls, value: object) -> object:
+        # Anything but a number of seconds is unknown: never an error that stops the observation.
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class QueueSnapshot(Frozen):
@@ -217,6 +225,10 @@ class GitLabAdapter:
         self._gl.session.hooks["response"].append(self._note_rate_limit)
 
     # --- plumbing -----------------------------------------------------------------------------
+    def on_answer(self, hook: Callable[[requests.Response], object]) -> None:
+        """Call `hook` with each HTTP answer GitLab gives this adapter, retries included (metrics)."""
+        self._gl.session.hooks["response"].append(hook)
+
     def _note_rate_limit(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
             value = resp.headers.get(header)
@@ -358,7 +370,7 @@ class GitLabAdapter:
                         pending.append(job)
                 elif row.get("status") == "running":
                     runner = row.get("runner") or {}
-                    running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id")))
+                    running.append(RunningJob(id=row["id"], project_id=project, runner_id=runner.get("id"), tags=row.get("tag_list") or [], queued_duration=row.get("queued_duration")))
         return QueueSnapshot(pending=pending, running=running, problems=problems, unread=unread)
 
     def _parse_row(self, job_id: Any, project_id: Any, parse: Callable[[], Job]) -> Job | None:
@@ -375,7 +387,7 @@ class GitLabAdapter:
 
     _JOBS_QUERY = (
         "query($after: String) { jobs(statuses: [PENDING, RUNNING], first: 100, after: $after) {"
-        " nodes { id name status tags createdAt queuedAt project { id } runner { id } }"
+        " nodes { id name status tags createdAt queuedAt queuedDuration project { id } runner { id } }"
         " pageInfo { hasNextPage endCursor } } }"
     )
 
@@ -416,7 +428,8 @@ class GitLabAdapter:
                         pending.append(job)
                 elif node["status"] == "RUNNING":
                     runner = node.get("runner")
-                    running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None))
+                    running.append(RunningJob(id=job_id, project_id=project_id, runner_id=_gid(runner["id"]) if runner else None,
+                                              tags=node.get("tags") or [], queued_duration=node.get("queuedDuration")))  # fmt: skip
             if not jobs["pageInfo"]["hasNextPage"]:
                 return QueueSnapshot(pending=pending, running=running)
             after = jobs["pageInfo"]["endCursor"]

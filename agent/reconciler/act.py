@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from ..errors import AdapterError, InvalidConfiguration
 from ..gitlab.adapter import GitLabError, Registration, description_prefix
+from ..metrics import start_failure_cause
 from ..model import Job, Plan, Runner, StartRunner
 from ..planner import REASON_NEVER_CONTACTED
 from ..runtime.base import RunnerInstance, RunnerSpec, RunnerStatus
@@ -169,7 +170,8 @@ class ActStep(ReconcilerCore):
         cause = f"could not start a {start.kind.value} runner: {exc}{where}"
         line = f"{cause}; next try in {delay:.0f}s"
         log.warning("%s", line)
-        self.state.bus.publish("runner.start-failed", line, tags=start.tags, kind=start.kind.value, retry_in_s=round(delay))
+        self.state.bus.publish("runner.start-failed", line, tags=start.tags, kind=start.kind.value, retry_in_s=round(delay),
+                               cause=start_failure_cause(exc))  # fmt: skip
         if isinstance(exc, GitLabError):
             if exc.permission:
                 self._refused["create"] = str(exc)

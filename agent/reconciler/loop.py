@@ -113,6 +113,8 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
         state.reconcile_count += 1
         job_of = {r.runner_id: r.id for r in queue.running if r.runner_id is not None}
         self._publish_state(await self._list_instances() or instances, runners, job_of)
+        if self.metrics is not None:
+            self.metrics.observe_pass(state, queue)
         state.set_phase(AgentPhase.RUNNING)
         if self.on_pass is not None:
             self.on_pass(self.monotonic() - started)

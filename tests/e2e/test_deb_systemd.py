@@ -8,7 +8,7 @@ each step starts from the state the previous one left (a failure early makes lat
 too; read the first).
 
 Environment:
-  AUTOGIT_DEB=PATH       test this .deb instead of running `make deb`
+  AUTOGIT_DEB=PATH       test this .deb (and AUTOGIT_DEMO_DEB=PATH the demo's) instead of running `make deb`
   AUTOGIT_E2E_KEEP=1     leave the container running afterwards (its id is printed)
   CI=true                a missing Docker engine or debootstrap is a failure, not a skip
 
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from built_debs import built_debs
 from ci_policy import require
 import yaml
 
@@ -61,19 +62,12 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The package under test and an 'upgrade' of it (same files, version +e2e1)."""
     _need(_docker_ok(), "a Docker engine")
     _need(shutil.which("debootstrap") is not None, "debootstrap")
-    if os.environ.get("AUTOGIT_DEB"):
-        deb = Path(os.environ["AUTOGIT_DEB"]).resolve()
-    else:
-        _need(shutil.which("dh_virtualenv") is not None, "dh-virtualenv (and debhelper, lintian)")
-        out = subprocess.run(["make", "-C", str(REPO), "deb"], capture_output=True, text=True, timeout=1200)
-        assert out.returncode == 0, f"make deb failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-        built = re.findall(r"dist/(autogit-agent_\S+\.deb)", out.stdout)
-        assert built, out.stdout[-2000:]
-        deb = REPO / "dist" / built[-1]
+    deb, demo = built_debs()
     assert deb.is_file(), deb
     where = tmp_path_factory.mktemp("debs")
     first = where / deb.name
     shutil.copy2(deb, first)
+    shutil.copy2(demo, where / demo.name)
     # The upgrade: the same payload under a higher version, so the upgrade path of the maintainer
     # scripts (prerm upgrade, postinst configure <old>) runs for real without a second build.
     tree = where / "tree"
@@ -84,7 +78,7 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     second = where / deb.name.replace(version, f"{version}+e2e1")
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", str(tree), str(second)], check=True, capture_output=True)
     shutil.rmtree(tree)
-    return {"dir": where, "first": first, "second": second, "version": version}
+    return {"dir": where, "first": first, "second": second, "version": version, "demo": where / demo.name}
 
 
 class Box:
@@ -165,6 +159,8 @@ def test_files_modes_and_accounts(box: Box) -> None:
         "/usr/share/bash-completion/completions/autogit-agent",
         "/usr/share/bash-completion/completions/autogit-tui",
         "/usr/share/doc/autogit-agent/copyright",
+        "/usr/share/autogit/monitoring/autogit-dashboard.json",
+        "/usr/share/autogit/monitoring/autogit-alerts.yaml",
     ):
         box.sh(f"test -e {path}")
     assert box.out("getent passwd autogit | cut -d: -f6,7") == "/var/lib/autogit:/usr/sbin/nologin"
@@ -173,6 +169,32 @@ def test_files_modes_and_accounts(box: Box) -> None:
     assert int(box.out("find /usr/lib/autogit-agent -name '*.pyc' | wc -l")) > 100
     assert box.out("autogit-agent version").startswith("autogit-agent ")
     box.sh("bash -c '. /usr/share/bash-completion/completions/autogit-agent'")
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_product_has_no_doubles_and_the_demo_package_adds_them(box: Box, debs: dict) -> None:
+    """`apt install autogit-agent` brings no GitLab double, no gitlab-runner double and no demo
+    admin token; `autogit-agent demo` says in one line what to install; autogit-agent-demo adds
+    the doubles to the same venv, and removing it takes them away again."""
+    venv_python = "/usr/lib/autogit-agent/bin/python"
+    box.sh(f"! {venv_python} -c 'import autogit.gitlab_double'")
+    box.sh("! grep -rlq sim-admin-token /usr/lib/autogit-agent /usr/share /etc/autogit")
+    box.sh("! find /usr/lib/autogit-agent -name build.sh | grep -q .")
+    demo = box.sh("autogit-agent demo", check=False)
+    assert demo.returncode == 69, demo.stdout + demo.stderr
+    assert demo.stderr.strip().count("\n") == 0 and "apt install autogit-agent-demo" in demo.stderr, demo.stderr
+
+    box.sh(f"apt-get install -y --no-install-recommends /debs/{debs['demo'].name}", timeout=300)
+    box.sh(f"{venv_python} -c 'import autogit.gitlab_double.gitlab_sim'")
+    box.sh("test -f /usr/lib/autogit-agent/lib/python3.11/site-packages/autogit/gitlab_double/runner_image/build.sh")
+    box.sh("grep -rlq sim-admin-token /usr/lib/autogit-agent/lib/python3.11/site-packages/autogit/gitlab_double")
+    # Past the double: the demo now stops at what this container lacks (Docker), not at the package.
+    demo = box.sh("autogit-agent demo", check=False)
+    assert "autogit-agent-demo" not in demo.stderr, demo.stderr
+    box.sh("apt-get remove -y autogit-agent-demo")
+    box.sh("! test -e /usr/lib/autogit-agent/lib/python3.11/site-packages/autogit/gitlab_double")
+    box.sh(f"{venv_python} -c 'import autogit.agent.cli'")  # the product is untouched
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import os
 
 from ci_policy import needs
 from aiohttp import web
-from tui_harness import build_app, wait_until
+from tui_harness import build_app, jobs_started, wait_until
 from tui_harness import H100, L4, LONG_RUNNER, NOW, AgentServer, Relay, _runner, gpu_appears, gpu_vanishes, jobs_arrive, make_state, runner_started, socket_dir
 
 from autogit.agent.model import Gpu, GpuVendor, Job
@@ -215,3 +215,20 @@ async def test_an_agent_of_another_api_version_is_named(tmp_path) -> None:
             assert "another API version" in app.screen.problem.title
     finally:
         await runner.cleanup()
+
+
+async def test_the_queue_tab_shows_queue_time_per_tag_set_and_the_header_the_oldest_wait(agent: AgentServer) -> None:
+    """The agent's own pass hook (metrics.observe_pass) sees two jobs start on its runners; the
+    console shows each tag set's p50/p95 over the hour with a sparkline, and the oldest wait."""
+    jobs_started(agent)
+    app = build_app(agent.path)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await connected(pilot)
+        header = app.screen.query_one("AgentHeader").render().plain
+        assert "Jobs: 12 (6 waiting, oldest 31m)" in header  # the s390x job, queued at NOW - 31 min
+        await pilot.press("3")
+        queue = app.screen.query_one(QueueTable)
+        assert (cell_text(queue, "amd64", "p50"), cell_text(queue, "amd64", "p95")) == ("1m35s", "1m35s")
+        assert cell_text(queue, "arm64", "p95") == "20m"
+        assert cell_text(queue, "amd64", "history").strip()  # one slice with a sample: a sparkline mark
+        assert cell_text(queue, "s390x", "p95") == "–"  # no job of it started here this hour

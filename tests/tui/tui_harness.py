@@ -190,6 +190,20 @@ def runner_removed(state: AgentState, runner_id: str) -> None:
 # --- the server --------------------------------------------------------------------------------------
 
 
+def jobs_started(server: AgentServer) -> None:
+    """The agent's pass hook (metrics.observe_pass) sees jobs 9001 and 9002 of the scenario
+    running on its runners, with GitLab's queued_duration: the Queue tab's queue times."""
+    from autogit.agent.gitlab.adapter import QueueSnapshot, RunningJob
+
+    state = server.state
+    runner_of = {rv.job: rv.gitlab_id for rv in state.runners if rv.job is not None}
+    snapshot = QueueSnapshot(pending=state.jobs, running=[
+        RunningJob(id=9001, project_id=7, runner_id=runner_of[9001], tags=["amd64"], queued_duration=95.0),
+        RunningJob(id=9002, project_id=7, runner_id=runner_of[9002], tags=["arm64"], queued_duration=1250.0),
+    ])  # fmt: skip
+    server.in_loop(server.metrics.observe_pass, state, snapshot)
+
+
 def socket_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="autogit-tui-", dir="/tmp"))
     path.chmod(0o755)  # traversable by other users: the socket's own mode is the gate
@@ -209,6 +223,7 @@ class AgentServer:
         self._thread = threading.Thread(target=self.loop.run_forever, name="agent-api", daemon=True)
         self._thread.start()
         self.server: ApiServer | None = None
+        self.metrics = AgentMetrics(clock=clock)  # kept across stop()/start(), as an agent process keeps it
 
     @property
     def path(self) -> str:
@@ -225,7 +240,7 @@ class AgentServer:
 
     def start(self) -> AgentServer:
         async def boot() -> ApiServer:
-            server = ApiServer(self.state, self.config, AgentMetrics(), hostname="gpu-box-1", heartbeat=2.0, shutdown_timeout=0.5)
+            server = ApiServer(self.state, self.config, self.metrics, hostname="gpu-box-1", heartbeat=2.0, shutdown_timeout=0.5)
             await server.start(socket_activation=False)
             return server
 

@@ -8,6 +8,8 @@ from textual.widget import Widget
 
 from autogit.agent.api.schema import ComponentHealth, StatusResponse
 
+from ..data import age
+
 __all__ = ["AgentHeader"]
 
 _PHASE_STYLE = {"running": "green", "degraded": "yellow", "starting": "blue", "detect-only": "cyan", "stopping": "magenta"}
@@ -93,7 +95,8 @@ class AgentHeader(Widget):
                 if c.gpus_unhealthy:
                     bottom.append(f", {c.gpus_unhealthy} bad", style="red")
             else:
-                bottom.append(f" ({c.gpus_busy} busy, {c.gpus_drained} drained", style="bright_black")
+                # A zero drained count is left out: the room goes to the queue's oldest wait.
+                bottom.append(f" ({c.gpus_busy} busy" + (f", {c.gpus_drained} drained" if c.gpus_drained else ""), style="bright_black")
                 if c.gpus_unhealthy:
                     bottom.append(f", {c.gpus_unhealthy} unhealthy", style="red")
             bottom.append(")", style="bright_black")
@@ -109,6 +112,13 @@ class AgentHeader(Widget):
             bottom.append(str(c.pending_jobs), style="bold")
             bottom.append(" (", style="bright_black")
             bottom.append(f"{c.waiting_jobs} waiting", style="yellow" if c.waiting_jobs else "bright_black")
+            if c.oldest_wait_s is not None and c.oldest_wait_s > 0:
+                # The oldest wait of GitLab's queue in the agent's scope (a fleet's, whole): a
+                # growing queue shows here first. Shown whole or not at all.
+                waited = age(c.oldest_wait_s)
+                if self.size.width - 2 - bottom.cell_len - 1 >= len(", oldest ") + len(waited):
+                    bottom.append(", oldest ", style="bright_black")
+                    bottom.append(waited, style="bold yellow" if c.oldest_wait_s >= 600 else "bold")
             bottom.append(")", style="bright_black")
             if st.last_reconcile is not None:
                 when = f"pass #{st.reconcile_count} at {st.last_reconcile:%H:%M:%S}"

@@ -10,9 +10,9 @@ from typing import Any
 from rich.text import Text
 from textual.reactive import reactive
 
-from autogit.agent.api.schema import GpusResponse, JobsResponse, RunnersResponse
+from autogit.agent.api.schema import GpusResponse, JobsResponse, QueueTime, RunnersResponse
 
-from ..data import FleetHost, ReadingHistory, bar, group_queue, since, spark
+from ..data import FleetHost, ReadingHistory, age, bar, group_queue, seconds_spark, since, spark
 from .table import Cell, Col, KeyedTable
 
 __all__ = ["FleetTable", "GpuTable", "QueueTable", "RunnerTable"]
@@ -156,6 +156,13 @@ class RunnerTable(_DataTable):
         return "No runners on this host: the agent starts one when a job it can serve is pending (3 Queue)."
 
 
+def queue_time_cells(stats: QueueTime | None) -> dict[str, Cell]:
+    """p50, p95 and the p95 sparkline of one tag set ('–': no job of it started here this hour)."""
+    if stats is None:
+        return {"p50": Text("–", style="bright_black"), "p95": Text("–", style="bright_black"), "history": ""}
+    return {"p50": age(stats.p50_s), "p95": age(stats.p95_s), "history": seconds_spark(stats.history, 12)}
+
+
 class QueueTable(_DataTable):
     COLUMNS = (
         Col("tags", "Tag set", 16, 28, grow=True),
@@ -164,6 +171,10 @@ class QueueTable(_DataTable):
         Col("served", "Srv", 0, 5),
         Col("waiting", "Wait", 5, 5),
         Col("oldest", "Waited", 6, 7),
+        # Queue time of the jobs that started here within the hour (GitLab's queued_duration).
+        Col("p50", "p50 1h", 0, 7),
+        Col("p95", "p95 1h", 6, 7),
+        Col("history", "p95 history (5 min)", 0, 12),
         Col("reason", "Why it waits (planner; Enter: all of it)", 38, 70, fill=True),
     )
 
@@ -173,9 +184,10 @@ class QueueTable(_DataTable):
             return []
         now = self.clock()
         out: list[tuple[str, dict[str, Cell]]] = []
+        times = {(t.tags or "(untagged)"): t for t in data.queue_times}
         for group in group_queue(data.jobs):
             waiting = Text(str(group.waiting), style="yellow" if group.waiting else "")
-            out.append((group.key, {
+            out.append((group.key, queue_time_cells(times.pop(group.key, None)) | {
                 "tags": group.key,
                 "jobs": str(group.jobs),
                 "running": str(group.running),
@@ -184,6 +196,10 @@ class QueueTable(_DataTable):
                 "oldest": since(group.oldest, now),
                 "reason": Text(group.reason, style="yellow") if group.reason else Text("served", style="green") if not group.unplanned else "not planned yet",
             }))
+        # Tag sets with no job pending now still show how long their jobs waited this hour.
+        for key, stats in sorted(times.items()):
+            out.append((key, queue_time_cells(stats) | {"tags": key, "jobs": "0", "running": "", "served": "", "waiting": "0", "oldest": "",
+                                                         "reason": Text("none pending", style="bright_black")}))  # fmt: skip
         return out
 
 
