@@ -96,3 +96,15 @@ def fake_nodes(k8s_cluster: Cluster) -> Iterator[Callable[..., list[str]]]:
 
 def _as_list(items: tuple[dict[str, Any], ...]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    """helm from scripts/k8s-build's cache (or $AUTOGIT_HELM): the chart tests need no cluster."""
+    if override := os.environ.get("AUTOGIT_HELM"):
+        return Path(override)
+    cached = Path(subprocess.run([str(REPO / "scripts/k8s-build"), "--dir"], capture_output=True, text=True, check=True).stdout.strip())
+    if not (cached / "bin/helm").exists() and IN_CI:
+        cached = build_binaries()
+    require((cached / "bin/helm").exists(), "helm is not built yet: run scripts/k8s-build")
+    return cached / "bin/helm"

@@ -65,7 +65,7 @@ def nvidia_node(name: str, *, product: str = "NVIDIA-H100-80GB-HBM3", memory_mib
     return fake_node(name, arch=arch, labels=labels, resources=resources)
 
 
-def amd_node(name: str, *, vram: str = "192G", count: int = 8, family: str = "AI", device_id: str = "74a1",
+def amd_node(name: str, *, vram: str = "191G", count: int = 8, family: str = "AI", device_id: str = "74a1",
              product: str = "AMD_Instinct_MI300X") -> dict[str, Any]:  # fmt: skip
     labels = {"amd.com/gpu.family": family, "amd.com/gpu.vram": vram, "amd.com/gpu.device-id": device_id,
               "amd.com/gpu.product-name": product}  # fmt: skip
