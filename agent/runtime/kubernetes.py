@@ -12,11 +12,12 @@ docs/executors/kubernetes/_index.md, "Configure runner API permissions"). The ru
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 from ..inventory.kubernetes import GpuProfile
 
-__all__ = ["AGENT_CLUSTER_RULES", "AGENT_RULES", "RUNNER_RULES", "Placement", "Rule", "placement"]
+__all__ = ["AGENT_CLUSTER_RULES", "AGENT_RULES", "POD_SPEC_FEATURE_FLAG", "RUNNER_RULES", "Placement", "Rule", "kubernetes_section", "placement"]
 
 
 class Rule(NamedTuple):
@@ -113,3 +114,36 @@ def placement(tags: frozenset[str], arch: str | None, gpu: GpuProfile | None, pr
                 {"key": _NVIDIA_MINOR, "operator": "Gt", "values": [str(minor - 1)]})  # fmt: skip
         terms = ((*common, higher), (*common, *same))
     return Placement(selector, terms, limits)
+
+
+# --- the runner's [runners.kubernetes] section ------------------------------------------------
+
+# gitlab-runner needs this flag to apply `pod_spec` patches (docs/executors/kubernetes/_index.md,
+# "Overwrite generated pod specifications"); the GPU limit travels in one.
+POD_SPEC_FEATURE_FLAG = "FF_USE_ADVANCED_POD_SPEC_CONFIGURATION"
+
+
+def kubernetes_section(where: Placement, *, namespace: str, service_account: str, image: str, labels: dict[str, str],
+                       tolerations: dict[str, str] | None = None, cpu: str | None = None, memory: str | None = None) -> dict[str, object]:  # fmt: skip
+    """The `[runners.kubernetes]` table of one runner's config.toml (keys of gitlab-runner's
+    common/config.go KubernetesConfig): its job pods in `namespace` under `service_account`,
+    placed by `where`, never privileged. `tolerations`: gitlab-runner's form, `"key=value" =
+    "Effect"`. A GPU limit is a strategic-merge patch of the build container, so the device
+    plugin, not the runner, hands the device over."""
+    section: dict[str, object] = {
+        "namespace": namespace, "service_account": service_account, "image": image, "privileged": False,
+        "allow_privilege_escalation": False, "pod_labels": dict(labels), "node_selector": dict(where.node_selector),
+    }  # fmt: skip
+    if tolerations:
+        section["node_tolerations"] = dict(tolerations)
+    if cpu:
+        section["cpu_request"] = section["cpu_limit"] = cpu
+    if memory:
+        section["memory_request"] = section["memory_limit"] = memory
+    if where.terms:
+        terms = [{"match_expressions": [dict(e) for e in term]} for term in where.terms]
+        section["affinity"] = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {"node_selector_terms": terms}}}
+    if where.limits:
+        patch = {"containers": [{"name": "build", "resources": {"limits": dict(where.limits)}}]}
+        section["pod_spec"] = [{"name": "autogit-gpu", "patch_type": "strategic", "patch": json.dumps(patch, sort_keys=True)}]
+    return section

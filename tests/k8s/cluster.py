@@ -282,6 +282,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
   enable_selinux = false
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -297,7 +298,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "dataDir": str(d / "cni/ipam"), "ranges": [[{"subnet": POD_CIDR}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "loopback"},
         ],
     }))  # fmt: skip
     _start(state, "containerd", ["containerd", "--config", d / "containerd/config.toml"])
@@ -329,7 +329,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()), "--leader-elect=false",
         "--use-service-account-credentials", "--service-account-private-key-file", pki / "sa.key", "--root-ca-file", pki / "ca.crt",
         "--cluster-signing-cert-file", pki / "ca.crt", "--cluster-signing-key-file", pki / "ca.key",
-        "--controllers", "*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller", "--v", "1"])  # fmt: skip
+        "--v", "1"])  # fmt: skip
 
     cluster_obj = Cluster(d)
     _wait("containerd", lambda: _run("ctr", "--address", d / "containerd.sock", "version").returncode == 0, 30, state, "containerd")

@@ -81,3 +81,36 @@ def test_a_product_tag_is_held_by_the_products_that_carry_it() -> None:
 def test_no_gpu_means_only_the_architecture() -> None:
     assert placement(frozenset({"arm64"}), "arm64", None).pod_spec() == {"nodeSelector": {"kubernetes.io/arch": "arm64"}}
     assert placement(frozenset(), None, None).pod_spec() == {}
+
+
+# gitlab-runner's KubernetesConfig keys (common/config.go, `toml:` tags) that the agent writes,
+# and the nested NodeSelectorRequirement / KubernetesPodSpec keys: a key outside these would be
+# ignored by the real runner (the double refuses unknown keys, as ADR-007 asks).
+RUNNER_KUBERNETES_KEYS = {"namespace", "service_account", "image", "privileged", "allow_privilege_escalation", "pod_labels",
+                          "node_selector", "node_tolerations", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+                          "affinity", "pod_spec"}  # fmt: skip
+
+
+def test_the_runner_section_uses_only_gitlab_runner_keys_and_patches_the_gpu_limit_in() -> None:
+    import json
+
+    import tomli_w
+
+    from autogit.agent.runtime.kubernetes import kubernetes_section
+
+    raw = nvidia_node("h100")
+    [gpu] = node_hardware([ready(raw)], [])[0].gpus
+    where = placement(frozenset({"gpu", "vram-ge-40g", "cc-ge-9.0"}), "amd64", gpu)
+    section = kubernetes_section(where, namespace="ci", service_account="autogit-runner", image="debian:bookworm-slim",
+                                 labels={"autogit.io/runner": "r1"}, tolerations={"nvidia.com/gpu": "NoSchedule"}, cpu="1", memory="2Gi")  # fmt: skip
+    assert set(section) <= RUNNER_KUBERNETES_KEYS
+    assert section["privileged"] is False and section["allow_privilege_escalation"] is False
+    terms = section["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]["node_selector_terms"]
+    assert len(terms) == 2 and all(set(e) == {"key", "operator", "values"} for t in terms for e in t["match_expressions"])
+    [patch] = section["pod_spec"]
+    assert set(patch) == {"name", "patch_type", "patch"} and patch["patch_type"] == "strategic"
+    assert json.loads(patch["patch"]) == {"containers": [{"name": "build", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    text = tomli_w.dumps({"runners": [{"name": "r1", "executor": "kubernetes", "kubernetes": section}]})
+    assert "[runners.kubernetes]" in text and "hostPath" not in text and "/dev/" not in text
+    plain = kubernetes_section(placement(frozenset({"arm64"}), "arm64", None), namespace="ci", service_account="sa", image="i", labels={})
+    assert "pod_spec" not in plain and "affinity" not in plain and plain["node_selector"] == {"kubernetes.io/arch": "arm64"}
