@@ -110,8 +110,11 @@ def placement(tags: frozenset[str], arch: str | None, gpu: GpuProfile | None, pr
     if gpu.resource.startswith("nvidia.com/") and (cc := _floor(tags, "cc-ge-")) is not None:
         major, minor = (int(x) for x in cc.split("."))
         higher: dict[str, object] = {"key": _NVIDIA_MAJOR, "operator": "Gt", "values": [str(major)]}
-        same: tuple[dict[str, object], ...] = ({"key": _NVIDIA_MAJOR, "operator": "In", "values": [str(major)]},
-                {"key": _NVIDIA_MINOR, "operator": "Gt", "values": [str(minor - 1)]})  # fmt: skip
+        # A label value cannot be negative ("-1" is refused by the API server): minor >= 0 is "Exists".
+        at_least_minor: dict[str, object] = (
+            {"key": _NVIDIA_MINOR, "operator": "Gt", "values": [str(minor - 1)]} if minor > 0 else {"key": _NVIDIA_MINOR, "operator": "Exists"}
+        )
+        same: tuple[dict[str, object], ...] = ({"key": _NVIDIA_MAJOR, "operator": "In", "values": [str(major)]}, at_least_minor)
         terms = ((*common, higher), (*common, *same))
     return Placement(selector, terms, limits)
 

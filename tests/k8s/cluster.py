@@ -100,7 +100,7 @@ class Cluster:
     def __init__(self, folder: Path) -> None:
         self.dir = folder.resolve()
         self.state = State.load(self.dir)
-        self.bin = Path(self.state.bin)
+        self.bin = Path(self.state.bin) / "bin"
         self.kubeconfig = self.dir / "admin.kubeconfig"
         self.api_url = f"https://127.0.0.1:{self.state.api_port}"
 
@@ -312,7 +312,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         "--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", SERVICE_CIDR,
         "--kubelet-preferred-address-types", "Hostname,InternalIP",
         "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt", "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
-        "--allow-privileged", "true", "--profiling", "false", "--v", "1"])  # fmt: skip
+        "--allow-privileged=true", "--profiling=false", "--v", "1"])  # fmt: skip
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
 
     def ready() -> bool:

@@ -20,8 +20,13 @@ from autogit.agent.tags import CC_FLOORS, VRAM_FLOORS_GIB
 def _matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
     value = labels.get(expr["key"])
     op = expr["operator"]
+    if op == "Exists":
+        assert "values" not in expr  # the API server refuses values with Exists
+        return value is not None
     if op == "In":
         return value in expr["values"]
+    # Gt/Lt: one value, an integer that is also a valid label value (so never negative)
+    assert len(expr["values"]) == 1 and expr["values"][0].isdigit(), expr
     if value is None or not value.lstrip("-").isdigit():
         return False
     return int(value) > int(expr["values"][0]) if op == "Gt" else int(value) < int(expr["values"][0])
@@ -106,7 +111,7 @@ def test_the_runner_section_uses_only_gitlab_runner_keys_and_patches_the_gpu_lim
     assert set(section) <= RUNNER_KUBERNETES_KEYS
     assert section["privileged"] is False and section["allow_privilege_escalation"] is False
     terms = section["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]["node_selector_terms"]
-    assert len(terms) == 2 and all(set(e) == {"key", "operator", "values"} for t in terms for e in t["match_expressions"])
+    assert len(terms) == 2 and all({"key", "operator"} <= set(e) <= {"key", "operator", "values"} for t in terms for e in t["match_expressions"])
     [patch] = section["pod_spec"]
     assert set(patch) == {"name", "patch_type", "patch"} and patch["patch_type"] == "strategic"
     assert json.loads(patch["patch"]) == {"containers": [{"name": "build", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
