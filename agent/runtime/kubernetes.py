@@ -17,7 +17,10 @@ from typing import NamedTuple
 
 from ..inventory.kubernetes import GpuProfile
 
-__all__ = ["AGENT_CLUSTER_RULES", "AGENT_RULES", "POD_SPEC_FEATURE_FLAG", "RUNNER_RULES", "Placement", "Rule", "kubernetes_section", "placement"]
+__all__ = [
+    "AGENT_CLUSTER_RULES", "AGENT_RULES", "POD_SPEC_FEATURE_FLAG", "RUNNER_RULES", "Placement", "Rule",
+    "kubernetes_section", "manager_pod", "placement", "runner_secret",
+]  # fmt: skip
 
 
 class Rule(NamedTuple):
@@ -150,3 +153,53 @@ def kubernetes_section(where: Placement, *, namespace: str, service_account: str
         patch = {"containers": [{"name": "build", "resources": {"limits": dict(where.limits)}}]}
         section["pod_spec"] = [{"name": "autogit-gpu", "patch_type": "strategic", "patch": json.dumps(patch, sort_keys=True)}]
     return section
+
+
+# --- one runner's objects: its config Secret and its manager pod -------------------------------
+
+RUNNER_LABEL = "autogit.io/runner"
+OWNER_LABEL = "autogit.io/agent"
+CONFIG_KEY = "config.toml"
+
+
+def runner_secret(name: str, namespace: str, config_toml: str, owner: str) -> dict[str, object]:
+    """The Secret holding one runner's config.toml, the only place its token is written."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": f"{name}-config", "namespace": namespace, "labels": {RUNNER_LABEL: name, OWNER_LABEL: owner}},
+        "stringData": {CONFIG_KEY: config_toml},
+    }  # fmt: skip
+
+
+def manager_pod(name: str, namespace: str, *, image: str, service_account: str, owner: str, annotations: dict[str, str],
+                grace_seconds: int) -> dict[str, object]:  # fmt: skip
+    """One runner's manager pod: gitlab-runner with the Kubernetes executor, its config.toml
+    from the runner's Secret. gitlab-runner writes beside its config (its system id), so an init
+    step copies the file into a memory-backed emptyDir; the token is never an environment
+    variable, an argument or an annotation. The manager holds no GPU and is never privileged: the
+    job pods it creates hold the GPU through their extended-resource limit."""
+    config_dir = "/etc/gitlab-runner"
+    restricted = {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {RUNNER_LABEL: name, OWNER_LABEL: owner}, "annotations": dict(annotations)},
+        "spec": {
+            "serviceAccountName": service_account, "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
+            "enableServiceLinks": False, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "initContainers": [{
+                "name": "config", "image": image, "command": ["cp", f"/run/secrets/runner/{CONFIG_KEY}", f"{config_dir}/{CONFIG_KEY}"],
+                "volumeMounts": [{"name": "secret", "mountPath": "/run/secrets/runner", "readOnly": True},
+                                 {"name": "config", "mountPath": config_dir}],
+                "securityContext": restricted,
+            }],
+            "containers": [{
+                "name": "runner", "image": image, "args": ["run", "--config", f"{config_dir}/{CONFIG_KEY}", "--working-directory", "/tmp"],
+                "volumeMounts": [{"name": "config", "mountPath": config_dir}],
+                "securityContext": restricted,
+            }],
+            "volumes": [
+                {"name": "secret", "secret": {"secretName": f"{name}-config", "defaultMode": 0o400}},
+                {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            ],
+        },
+    }  # fmt: skip

@@ -480,6 +480,12 @@ def down(folder: Path) -> list[str]:
         problems.append(f"bridge {BRIDGE} still exists")
     if any((c / "kubepods").exists() for c in CGROUP_ROOT.iterdir() if not c.is_symlink()):
         problems.append("kubepods cgroups still exist")
+    problems += [f"{p} still exists" for p in HOST_PATHS if str(p) not in state.host_paths_before and p.exists()]
+    for key, chains in _iptables_chains().items():
+        problems += [f"{key} chain {c} still exists" for c in set(chains) - set(state.chains_before.get(key, [])) if c.startswith("KUBE-")]
+    problems += [f"netns {n} still exists" for n in set(_netns()) - set(state.netns_before) if n.startswith("cni-")]
+    problems += [f"{name} (pid {pid}) still runs" for name, pid in state.pids.items() if _alive(pid)]
+    problems += [f"containerd shim {pid} still runs" for pid in _shims(folder)]
     return problems
 
 
