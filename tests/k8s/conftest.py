@@ -57,7 +57,12 @@ def k8s_cluster() -> Iterator[Cluster]:
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one kubelet per machine: wait for another session's
         folder = Path(tempfile.mkdtemp(prefix="autogit-k8s-", dir="/tmp"))
-        cluster = up(folder, binaries)
+        try:
+            cluster = up(folder, binaries)
+        except BaseException:
+            if folder.exists() and not any(folder.iterdir()):  # refused before anything started
+                folder.rmdir()
+            raise
         try:
             yield cluster
         finally:
