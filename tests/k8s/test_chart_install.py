@@ -82,6 +82,9 @@ def check_the_running_agent(cluster: Cluster, ns: str, token: str) -> None:
     assert status["phase"] == "degraded" and status["docker"]["ok"] is False, status
     assert status["hostname"] == name
     assert cluster.kubectl("exec", "-n", ns, name, "--", "id", "-u").stdout.strip() == "10001"
+    # the console is in the image too (`kubectl exec -it deploy/… -- autogit-tui`): its app and Textual import
+    tui = cluster.kubectl("exec", "-n", ns, name, "--", "python3", "-c", "import autogit.tui.app, textual; print(textual.__version__)")
+    assert tui.stdout.strip()[:1].isdigit(), tui
     env = cluster.kubectl("exec", "-n", ns, name, "--", "cat", "/proc/1/environ").stdout
     assert token not in env and "CREDENTIALS_DIRECTORY=/run/secrets/autogit" in env
     denied = cluster.kubectl("exec", "-n", ns, name, "--", "touch", "/usr/local/bin/x", check=False)
