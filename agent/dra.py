@@ -32,9 +32,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
+from .inventory.kubernetes import parse_quantity
 from .model import Gpu, GpuVendor
 from .tags import gpu_tags
 
@@ -59,27 +59,6 @@ MIG_CLASS = "mig.nvidia.com"
 MAX_ALTERNATIVES = 8
 _GIB = 1024**3
 _MIB = 1024**2
-
-_BINARY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5, "Ei": 1024**6}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3),
-            "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18)}  # fmt: skip
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
-
-
-def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource.Quantity string ('80Gi', '85520809984', '1e3', '500m') as a number
-    (k8s.io/apimachinery/pkg/api/resource/quantity.go: binary SI, decimal SI, decimal exponent).
-    ValueError on anything else."""
-    match = _QUANTITY.match(text.strip())
-    if match is None:
-        raise ValueError(f"not a Kubernetes quantity: {text!r}")
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * _DECIMAL[suffix]
-
 
 @dataclass(frozen=True, slots=True)
 class DraDevice:
