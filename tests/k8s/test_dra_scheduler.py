@@ -98,7 +98,7 @@ def test_the_scheduler_allocates_the_devices_the_claim_states_smallest_first(k8s
         assert isinstance(plan, ClaimPlan)
         assert plan.alternatives == ["NVIDIA A100-SXM4-40GB (40 GiB)", "NVIDIA H100 80GB HBM3 (80 GiB)"]
         template = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                    "metadata": {"name": "vram-ge-40g", "namespace": ns}, **plan.spec}  # fmt: skip
+                    "metadata": {"name": "vram-ge-40g", "namespace": ns}, "spec": plan.spec}  # fmt: skip
         cluster.apply(template)
 
         # Three 40 GiB-floor jobs, one after the other: the A100 (first alternative), then the
