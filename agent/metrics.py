@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .events import Event
-from .state import AgentPhase, AgentState
+from .state import AgentPhase, AgentState, LeaderRole
 
 __all__ = ["CONTENT_TYPE", "AgentMetrics", "StateCollector", "start_metrics_listener", "parse_listen"]
 
@@ -102,6 +102,10 @@ class StateCollector(Collector):
                 up.add_metric([name], float(health.ok))
         yield errors
         yield up
+
+        if state.leadership.role is not LeaderRole.NOT_ELECTING:  # absent with leader_election off
+            leads = float(state.leadership.role is LeaderRole.LEADER)
+            yield GaugeMetricFamily("autogit_leader", "1 while this replica holds the Lease and acts, 0 while it follows.", value=leads)
 
         yield GaugeMetricFamily("autogit_event_subscribers", "Live event-stream subscribers.", value=state.bus.subscriber_count)
         yield CounterMetricFamily("autogit_reconcile_passes", "Reconcile passes since start.", value=state.reconcile_count)

@@ -1,0 +1,87 @@
+"""leader_election: its config section (bounds the library and ADR-014 need, one line per error
+naming the field), the defaults taken from the pod, and the role AgentState shows and announces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from autogit.agent.api.client import leadership_line
+from autogit.agent.api.schema import Leadership as WireLeadership
+from autogit.agent.config import ConfigError, parse_config
+from autogit.agent.election import identity_of, namespace_of
+from autogit.agent.events import EventBus
+from autogit.agent.metrics import AgentMetrics
+from autogit.agent.state import AgentState, LeaderRole
+
+
+def test_off_by_default_with_client_go_s_timings():
+    cfg = parse_config("").leader_election
+    assert cfg.enabled is False
+    assert (cfg.lease_name, cfg.lease_duration, cfg.renew_deadline, cfg.retry_period) == ("autogit", 15, 10, 2)
+    assert cfg.kubeconfig is None and cfg.namespace is None and cfg.identity is None
+
+
+@pytest.mark.parametrize(
+    ("yaml", "line"),
+    [
+        ("leader_election:\n  lease_duration: 10\n  renew_deadline: 10\n",
+         "leader_election: Value error, renew_deadline must be shorter than lease_duration, or two replicas could act at once"),
+        ("leader_election:\n  renew_deadline: 2.4\n  retry_period: 2\n",
+         "leader_election: Value error, renew_deadline must be longer than 1.2 × retry_period"),
+        ("leader_election:\n  retry_period: 0.5\n", "leader_election.retry_period: Input should be greater than or equal to 1"),
+        ("leader_election:\n  lease_name: ''\n", "leader_election.lease_name: String should have at least 1 character"),
+        ("leader_election:\n  lease: x\n", "leader_election.lease: unknown key (check the spelling; see docs/configuration/)"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_one_line_naming_the_field(yaml: str, line: str):
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml)
+    assert err.value.lines == [line]
+
+
+def test_identity_and_namespace_default_from_the_pod(tmp_path: Path):
+    cfg = parse_config("leader_election:\n  enabled: true\n").leader_election
+    assert identity_of(cfg, {"POD_NAME": "autogit-7d9f-x2"}) == "autogit-7d9f-x2"
+    assert identity_of(cfg, {}) != ""  # the host's name
+    assert identity_of(cfg.model_copy(update={"identity": "a"}), {"POD_NAME": "p"}) == "a"
+    sa = tmp_path / "namespace"
+    sa.write_text("ci\n")
+    assert namespace_of(cfg, {"POD_NAMESPACE": "ops"}, sa) == "ops"
+    assert namespace_of(cfg, {}, sa) == "ci"
+    assert namespace_of(cfg.model_copy(update={"namespace": "x"}), {"POD_NAMESPACE": "ops"}, sa) == "x"
+    with pytest.raises(ConfigError) as err:
+        namespace_of(cfg, {}, tmp_path / "absent")
+    assert err.value.lines[0].startswith("leader_election.namespace: not set")
+
+
+def test_the_role_is_announced_once_per_change_and_shown():
+    times = iter(datetime(2026, 12, 6, 21, m, tzinfo=UTC) for m in range(10))
+    state = AgentState(EventBus(), clock=lambda: next(times))
+    metrics = AgentMetrics()
+    metrics.bind_state(state)
+    assert state.leadership.role is LeaderRole.NOT_ELECTING
+    assert b"autogit_leader " not in metrics.render()  # absent with leader_election off
+    assert leadership_line(WireLeadership.model_validate(state.leadership.model_dump())) is None
+
+    state.start_electing("replica-b", "ci/autogit")
+    state.set_leadership(False, "replica-a")
+    assert state.leadership.role is LeaderRole.FOLLOWER and state.leadership.holder == "replica-a"
+    assert b"autogit_leader 0.0" in metrics.render()
+    line = leadership_line(WireLeadership.model_validate(state.leadership.model_dump()))
+    assert line is not None and line.startswith("role: FOLLOWER (replica-b, observing only") and "replica-a leads" in line
+
+    state.set_leadership(True, "replica-b")
+    state.set_leadership(True, "replica-b")
+    since = state.leadership.since
+    state.set_leadership(False, "replica-c")
+    kinds = [(e.type, e.data.get("identity")) for e in state.bus.history()]
+    assert kinds.count(("leader.acquired", "replica-b")) == 1 and kinds.count(("leader.lost", "replica-b")) == 1
+    assert state.leadership.role is LeaderRole.FOLLOWER and state.leadership.since is not None and since is not None
+    assert state.leadership.since > since
+    state.set_leadership(True, "replica-b")
+    assert b"autogit_leader 1.0" in metrics.render()
+    line = leadership_line(WireLeadership.model_validate(state.leadership.model_dump()))
+    assert line is not None and line.startswith("role: LEADER (replica-b, acting)")
