@@ -1,0 +1,71 @@
+{{/* Names, labels and shared values of the AutoGit chart. */}}
+{{- define "autogit.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "autogit.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "autogit.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "autogit.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "autogit.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "autogit.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "autogit.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "autogit.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "autogit.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "autogit.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The runner managers' own ServiceAccount: gitlab-runner's Kubernetes executor creates job pods with it. */}}
+{{- define "autogit.runnerServiceAccountName" -}}
+{{- default (printf "%s-runner" (include "autogit.fullname" .)) .Values.runners.serviceAccountName }}
+{{- end }}
+
+{{- define "autogit.runnersNamespace" -}}
+{{- default .Release.Namespace .Values.runners.namespace }}
+{{- end }}
+
+{{/* The Secret holding gitlab-token (and webhook-secret): the operator's, or the chart's own. */}}
+{{- define "autogit.secretName" -}}
+{{- if .Values.gitlab.existingSecret }}
+{{- .Values.gitlab.existingSecret }}
+{{- else if .Values.gitlab.token }}
+{{- include "autogit.fullname" . }}
+{{- else }}
+{{- fail "gitlab.existingSecret (a Secret with key gitlab-token) or gitlab.token is required" }}
+{{- end }}
+{{- end }}
+
+{{- define "autogit.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* agent.yaml: the chart's paths and listeners, then the operator's `config` on top. */}}
+{{- define "autogit.agentConfig" -}}
+{{- $chart := dict
+  "api" (dict "socket" "/run/autogit/agent.sock" "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)))
+  "webhook" (dict "enabled" .Values.webhook.enabled "listen" (printf "0.0.0.0:%d" (int .Values.webhook.port)) "path" .Values.webhook.path)
+  "runner" (dict "config_dir" "/var/lib/autogit/runners")
+  "state_file" "/var/lib/autogit/state.json" }}
+{{- if .Values.gitlab.url }}
+{{- $_ := set $chart "gitlab" (dict "url" .Values.gitlab.url) }}
+{{- end }}
+{{- toYaml (mergeOverwrite $chart (deepCopy .Values.config)) }}
+{{- end }}
