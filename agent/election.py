@@ -4,6 +4,8 @@ The daemon runs it; the reconciler asks `acting` before each action (ADR-014).""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 from pathlib import Path
@@ -17,6 +19,8 @@ from .leader import Leadership
 from .state import AgentState
 
 __all__ = ["SERVICE_ACCOUNT_NAMESPACE", "Election", "identity_of", "namespace_of"]
+
+log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -84,8 +88,18 @@ class Election:
         return acting
 
     async def run(self) -> None:
+        """Stand for good. A failure inside the election (a bug, an answer it cannot read) is
+        logged and the replica stands again a retry period later: it follows meanwhile, never
+        acts on a stale win."""
         assert self.leadership is not None
-        await self.leadership.run()
+        while True:
+            try:
+                await self.leadership.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("leader election failed; standing again in %.0f s (following meanwhile)", self.cfg.retry_period)
+            await asyncio.sleep(self.cfg.retry_period)
 
     async def stop(self) -> None:
         """A clean stop: hand the Lease back so that the other replica takes over at its next retry."""
