@@ -299,8 +299,8 @@ class LeaderElectionConfig(Frozen):
     identity: str | None = Field(
         None, description="This replica's name in the Lease (unique per replica); default: POD_NAME, else the host's name."
     )
-    lease_duration: float = Field(
-        15, ge=1, description="Seconds a follower waits after the Lease last changed before it takes it over."
+    lease_duration: int = Field(
+        15, ge=1, description="Seconds (whole: the Lease stores leaseDurationSeconds) a follower waits after the Lease last changed before it takes it over."
     )
     renew_deadline: float = Field(
         10, ge=1, description="Seconds the leader keeps acting after its last successful renewal; below lease_duration."

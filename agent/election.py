@@ -92,13 +92,16 @@ class Election:
         logged and the replica stands again a retry period later: it follows meanwhile, never
         acts on a stale win."""
         assert self.leadership is not None
+        said = None  # the same failure is logged once, not every retry period
         while True:
             try:
                 await self.leadership.run()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("leader election failed; standing again in %.0f s (following meanwhile)", self.cfg.retry_period)
+            except Exception as exc:
+                if repr(exc) != said:
+                    said = repr(exc)
+                    log.exception("leader election failed; standing again every %.0f s (following meanwhile)", self.cfg.retry_period)
             await asyncio.sleep(self.cfg.retry_period)
 
     async def stop(self) -> None:

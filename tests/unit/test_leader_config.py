@@ -32,6 +32,8 @@ def test_off_by_default_with_client_go_s_timings():
         ("leader_election:\n  renew_deadline: 2.4\n  retry_period: 2\n",
          "leader_election: Value error, renew_deadline must be longer than 1.2 × retry_period"),
         ("leader_election:\n  retry_period: 0.5\n", "leader_election.retry_period: Input should be greater than or equal to 1"),
+        ("leader_election:\n  lease_duration: 6.5\n",
+         "leader_election.lease_duration: Input should be a valid integer, got a number with a fractional part"),
         ("leader_election:\n  lease_name: ''\n", "leader_election.lease_name: String should have at least 1 character"),
         ("leader_election:\n  lease: x\n", "leader_election.lease: unknown key (check the spelling; see docs/configuration/)"),
     ],
