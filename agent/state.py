@@ -164,7 +164,7 @@ class AgentState:
             self.bus.publish("leader.acquired", f"{current.identity} leads (Lease {lease}): acting", identity=current.identity, lease=lease)
         elif current.role is LeaderRole.LEADER:
             self.bus.publish(
-                "leader.lost", f"{current.identity} no longer leads (Lease {lease}, held by {holder or 'nobody'}): observing only",
+                "leader.lost", f"{current.identity} no longer leads (Lease {lease}; holder as last read: {holder or 'nobody'}): observing only",
                 identity=current.identity, holder=holder, lease=lease,
             )  # fmt: skip
 

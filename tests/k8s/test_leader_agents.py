@@ -9,11 +9,15 @@ the fleet off, so nothing but the Lease keeps them from both acting.
 - kill -9 of the leader while its runner runs a job → the follower leads within
   lease_duration + retry_period, serves the jobs left, starts no duplicate, and the busy
   runner finishes its job (it is never stopped).
+- the leader cut off from the API server (a TCP relay that stops relaying) while jobs keep
+  coming: it starts nothing more once the other leads (never two acting at once), keeps
+  running as a follower, and every job gets exactly one runner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from agent_process import AgentProcess, idle_registrations, job_runners, until  # noqa: E402
+from k8s.test_leader_election import Relay, _via  # noqa: E402
 from runner_harness import finished, runner_image, short_token_labels  # noqa: E402,F401 - runner_image is a fixture
 
 from autogit.agent.api.client import AgentClient  # noqa: E402
@@ -62,6 +67,38 @@ async def roles(replicas: list[AgentProcess]) -> dict[str, tuple[LeaderRole, str
     return out
 
 
+def replica(identity: str, hostname: str, tmp: Path, sim: GitLabSimulator, images, namespace: str, kubeconfig: Path) -> AgentProcess:
+    """One replica of the logical agent `hostname`: one-job runners (any extra one is a
+    duplicate), stored runner configs shared with the other replica, the fleet off."""
+    return AgentProcess(
+        hostname, tmp / identity, sim.url, images, sim.private_token,
+        fleet={"enabled": False}, runner={"mode": "one-job", "config_dir": str(tmp / "runners")}, scaling={"max_runners": 4},
+        leader_election={"enabled": True, "namespace": namespace, "lease_name": "autogit", "identity": identity,
+                         "kubeconfig": str(kubeconfig), **LEASE},
+    )  # fmt: skip
+
+
+def event_times(replica: AgentProcess, kind: str) -> list[float]:
+    """Wall-clock times (one machine, one clock) of this replica's `kind` events, from its log."""
+    text = replica.log.read_text(errors="replace") if replica.log.exists() else ""
+    times = []
+    for line in text.splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+\s+autogit\.agent: " + re.escape(kind) + " ", line)
+        if m:
+            times.append(time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000)
+    return times
+
+
+def cleanup_docker(hostname: str, tokens: set[str]) -> None:
+    """What the replicas' runners left (none is expected to be busy by now): removed."""
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.autogit.host={hostname}"], capture_output=True, text=True)
+    if left.stdout.split():
+        subprocess.run(["docker", "rm", "-f", *left.stdout.split()], capture_output=True)
+    for name in short_token_labels(tokens):
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
+
+
 def started_lines(replica: AgentProcess) -> list[str]:
     """The runner.started events of this replica (the daemon logs every event)."""
     text = replica.log.read_text(errors="replace") if replica.log.exists() else ""
@@ -72,16 +109,7 @@ async def test_two_replicas_one_lease_one_runner_per_job_and_a_takeover_after_ki
     k8s_cluster, k8s_namespace, sim: GitLabSimulator, runner_image, tmp_path: Path  # noqa: F811
 ) -> None:
     hostname = f"ha{uuid.uuid4().hex[:6]}"
-    shared_runners = tmp_path / "runners"  # one logical agent: its runners' stored configs are the same
-    replicas = []
-    for identity in ("replica-a", "replica-b"):
-        replicas.append(AgentProcess(
-            hostname, tmp_path / identity, sim.url, runner_image, sim.private_token,
-            fleet={"enabled": False}, runner={"mode": "one-job", "config_dir": str(shared_runners)},
-            scaling={"max_runners": 4},
-            leader_election={"enabled": True, "namespace": k8s_namespace, "lease_name": "autogit", "identity": identity,
-                             "kubeconfig": str(k8s_cluster.kubeconfig), **LEASE},
-        ))  # fmt: skip
+    replicas = [replica(i, hostname, tmp_path, sim, runner_image, k8s_namespace, k8s_cluster.kubeconfig) for i in ("replica-a", "replica-b")]
     tokens: set[str] = set()
 
     def remember() -> None:
@@ -155,10 +183,48 @@ async def test_two_replicas_one_lease_one_runner_per_job_and_a_takeover_after_ki
             if r.alive:
                 r.stop()
         remember()
-        # Nothing left: one-job runners end with their job; what is left is removed here.
-        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.autogit.host={hostname}"], capture_output=True, text=True)
-        if left.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *left.stdout.split()], capture_output=True)
-        for name in short_token_labels(tokens):
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-            subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
+        cleanup_docker(hostname, tokens)
+
+
+async def test_a_leader_cut_off_from_the_api_server_starts_nothing_once_the_other_leads(
+    k8s_cluster, k8s_namespace, sim: GitLabSimulator, runner_image, tmp_path: Path  # noqa: F811
+) -> None:
+    hostname = f"ha{uuid.uuid4().hex[:6]}"
+    relay = Relay(k8s_cluster.state.api_port)
+    # a reaches the API server only through the relay, and starts first so that it leads
+    a = replica("replica-a", hostname, tmp_path, sim, runner_image, k8s_namespace, _via(k8s_cluster.kubeconfig, relay.port, tmp_path / "a.kubeconfig"))
+    b = replica("replica-b", hostname, tmp_path, sim, runner_image, k8s_namespace, k8s_cluster.kubeconfig)
+    tokens: set[str] = set()
+    a.start()
+    try:
+        await until(lambda: bool(event_times(a, "leader.acquired")), 60, "replica-a to lead", [a])
+        b.start()
+        await until(lambda: bool(event_times(b, "agent.ready")), 60, "replica-b to be ready", [b])
+        before = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(2)]
+        await until(lambda: (tokens.update(r.token for r in sim.runners), finished(sim, before))[1], 120, "two jobs", [a, b])
+        relay.cut()
+        cut = time.time()
+        jobs = list(before)
+        while time.time() - cut < LEASE["lease_duration"] + 6:  # jobs keep coming across the takeover
+            jobs.append(sim.add_job(project_id=1, script=["echo ok"]).id)
+            await asyncio.sleep(1.5)
+        await until(lambda: (tokens.update(r.token for r in sim.runners), finished(sim, jobs))[1], 180, "every job", [a, b])
+        assert all(sim.job(j).status == "success" for j in jobs)
+        lost, acquired = event_times(a, "leader.lost"), event_times(b, "leader.acquired")
+        assert lost and acquired, a.tail() + b.tail()
+        assert lost[0] < acquired[0], f"a stopped acting {lost[0] - cut:.2f} s after the cut, b started {acquired[0] - cut:.2f} s after it"
+        assert lost[0] - cut <= LEASE["renew_deadline"] + 1.5, lost[0] - cut
+        late = [t - cut for t in event_times(a, "runner.started") if t >= acquired[0]]
+        assert late == [], f"replica-a started runners while replica-b led: {late}"
+        assert event_times(b, "runner.started"), "replica-b served the jobs after the takeover"
+        assert a.alive, "cut off, replica-a keeps running as a follower"
+        st = await status_of(a)
+        assert st is not None and st.leadership is not None and st.leadership.role is LeaderRole.FOLLOWER
+        assert len(job_runners(sim, hostname)) == len(jobs) and idle_registrations(sim, hostname) == [], "one runner per job"
+    finally:
+        b.stop()
+        if a.alive:
+            a.kill()  # cut off, it could not hand the Lease back anyway
+        relay.close()
+        tokens.update(r.token for r in sim.runners)
+        cleanup_docker(hostname, tokens)
