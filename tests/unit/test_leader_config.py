@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from autogit.agent.api.client import leadership_line
+from autogit.agent.api.client import format_status, leadership_line
 from autogit.agent.api.schema import Leadership as WireLeadership
+from autogit.agent.api.schema import StatusResponse
+from autogit.agent.api.views import status_view
 from autogit.agent.config import ConfigError, parse_config
 from autogit.agent.election import identity_of, namespace_of
 from autogit.agent.events import EventBus
@@ -87,3 +89,14 @@ def test_the_role_is_announced_once_per_change_and_shown():
     assert b"autogit_leader 1.0" in metrics.render()
     line = leadership_line(WireLeadership.model_validate(state.leadership.model_dump()))
     assert line is not None and line.startswith("role: LEADER (replica-b, acting)")
+
+
+def test_status_says_which_replica_leads():
+    state = AgentState(EventBus())
+    assert "role:" not in format_status(status_view(state, "box"))  # not electing: no line
+    state.start_electing("replica-a", "ci/autogit")
+    state.set_leadership(True, "replica-a")
+    status = status_view(state, "box")
+    assert status.leadership is not None and status.leadership.role is LeaderRole.LEADER and status.leadership.identity == "replica-a"
+    assert "role: LEADER (replica-a, acting)" in format_status(status)
+    assert StatusResponse.model_validate_json(status.model_dump_json()).leadership == status.leadership  # on the wire and back
