@@ -59,6 +59,8 @@ class Election:
     async def connect(self) -> None:
         """The API client from leader_election.kubeconfig, else the in-cluster config; ConfigError if neither loads."""
         configuration = Configuration()
+        if self.cfg.kubeconfig is not None and not self.cfg.kubeconfig.is_file():
+            raise ConfigError([f"leader_election.kubeconfig: {self.cfg.kubeconfig}: no such file"])
         try:
             if self.cfg.kubeconfig is not None:
                 await kube_config.load_kube_config(config_file=str(self.cfg.kubeconfig), client_configuration=configuration, persist_config=False)

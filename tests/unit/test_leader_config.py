@@ -3,6 +3,9 @@ naming the field), the defaults taken from the pod, and the role AgentState show
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,3 +103,22 @@ def test_status_says_which_replica_leads():
     assert status.leadership is not None and status.leadership.role is LeaderRole.LEADER and status.leadership.identity == "replica-a"
     assert "role: LEADER (replica-a, acting)" in format_status(status)
     assert StatusResponse.model_validate_json(status.model_dump_json()).leadership == status.leadership  # on the wire and back
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("{enabled: true}", "leader_election.namespace: not set, and neither POD_NAMESPACE nor a pod's service-account namespace to default to"),
+        ("{enabled: true, namespace: x, kubeconfig: /nonexistent/kc}", "leader_election.kubeconfig: /nonexistent/kc: no such file"),
+    ],
+)  # fmt: skip
+def test_a_replica_that_cannot_elect_stops_at_start_with_exit_78_and_one_line(tmp_path: Path, section: str, line: str):
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"api: {{socket: {tmp_path / 'agent.sock'}}}\ngpu: {{vendors: []}}\nrunner: {{docker: {{config_dir: {tmp_path / 'runners'}}}}}\n"
+        f"state_file: {tmp_path / 'state.json'}\nleader_election: {section}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("POD_NAMESPACE", "AUTOGIT_GITLAB_TOKEN", "NOTIFY_SOCKET")}
+    proc = subprocess.run([sys.executable, "-m", "autogit.agent.cli", "run", "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr.splitlines()[-1] == line
