@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from runner_harness import Harness, finished
 
+from autogit.agent.fleet import PRESENCE_DESCRIPTION_PREFIX
+
 
 async def test_a_follower_observes_and_plans_but_registers_and_starts_nothing(harness: Harness):
     sim = harness.sim
@@ -33,3 +35,25 @@ async def test_a_lease_lost_mid_plan_stops_the_actions_left(harness: Harness):
     assert len(sim.runners) == 1 and len(await harness.runtime.list()) == 1  # one start, then nothing more
     harness.reconciler.may_act = lambda: True
     await harness.until(lambda: finished(sim, jobs), 120, "the jobs once it leads again")
+
+
+async def test_the_fleet_presence_heartbeat_is_the_leader_s_alone(sim, runner_image, tmp_path):
+    h = Harness(sim, runner_image, tmp_path, fleet={"enabled": True, "hold_off": 4, "membership_ttl": 4, "heartbeat_interval": 1})
+    leads = False
+    h.reconciler.may_act = lambda: leads
+    try:
+        for _ in range(3):
+            await h.reconciler.reconcile_once(full_poll=True)
+            h.reconciler._fleet_next = 0.0  # a heartbeat due on every pass
+        assert presences(sim) == []  # a follower publishes no presence
+        leads = True
+        await h.reconciler.reconcile_once(full_poll=True)
+        assert presences(sim) == [f"{PRESENCE_DESCRIPTION_PREFIX}{h.hostname}"]
+    finally:
+        for r in list(sim.runners):  # the presence outlives an agent by design (docs/runners/fleet.md): removed here
+            await h.gitlab.delete_runner(r.id)
+        await h.cleanup()
+
+
+def presences(sim) -> list[str]:
+    return sorted(r.description for r in sim.runners if r.description.startswith(PRESENCE_DESCRIPTION_PREFIX))
