@@ -45,7 +45,7 @@ def namespace_of(cfg: LeaderElectionConfig, environ: dict[str, str] | None = Non
 
 
 class Election:
-    """This replica's part: `start()` connects and stands, `acting` gates each action, `stop()`
+    """This replica's part: `connect()`, then `run()` stands for good; `acting` gates each action; `stop()`
     hands the Lease back (SIGTERM) and closes the client."""
 
     def __init__(self, cfg: LeaderElectionConfig, state: AgentState) -> None:
