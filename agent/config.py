@@ -38,6 +38,7 @@ __all__ = [
     "GitLabConfig",
     "GitLabScope",
     "GpuConfig",
+    "LeaderElectionConfig",
     "RunnerConfig",
     "FleetConfig",
     "RunnerMode",
@@ -286,9 +287,42 @@ class FleetConfig(Frozen):
         return self
 
 
+class LeaderElectionConfig(Frozen):
+    """Two or more replicas of one agent (on Kubernetes): only the holder of a coordination.k8s.io
+    Lease acts, the others observe and serve status (ADR-014, docs/operations/high-availability.md)."""
+
+    enabled: bool = Field(False, description="Stand for election; false: this agent always acts (one replica, or a host).")
+    namespace: str | None = Field(
+        None, description="The Lease's namespace; default: POD_NAMESPACE, else the pod's service-account namespace."
+    )
+    lease_name: str = Field("autogit", min_length=1, description="The Lease's name; every replica of one agent uses the same.")
+    identity: str | None = Field(
+        None, description="This replica's name in the Lease (unique per replica); default: POD_NAME, else the host's name."
+    )
+    lease_duration: int = Field(
+        15, ge=1, description="Seconds (whole: the Lease stores leaseDurationSeconds) a follower waits after the Lease last changed before it takes it over."
+    )
+    renew_deadline: float = Field(
+        10, ge=1, description="Seconds the leader keeps acting after its last successful renewal; below lease_duration."
+    )
+    retry_period: float = Field(2, ge=1, description="Seconds between tries to acquire or renew the Lease.")
+    kubeconfig: Path | None = Field(None, description="A kubeconfig file to reach the API server; default: the in-cluster config.")
+
+    @model_validator(mode="after")
+    def _deadlines_in_order(self) -> LeaderElectionConfig:
+        # The library's own rules (kubernetes_asyncio leaderelection/electionconfig.py), and ours:
+        # the leader stops acting before its Lease can be taken (ADR-014).
+        if self.renew_deadline >= self.lease_duration:
+            raise ValueError("renew_deadline must be shorter than lease_duration, or two replicas could act at once")
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise ValueError("renew_deadline must be longer than 1.2 × retry_period")
+        return self
+
+
 class AgentConfig(Frozen):
     gitlab: GitLabConfig = Field(default_factory=GitLabConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     scaling: Policy = Field(default_factory=Policy)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)

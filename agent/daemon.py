@@ -10,7 +10,10 @@ runner settings for runners started from now on, gpu.vendors (the inventory is r
 verdicts kept), gpu.readings_interval, gpu.ignore, stop_timeout and log_level. RESTART_KEYS
 only apply at start; a reload that changes one names it in the event, in `status` and in the
 journal (see `config_changes`).
-SIGTERM: STOPPING=1, finish the pass in flight (within `stop_timeout`), close the socket, exit.
+SIGTERM: STOPPING=1, finish the pass in flight (within `stop_timeout`), hand the Lease back
+(leader_election), close the socket, exit.
+leader_election.enabled: the replica stands for a Lease (agent/election.py, ADR-014); every
+pass observes and publishes, only the leader's passes act.
 Runner containers are not stopped with the agent: they keep running their jobs and the next
 agent adopts them (an upgrade or restart never disturbs a job). Operator intents (pause, GPU
 and runner drains) are saved on each change and read back at start (agent.statefile).
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api.server import ApiServer
 from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets
+from .election import Election
 from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
 from .gitlab.webhook import WebhookListener
@@ -83,7 +87,7 @@ def configure_logging(level: str) -> None:
 # Docker engine and config folder of the runners it adopted are fixed, CDI is chosen and the
 # NVML health thread started at start, the state file read at start. A prefix ending in "."
 # covers its whole section.
-RESTART_KEYS = ("api.", "webhook.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
+RESTART_KEYS = ("api.", "webhook.", "leader_election.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -129,7 +133,10 @@ class Agent:
         self.metrics.watch_gitlab(self.gitlab)
         self.state.config = ConfigReport(loaded_at=self.state.started_at)
         self.runtime = build_runtime(config, self.hostname, self._host)
-        self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics)
+        # Raises ConfigError (exit 78) when the Lease's namespace cannot be known.
+        self.election = Election(config.leader_election, self.state) if config.leader_election.enabled else None
+        may_act = self.election.acting if self.election is not None else None
+        self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics, may_act=may_act)
         self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
         self.webhook: WebhookListener | None = None
         if config.webhook.enabled:
@@ -343,6 +350,10 @@ class Agent:
         self.state.bus.publish("agent.starting", f"autogit-agent starting on {self.hostname} ({self._host.arch}, {len(self._host.gpus)} GPU(s))")
         if self.state.intents != Intents():
             self.state.bus.publish("intents.restored", f"operator intents restored from {self.state_file.path}: {describe(self.state.intents)}")
+        election_task: asyncio.Task[None] | None = None
+        if self.election is not None:
+            await self.election.connect()  # ConfigError: exit 78 (run_agent)
+            election_task = asyncio.create_task(self.election.run())
         await self.api.start()
         await self._start_hotplug()
         if self.webhook is not None:
@@ -367,6 +378,9 @@ class Agent:
             log.warning("the pass in flight did not finish within %ss; stopping anyway", self.config.stop_timeout)
         watchdog_task.cancel()
         gpu_task.cancel()
+        if election_task is not None and self.election is not None:
+            election_task.cancel()
+            await self.election.stop()  # hands the Lease back: the other replica leads at its next retry
         if self._hotplug is not None:
             self._hotplug.stop()
         if self.webhook is not None:
@@ -393,4 +407,13 @@ def run_agent(config_path: Path | None) -> int:
             print(line, file=sys.stderr)
         return 78
     configure_logging(config.log_level)
-    return asyncio.run(Agent(config, config_path).run())
+    try:
+        return asyncio.run(_run(config, config_path))
+    except ConfigError as exc:  # leader_election found unusable at start (namespace, kubeconfig)
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 78
+
+
+async def _run(config: AgentConfig, config_path: Path | None) -> int:
+    return await Agent(config, config_path).run()

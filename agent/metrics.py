@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from .events import Event
 from .model import Job, RunnerKind, WaitReason
 from .queuetimes import OTHER, QueueTimes, TagSetLabels, largest_tag_sets, tag_set
-from .state import AgentPhase, AgentState
+from .state import AgentPhase, AgentState, LeaderRole
 
 if TYPE_CHECKING:
     from .gitlab.adapter import GitLabAdapter, QueueSnapshot
@@ -122,6 +122,9 @@ class StateCollector(Collector):
             phase.add_metric([p.value], 1.0 if state.phase is p else 0.0)
         yield phase
         yield GaugeMetricFamily("autogit_scaling_paused", "1 while an operator paused scaling.", value=float(state.intents.paused))
+        if state.leadership.role is not LeaderRole.NOT_ELECTING:  # absent with leader_election off
+            leads = float(state.leadership.role is LeaderRole.LEADER)
+            yield GaugeMetricFamily("autogit_leader", "1 while this replica holds the Lease and acts, 0 while it follows.", value=leads)
 
     def _queue(self, state: AgentState, now: datetime) -> Iterable[Metric]:
         queue = GaugeMetricFamily("autogit_queue_jobs", "Pending jobs this host plans for, by tag set ('' = untagged; bounded, rest 'other').", labels=["tags"])

@@ -16,7 +16,7 @@ from pydantic import Field
 from .events import EventBus
 from .model import Frozen, Gpu, Host, Job, Plan, Runner
 
-__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "ConfigReport", "GpuReading", "RunnerView", "Intents"]
+__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "ConfigReport", "GpuReading", "Intents", "LeaderRole", "Leadership", "RunnerView"]
 
 
 class AgentPhase(StrEnum):
@@ -25,6 +25,22 @@ class AgentPhase(StrEnum):
     RUNNING = "running"
     DEGRADED = "degraded"  # GitLab or Docker failing: keeps what runs, starts nothing new
     STOPPING = "stopping"
+
+
+class LeaderRole(StrEnum):
+    LEADER = "leader"  # holds the Lease and acts
+    FOLLOWER = "follower"  # observes and serves status; acts nothing
+    NOT_ELECTING = "not electing"  # leader_election off: this agent always acts
+
+
+class Leadership(Frozen):
+    """This replica's role in the leader election (ADR-014)."""
+
+    role: LeaderRole = LeaderRole.NOT_ELECTING
+    identity: str | None = Field(None, description="This replica's name in the Lease.")
+    holder: str | None = Field(None, description="Who holds the Lease as this replica last read it; None: nobody, or not read yet.")
+    since: datetime | None = Field(None, description="When this replica took its current role.")
+    lease: str | None = Field(None, description="namespace/name of the Lease.")
 
 
 class ComponentHealth(Frozen):
@@ -110,6 +126,7 @@ class AgentState:
         # Called for "re-read the config"; returns None on success or a one-line error.
         self.reload_handler: Callable[[], str | None] | None = None
         self.config: ConfigReport | None = None  # set by the daemon
+        self.leadership = Leadership()  # set by the daemon when leader_election is enabled
 
     # --- written by the reconciler -------------------------------------------------------
     def set_phase(self, phase: AgentPhase, why: str = "") -> None:
@@ -127,6 +144,29 @@ class AgentState:
             kind = f"{component}.{'ok' if ok else 'failing'}"
             word = ("reachable again" if current.ok is False else "reachable") if ok else f"failing: {error or '?'}"
             self.bus.publish(kind, f"{component} {word}", error=error)
+
+    def start_electing(self, identity: str, lease: str) -> None:
+        """leader_election is on: a follower until this replica holds the Lease."""
+        self.leadership = Leadership(role=LeaderRole.FOLLOWER, identity=identity, since=self._clock(), lease=lease)
+
+    def set_leadership(self, acting: bool, holder: str | None) -> None:
+        """An electing replica's role now: leader while it may act, follower otherwise;
+        `leader.acquired` / `leader.lost` once per change."""
+        current = self.leadership
+        role = LeaderRole.LEADER if acting else LeaderRole.FOLLOWER
+        if role is current.role:
+            if holder != current.holder:
+                self.leadership = current.model_copy(update={"holder": holder})
+            return
+        self.leadership = current.model_copy(update={"role": role, "holder": holder, "since": self._clock()})
+        lease = current.lease or "?"
+        if acting:
+            self.bus.publish("leader.acquired", f"{current.identity} leads (Lease {lease}): acting", identity=current.identity, lease=lease)
+        elif current.role is LeaderRole.LEADER:
+            self.bus.publish(
+                "leader.lost", f"{current.identity} no longer leads (Lease {lease}; holder as last read: {holder or 'nobody'}): observing only",
+                identity=current.identity, holder=holder, lease=lease,
+            )  # fmt: skip
 
     def set_problems(self, component: str, problems: list[str]) -> None:
         """The refusals of a component that still answers; each new one is published once."""

@@ -28,12 +28,14 @@ from .schema import (
     Event,
     GpusResponse,
     JobsResponse,
+    LeaderRole,
+    Leadership,
     PlanResponse,
     RunnersResponse,
     StatusResponse,
 )
 
-__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "fleet_is_on", "format_fleet", "format_status", "status_fleet_section"]
+__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "fleet_is_on", "format_fleet", "format_status", "leadership_line", "status_fleet_section"]
 
 DEFAULT_SOCKET = Path("/run/autogit/agent.sock")
 M = TypeVar("M", bound=BaseModel)
@@ -210,6 +212,8 @@ def format_status(status: StatusResponse) -> str:
     lines.append(f"runners: {c.runners_total}" + (f" ({by_state})" if by_state else ""))
     lines.append(f"jobs: {c.pending_jobs} pending, {c.waiting_jobs} waiting")
     lines.append(f"gpus: {c.gpus} ({c.gpus_busy} busy, {c.gpus_drained} drained, {c.gpus_unhealthy} unhealthy)")
+    if (role := leadership_line(status.leadership)) is not None:
+        lines.append(role)
     cfg = status.config
     if cfg is not None:
         line = f"config: read {_when(cfg.loaded_at)}" + (f", {cfg.reloads} reload(s), last applied: {', '.join(cfg.applied) or 'nothing new'}" if cfg.reloads else "")
@@ -217,6 +221,17 @@ def format_status(status: StatusResponse) -> str:
         if cfg.restart_needed:
             lines.append(f"config: RESTART NEEDED to apply {', '.join(cfg.restart_needed)} (systemctl restart autogit-agent)")
     return "\n".join(lines)
+
+
+def leadership_line(leadership: Leadership | None) -> str | None:
+    """`role: leader ...` / `role: follower ...` under leader_election; None when it is off."""
+    if leadership is None or leadership.role is LeaderRole.NOT_ELECTING:
+        return None
+    since = _when(leadership.since)
+    if leadership.role is LeaderRole.LEADER:
+        return f"role: LEADER ({leadership.identity}, acting) since {since}; Lease {leadership.lease}"
+    leads = f"{leadership.holder} leads" if leadership.holder else "nobody leads yet"
+    return f"role: FOLLOWER ({leadership.identity}, observing only, acts nothing) since {since}; {leads}; Lease {leadership.lease}"
 
 
 def fleet_is_on(fleet: FleetResponse) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..model import BusyEvidence, GpuVendor, RunnerKind, RunnerStatus, WaitReason
-from ..state import AgentPhase
+from ..state import AgentPhase, LeaderRole
 
 __all__ = [
     "API_VERSION",
@@ -57,6 +57,8 @@ __all__ = [
     "GpuView",
     "GpusResponse",
     "Host",
+    "LeaderRole",
+    "Leadership",
     "Job",
     "JobStatus",
     "JobView",
@@ -296,6 +298,16 @@ class ConfigReport(Wire):
     )
 
 
+class Leadership(Wire):
+    """This replica's role in the leader election (ADR-014)."""
+
+    role: LeaderRole = LeaderRole.NOT_ELECTING
+    identity: str | None = Field(None, description="This replica's name in the Lease.")
+    holder: str | None = Field(None, description="Who holds the Lease as this replica last read it; None: nobody, or not read yet.")
+    since: datetime | None = Field(None, description="When this replica took its current role.")
+    lease: str | None = Field(None, description="namespace/name of the Lease.")
+
+
 class GpuReading(Wire):
     """Live readings of one GPU; None where the backend cannot tell ('unknown' is not zero)."""
 
@@ -359,6 +371,9 @@ class StatusResponse(Wire):
     last_event_seq: int = Field(0, description="Sequence number of the newest event (for ?since=).")
     access: Literal["read", "admin"] | None = Field(None, description="What the caller may do: read, or act (admin).")
     config: ConfigReport | None = Field(None, description="The running config: when read, what the last reload applied, what waits for a restart.")
+    leadership: Leadership | None = Field(
+        None, description="leader (acts), follower (observes only) or not electing (leader_election off: always acts), and who holds the Lease."
+    )
 
 
 class GpuView(Wire):
@@ -516,6 +531,7 @@ WIRE_MIRRORS: dict[type[Wire], str] = {
     Plan: "model:Plan",
     ComponentHealth: "state:ComponentHealth",
     ConfigReport: "state:ConfigReport",
+    Leadership: "state:Leadership",
     GpuReading: "state:GpuReading",
     RunnerView: "state:RunnerView",
     Event: "events:Event",

@@ -115,6 +115,7 @@ def status_view(state: AgentState, hostname: str) -> StatusResponse:
         reconcile_count=state.reconcile_count,
         last_event_seq=state.bus.last_seq,
         config=state.config,
+        leadership=state.leadership,
     )
 
 

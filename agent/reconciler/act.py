@@ -28,26 +28,40 @@ __all__ = ["ActStep"]
 
 class ActStep(ReconcilerCore):
     async def _act(self, plan: Plan, known: set[str]) -> None:
-        """`known`: the names of the runners this pass observed (what is stored for any other is a leftover)."""
+        """`known`: the names of the runners this pass observed (what is stored for any other is a leftover).
+        Each action first asks `may_act` (leader election): a replica that lost the Lease mid-plan
+        stops there, before the next one can start acting."""
         bus = self.state.bus
         for removal in plan.remove:
+            if not self.may_act():
+                return
             await self._remove(removal.runner, removal.gitlab_id, removal.reason)
         for kill in plan.kill:
+            if not self.may_act():
+                return
             await self._signal("kill", kill.runner, "runner.killed", f"runner {kill.runner} {kill.reason}; killed")
         for abort in plan.abort:
+            if not self.may_act():
+                return
             await self._signal("abort", abort.runner, "runner.aborting", f"runner {abort.runner} {abort.reason}; aborting it")
         for pause in plan.pause:
+            if not self.may_act():
+                return
             await self._pause(pause.gitlab_id)
         for stop in plan.stop:
-            if await self._signal("drain", stop.runner, None, ""):
+            if self.may_act() and await self._signal("drain", stop.runner, None, ""):
                 bus.publish("runner.stopping", f"runner {stop.runner} stopping ({stop.reason})", runner=stop.runner, reason=stop.reason)
         for drain in plan.drain:
-            if await self._signal("drain", drain.runner, None, ""):
+            if self.may_act() and await self._signal("drain", drain.runner, None, ""):
                 bus.publish("runner.draining", f"runner {drain.runner} draining ({drain.reason}): no new job, current one finishes",
                             runner=drain.runner, reason=drain.reason)  # fmt: skip
         self._note_never_contacted(plan)
         for delete in plan.delete_registrations:
+            if not self.may_act():
+                return
             await self._delete_registration(delete.gitlab_id, delete.reason)
+        if not self.may_act():
+            return
         await self._leftovers(known)
         if plan.start:
             await self._start_all(plan.start)
@@ -146,6 +160,8 @@ class ActStep(ReconcilerCore):
 
         async def start_one(start: StartRunner) -> None:
             async with gate:
+                if not self.may_act():
+                    return  # the Lease was lost while earlier starts ran
                 if self.backoffs.active("start", start.kind.value):
                     return  # failed meanwhile: the others wait for the backoff too
                 try:

@@ -34,6 +34,7 @@ class ReconcilerCore:
         on_pass: Callable[[float], None] | None = None,
         metrics: AgentMetrics | None = None,
         monotonic: Callable[[], float] | None = None,
+        may_act: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -43,6 +44,9 @@ class ReconcilerCore:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.monotonic = monotonic or time.monotonic
         self.on_pass = on_pass
+        # Leader election (ADR-014): asked immediately before each action; a follower observes,
+        # decides and publishes, and carries nothing out. None: this agent always acts.
+        self.may_act: Callable[[], bool] = may_act or (lambda: True)
         self.metrics = metrics
         self.hostname = runtime.hostname
         self.started_at = self.clock()

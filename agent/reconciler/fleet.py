@@ -48,14 +48,17 @@ class FleetStep(ReconcilerCore):
         )  # fmt: skip
         state.live_hosts = {p.hostname for p in share.live}
         state.ownership = share.ownership
-        if refreshed:  # once per heartbeat, from the presences just read
+        if refreshed and self.may_act():  # once per heartbeat, from the presences just read
             await self._forget_gone_hosts(now)
         return share.jobs
 
     async def _refresh_presences(self, presence: fleet.Presence) -> bool:
+        """Publish this host's presence (only while it may act: a follower replica under leader
+        election writes nothing) and read its peers'."""
         assert self.gitlab is not None
         try:
-            self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
+            if self.may_act():
+                self._presence_id = await self.gitlab.publish_presence(self._presence_id, fleet.presence_registration(presence))
             read, ids = [], {}
             for reg_id, description, note, contacted in await self.gitlab.read_presences(fleet.PRESENCE_TAG):
                 contacted_at = datetime.fromisoformat(contacted.replace("Z", "+00:00")) if contacted else None

@@ -104,6 +104,8 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
             self._publish_state(instances, [], None)
             return None
         plan, pending, runners = await self._decide(host, instances, queue, full_poll, now)
+        # A follower (leader election) observes, decides and publishes like the leader, so that
+        # it can take over with a warm view; it carries nothing out (_act asks before each action).
         await self._act(plan, {c.name for c in instances})
         state.set_problems("docker", sorted(self._runtime_problems.values()))
         state.prune_runners(c.name for c in instances if c.name not in {r.runner for r in plan.remove})  # drain intents of runners gone

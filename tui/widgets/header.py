@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from autogit.agent.api.schema import ComponentHealth, StatusResponse
+from autogit.agent.api.schema import ComponentHealth, LeaderRole, StatusResponse
 
 from ..data import age
 
@@ -71,6 +71,11 @@ class AgentHeader(Widget):
                     top.append(" +" + ",".join(st.host.emulated) + " (emulated)", style="bright_black")
             top.append_text(sep)
             top.append(st.phase.value, style=f"bold {_PHASE_STYLE.get(st.phase.value, '')}")
+            le = st.leadership
+            if le is not None and le.role is LeaderRole.LEADER:  # leader_election: which replica acts
+                top.append(" ♛ LEADER" if compact else " ♛ leader", style="bold green")
+            elif le is not None and le.role is LeaderRole.FOLLOWER:
+                top.append(" ◦ FOLLOWER" if compact else f" ◦ follower (leader: {le.holder or 'none'})", style="bold cyan")
             if st.paused:
                 top.append(" ‖ PAUSED", style="bold yellow")
             if st.config is not None and st.config.restart_needed:
