@@ -40,11 +40,15 @@ from kubernetes_asyncio.leaderelection.leaderelection import LeaderElection
 from kubernetes_asyncio.leaderelection.leaderelectionrecord import LeaderElectionRecord
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
-__all__ = ["Leadership"]
+__all__ = ["LEADER_RULES", "Leadership"]
 
 log = logging.getLogger(__name__)
 
 _TRANSPORT = (TimeoutError, aiohttp.ClientError, OSError)
+
+# What the election calls, as RBAC (api group, resources, verbs): read_namespaced_lease, create, replace.
+# The chart's leader Role grants exactly this (tests/k8s/test_chart.py).
+LEADER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (("coordination.k8s.io", ("leases",), ("get", "create", "update")),)
 
 
 def _unreachable(exc: BaseException) -> ApiException:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from autogit.agent.config import parse_config
+from autogit.agent.leader import LEADER_RULES
 from autogit.agent.runtime.kubernetes import AGENT_CLUSTER_RULES, AGENT_RULES, RUNNER_RULES, Rule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,8 +85,10 @@ def test_rbac_grants_exactly_what_the_agent_and_runner_managers_use(helm_binary:
     assert _rules(cluster_role) == set(AGENT_CLUSTER_RULES)
     assert _rules(roles["rel-autogit"]) == set(AGENT_RULES)
     assert _rules(roles["rel-autogit-runner"]) == set(RUNNER_RULES)
+    leader = roles.pop("rel-autogit-leader")  # the election's Lease, in the agent's own namespace
+    assert _rules(leader) == {Rule(*rule) for rule in LEADER_RULES} and leader["metadata"]["namespace"] == "ci"
     assert all(r["metadata"]["namespace"] == "ci-jobs" for r in roles.values())  # namespaced where it can be
-    assert "*" not in json.dumps([cluster_role, *roles.values()])
+    assert "*" not in json.dumps([cluster_role, leader, *roles.values()])
     [binding] = by_kind(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-autogit", "namespace": "ci"}]
 
@@ -99,8 +102,9 @@ def test_the_token_is_only_in_the_secret_and_reaches_the_agent_as_a_file(helm_bi
     [deploy] = by_kind(docs, "Deployment")
     pod = deploy["spec"]["template"]["spec"]
     [agent] = pod["containers"]
-    assert "envFrom" not in agent and all("valueFrom" not in e for e in agent["env"])
-    env = {e["name"]: e["value"] for e in agent["env"]}
+    # no variable from a Secret: only the downward API's pod name and namespace (the Lease)
+    assert "envFrom" not in agent and all(set(e.get("valueFrom", {})) <= {"fieldRef"} for e in agent["env"])
+    env = {e["name"]: e["value"] for e in agent["env"] if "value" in e}
     mount = next(m for m in agent["volumeMounts"] if m["name"] == "credentials")
     assert env["CREDENTIALS_DIRECTORY"] == mount["mountPath"] and mount["readOnly"]
     assert next(v for v in pod["volumes"] if v["name"] == "credentials")["secret"]["secretName"] == secret["metadata"]["name"]

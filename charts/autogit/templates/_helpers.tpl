@@ -67,5 +67,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.gitlab.url }}
 {{- $_ := set $chart "gitlab" (dict "url" .Values.gitlab.url) }}
 {{- end }}
+{{- if .Values.highAvailability.enabled }}
+{{- $ha := .Values.highAvailability }}
+{{- $_ := set $chart "leader_election" (dict "enabled" true "lease_name" (include "autogit.fullname" .) "namespace" .Release.Namespace "lease_duration" (int $ha.leaseDuration) "renew_deadline" $ha.renewDeadline "retry_period" $ha.retryPeriod) }}
+{{- end }}
 {{- toYaml (mergeOverwrite $chart (deepCopy .Values.config)) }}
 {{- end }}
