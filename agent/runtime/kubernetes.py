@@ -6,8 +6,8 @@ This module holds, so far, how a job's tags become its pod's scheduling constrai
 (`placement`), and what the Helm chart grants (charts/autogit/templates/rbac.yaml; the
 chart test holds the two equal): the API verbs the agent uses, and those gitlab-runner's
 Kubernetes executor needs for its job pods with default features (gitlab-runner
-docs/executors/kubernetes/_index.md, "Configure runner API permissions"). The runtime itself
-(the RunnerRuntime implementation) is not written yet: docs/installation/kubernetes.md says so.
+docs/executors/kubernetes/_index.md, "Configure runner API permissions"). The runtime that
+assembles these objects is agent/runtime/k8s_runtime.py.
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ class Rule(NamedTuple):
 # Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory.
 AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")),)
 
-# In the runners' namespace: runner manager pods (created, deleted) and job pods (watched, for
-# what runs where); each runner's config.toml, which holds its token, only in a Secret.
+# In the runners' namespace: runner manager pods (created, deleted; annotated with when a stop
+# was asked for) and job pods (watched, for what runs where); the graceful and forceful stops as
+# SIGQUIT/SIGTERM through pods/exec (ADR-013 says why not a deletion); each runner's
+# config.toml, which holds its token, only in a Secret (agent/runtime/k8s_runtime.py).
 AGENT_RULES: tuple[Rule, ...] = (
-    Rule("", ("pods",), ("get", "list", "watch", "create", "delete")),
+    Rule("", ("pods",), ("get", "list", "watch", "create", "delete", "patch")),
+    Rule("", ("pods/exec",), ("create",)),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )
 
