@@ -60,6 +60,10 @@ def translate(exc: BaseException, what: str, *, verb: str, resource: str, config
         if status == 0 or status == 429 or status >= 500:
             return Transient(f"{what}: API server: {line}", what=what)
         return AdapterError(f"{what}: API server answered {status}: {line}", what=what)
+    if isinstance(exc, aiohttp.ClientResponseError) and exc.status in (401, 403, 404, 409):
+        # a websocket upgrade (pods/exec) refused: aiohttp keeps the status, not the Status body
+        status_error = ApiException(status=exc.status, reason=exc.message or f"HTTP {exc.status}")
+        return translate(status_error, what, verb=verb, resource=resource, config_field=config_field)
     if isinstance(exc, ConfigException):
         return InvalidConfiguration(f"{what}: {one_line(str(exc), 200)}", field=config_field or "runner.kubernetes.kubeconfig", what=what)
     if isinstance(exc, TRANSPORT_ERRORS):

@@ -49,16 +49,6 @@ SHORT_TOKEN_LABEL = "manager.runner.gitlab.com/id-short"
 _A = "autogit.io/"
 STOP_ANNOTATION, ABORT_ANNOTATION = f"{_A}stop-requested-at", f"{_A}abort-requested-at"
 _RUNNER_CONTAINER = "runner"
-# A manager that has not started yet (image pull, scheduling) holds no job: nothing to signal.
-_NOT_STARTED = (
-    "container not found",
-    "not running",
-    "is waiting to start",
-    "completed pod",
-    "pod does not exist",
-    "does not have a host assigned",
-)
-
 T = TypeVar("T")
 
 
@@ -328,26 +318,30 @@ class KubernetesRuntime:
         await self._signal(name, "TERM", ABORT_ANNOTATION)
 
     async def _signal(self, name: str, signal: str, annotation: str) -> None:
+        """Record the request on the pod, then signal the runner if its process runs: a manager
+        not started yet (image pull, the config copy) holds no job, and one that ended needs
+        nothing (as a Docker container that is not running)."""
         patch = {"metadata": {"annotations": {annotation: _now()}}}
         try:
-            await self._call(lambda api: api.patch_namespaced_pod(name, self.namespace, patch, _request_timeout=self._timeout()),
-                             f"recording SIG{signal} on pod {name}", verb="patch", resource="pods")  # fmt: skip
+            patched = await self._call(
+                lambda api: api.patch_namespaced_pod(name, self.namespace, patch, _request_timeout=self._timeout()),
+                f"recording SIG{signal} on pod {name}", verb="patch", resource="pods",
+            )  # fmt: skip
         except NotFound:
             return  # gone: the goal is reached
-        await self._exec(name, ["kill", f"-{signal}", "1"], f"SIG{signal} to runner pod {name}")
-
-    async def _exec(self, name: str, command: builtins.list[str], what: str) -> None:
+        assert self._client is not None
+        if pod_status(ManagedPod.model_validate(self._client.sanitize_for_serialization(patched)))[0] is not RunnerStatus.RUNNING:
+            return
         if self._ws is None:
             self._ws = WsApiClient(await self._configuration())
         ws = CoreV1Api(self._ws)
         try:
-            await ws.connect_get_namespaced_pod_exec(name, self.namespace, container=_RUNNER_CONTAINER, command=cast(Any, command), stderr=True,
-                                                     stdin=False, stdout=True, tty=False, _request_timeout=self._timeout())  # fmt: skip
+            await ws.connect_get_namespaced_pod_exec(name, self.namespace, container=_RUNNER_CONTAINER, command=cast(Any, ["kill", f"-{signal}", "1"]),
+                                                     stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=self._timeout())  # fmt: skip
         except Exception as exc:
-            error = translate(exc, what, verb="create", resource="pods/exec")
-            if isinstance(error, NotFound) or any(s in str(exc).lower() for s in _NOT_STARTED):
-                return  # gone, ended, or not started: no runner process to signal
-            raise error from None
+            error = translate(exc, f"SIG{signal} to runner pod {name}", verb="create", resource="pods/exec")
+            if not isinstance(error, NotFound):
+                raise error from None
 
     async def kill(self, name: str) -> None:
         """Immediate: the pod is deleted with grace 0 (SIGKILL); remove() sweeps its job pods."""

@@ -34,12 +34,13 @@ class Rule(NamedTuple):
 # Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory.
 AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")),)
 
-# In the runners' namespace: runner manager pods (created, deleted; annotated with when a stop
-# was asked for) and job pods (watched, for what runs where); the graceful and forceful stops as
-# SIGQUIT/SIGTERM through pods/exec (ADR-013 says why not a deletion); each runner's
-# config.toml, which holds its token, only in a Secret (agent/runtime/k8s_runtime.py).
+# In the runners' namespace, exactly the calls of agent/runtime/k8s_runtime.py: runner manager
+# pods (created, listed with their job pods, annotated with when a stop was asked for, deleted,
+# as are job pods a runner left); the graceful and forceful stops as SIGQUIT/SIGTERM through
+# pods/exec (ADR-013 says why not a deletion); each runner's config.toml, which holds its
+# token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
-    Rule("", ("pods",), ("get", "list", "watch", "create", "delete", "patch")),
+    Rule("", ("pods",), ("list", "create", "delete", "patch")),
     Rule("", ("pods/exec",), ("create",)),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )

@@ -26,7 +26,7 @@ from k8s.images import BUSYBOX_IMAGE, RUNNER_STAND_IN_IMAGE, runner_stand_in_arc
 from pydantic import SecretStr
 
 from autogit.agent.config import RunnerConfig
-from autogit.agent.errors import PermissionRefused
+from autogit.agent.errors import InvalidConfiguration, PermissionRefused
 from autogit.agent.model import RunnerKind
 from autogit.agent.runtime import RunnerInstance, RunnerSpec, RunnerStatus
 from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, SHORT_TOKEN_LABEL, KubernetesRuntime
@@ -81,6 +81,12 @@ async def test_create_list_adopt_drain_remove(k8s_cluster: Cluster, k8s_namespac
         assert (created.name, created.gitlab_id, created.status) == ("r1", 42, RunnerStatus.CREATING)
         running = await until("r1 running", lambda: _running(runtime, "r1"))
         assert running.started_at is not None and running.jobs == 0 and running.host == AGENT
+        # a job pod labelled as its [runners.kubernetes] pod_labels say counts as its job (busy)
+        k8s_cluster.kubectl(
+            "create", "-n", k8s_namespace, "-f", "-", input=json.dumps(job_pod("job-of-r1", {JOB_OF_LABEL: "r1", OWNER_LABEL: AGENT}))
+        )
+        running = await until("r1 busy", lambda: _running(runtime, "r1"))
+        assert running.jobs == 1
 
         # An agent restart: a fresh runtime adopts the pod from its labels and annotations alone.
         fresh = runtime_for(k8s_cluster, k8s_namespace, stand_in)
@@ -228,3 +234,32 @@ async def test_a_service_account_without_the_role_is_refused_naming_the_verb(
     finally:
         await runtime.close()
     assert k8s_cluster.kubectl("get", "pods,secrets", "-n", ns, "-l", RUNNER_LABEL, "-o", "name").stdout.strip() == ""
+
+
+async def test_a_refused_pod_leaves_no_secret_and_a_pending_one_drains_quietly(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    invalid = runtime_for(k8s_cluster, ns, "autogit.local/stand-in:1 ")  # the API server refuses whitespace around an image
+    try:
+        with pytest.raises(InvalidConfiguration) as refused:
+            await invalid.create(spec("r6"))
+        assert refused.value.field == "runner.image" and TOKEN not in str(refused.value)
+        assert owned_objects(k8s_cluster, ns) == ""  # the Secret written first is gone again
+    finally:
+        await invalid.close()
+    # an image that is not there (pull policy Never): the pod stays Pending, its runner never starts
+    absent = runtime_for(k8s_cluster, ns, "autogit.local/absent:1")
+    try:
+        await absent.create(spec("r7"))
+        await until("r7 waiting for its image", lambda: _waiting(k8s_cluster, ns, "r7"))
+        await absent.drain("r7")  # nothing to signal: recorded only
+        pending = await status_of(absent, "r7")
+        assert pending is not None and pending.status is RunnerStatus.CREATING and pending.stop_requested_at is not None
+        await absent.remove("r7")
+        assert owned_objects(k8s_cluster, ns) == ""
+    finally:
+        await absent.close()
+
+
+async def _waiting(cluster: Cluster, ns: str, name: str) -> bool:
+    statuses = cluster.kubectl_json("get", "pod", name, "-n", ns)["status"].get("initContainerStatuses") or []
+    return any((s.get("state") or {}).get("waiting", {}).get("reason") == "ErrImageNeverPull" for s in statuses)

@@ -15,12 +15,14 @@ import aiohttp
 import pytest
 import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
+from yarl import URL
 
 from autogit.agent.config import AgentConfig, RunnerConfig
 from autogit.agent.errors import AdapterError, Conflict, InvalidConfiguration, NotFound, PermissionRefused, Transient
 from autogit.agent.model import Gpu, GpuVendor, Host, RunnerKind
-from autogit.agent.runtime import RunnerSpec, RunnerStatus, build_runtime, runtime_names
+from autogit.agent.runtime import RunnerRuntime, RunnerSpec, RunnerStatus, build_runtime, runtime_names
 from autogit.agent.runtime.k8s_errors import translate
 from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, KubernetesRuntime, ManagedPod, pod_status
 
@@ -186,3 +188,22 @@ async def test_a_broken_kubeconfig_names_the_key(tmp_path: Path) -> None:
         await rt.list()
     assert refused.value.field == "runner.kubernetes.kubeconfig"
     await rt.close()
+
+
+def test_it_meets_the_protocol() -> None:
+    assert isinstance(runtime(), RunnerRuntime)
+
+
+def handshake(status: int, message: str) -> aiohttp.WSServerHandshakeError:
+    request = aiohttp.RequestInfo(URL("https://127.0.0.1:6443/api/v1/namespaces/ci/pods/r1/exec"), "GET", CIMultiDictProxy(CIMultiDict()))
+    return aiohttp.WSServerHandshakeError(request, (), status=status, message=message)
+
+
+def test_a_refused_exec_upgrade_names_pods_exec() -> None:
+    refused = handshake(403, "Forbidden")
+    error = translate(refused, "SIGQUIT to runner pod r1", verb="create", resource="pods/exec")
+    assert isinstance(error, PermissionRefused) and error.missing == "create pods/exec"
+    gone = handshake(404, "Not Found")
+    assert isinstance(translate(gone, "x", verb="create", resource="pods/exec"), NotFound)
+    failed = handshake(500, "Invalid response status")
+    assert isinstance(translate(failed, "x", verb="create", resource="pods/exec"), Transient)
