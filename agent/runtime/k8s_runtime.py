@@ -35,7 +35,7 @@ from ..model import Host, RunnerKind
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
 from .k8s_errors import translate
 from .kubernetes import (
-    CONFIG_KEY, OWNER_LABEL, POD_SPEC_FEATURE_FLAG, RUNNER_LABEL, kubernetes_section, manager_pod, placement, runner_secret,
+    CA_KEY, CONFIG_DIR, CONFIG_KEY, OWNER_LABEL, POD_SPEC_FEATURE_FLAG, RUNNER_LABEL, kubernetes_section, manager_pod, placement, runner_secret,
 )  # fmt: skip
 from .runner_config import render_config, short_tokens
 
@@ -230,6 +230,9 @@ class KubernetesRuntime:
         )  # fmt: skip
         if where.limits:
             runner["feature_flags"] = {POD_SPEC_FEATURE_FLAG: True}
+        if spec.ca_pem:
+            # the init step copies the Secret's CA beside config.toml (manager_pod `files`)
+            runner["tls-ca-file"] = f"{CONFIG_DIR}/{CA_KEY}"
         return config
 
     def _annotations(self, spec: RunnerSpec) -> dict[str, str]:
@@ -239,7 +242,8 @@ class KubernetesRuntime:
     def _pod(self, spec: RunnerSpec) -> dict[str, Any]:
         grace = int(self.config.drain_timeout + self.config.force_timeout)
         pod = manager_pod(spec.name, self.namespace, image=self.config.image, service_account=self.config.kubernetes.service_account,
-                          owner=self.hostname, annotations=self._annotations(spec), grace_seconds=grace)  # fmt: skip
+                          owner=self.hostname, annotations=self._annotations(spec), grace_seconds=grace,
+                          files=(CONFIG_KEY, CA_KEY) if spec.ca_pem else (CONFIG_KEY,))  # fmt: skip
         pull = self.config.kubernetes.image_pull_policy
         for container in pod["spec"]["initContainers"] + pod["spec"]["containers"]:  # type: ignore[index]
             container["imagePullPolicy"] = pull
@@ -249,7 +253,7 @@ class KubernetesRuntime:
     async def create(self, spec: RunnerSpec) -> RunnerInstance:
         """The config Secret, then the manager pod; on any failure neither is left."""
         toml = tomli_w.dumps(self.render_config(spec))
-        secret = runner_secret(spec.name, self.namespace, toml, owner=self.hostname)
+        secret = runner_secret(spec.name, self.namespace, toml, owner=self.hostname, ca_pem=spec.ca_pem)
         await self._call(lambda api: api.create_namespaced_secret(self.namespace, cast(Any, secret), _request_timeout=self._timeout()),
                          f"creating Secret {spec.name}-config", verb="create", resource="secrets")  # fmt: skip
         try:

@@ -35,6 +35,7 @@ from autogit.agent.runtime.runner_config import short_tokens
 
 TOKEN = "glrt-t1_SECRETTOKENabcdefghij"
 AGENT = "agent-a"
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ async def _absent(runtime: KubernetesRuntime, name: str) -> bool:
 async def test_the_token_is_in_the_secret_never_in_the_pod(k8s_cluster: Cluster, k8s_namespace: str, stand_in: str) -> None:
     runtime = runtime_for(k8s_cluster, k8s_namespace, stand_in)
     try:
-        await runtime.create(spec("r4"))
+        await runtime.create(spec("r4").model_copy(update={"ca_pem": CA_PEM}))
         pod = k8s_cluster.kubectl_json("get", "pod", "r4", "-n", k8s_namespace)
         assert TOKEN not in json.dumps(pod)
         for container in pod["spec"]["initContainers"] + pod["spec"]["containers"]:
@@ -172,6 +173,11 @@ async def test_the_token_is_in_the_secret_never_in_the_pod(k8s_cluster: Cluster,
         section = runner["kubernetes"]
         assert section["namespace"] == k8s_namespace and section["node_selector"] == {"kubernetes.io/arch": "amd64"}
         assert section["pod_labels"] == {JOB_OF_LABEL: "r4", OWNER_LABEL: AGENT}
+        # GitLab's private CA travels in the Secret and lands beside config.toml, where tls-ca-file points
+        assert runner["tls-ca-file"] == "/etc/gitlab-runner/ca.crt"
+        await until("r4 running", lambda: _running(runtime, "r4"))
+        copied = k8s_cluster.kubectl("exec", "-n", k8s_namespace, "r4", "-c", "runner", "--", "cat", "/etc/gitlab-runner/ca.crt").stdout
+        assert copied == CA_PEM
         await runtime.remove("r4")
         assert owned_objects(k8s_cluster, k8s_namespace) == ""
     finally:

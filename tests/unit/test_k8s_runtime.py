@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import tomli_w
 import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -207,3 +209,28 @@ def test_a_refused_exec_upgrade_names_pods_exec() -> None:
     assert isinstance(translate(gone, "x", verb="create", resource="pods/exec"), NotFound)
     failed = handshake(500, "Invalid response status")
     assert isinstance(translate(failed, "x", verb="create", resource="pods/exec"), Transient)
+
+
+def test_a_private_ca_travels_in_the_secret_and_is_copied_beside_the_config() -> None:
+    rt = runtime()
+    assert "tls-ca-file" not in rt.render_config(spec())["runners"][0]
+    assert rt._pod(spec())["spec"]["initContainers"][0]["command"] == ["cp", "/run/secrets/runner/config.toml", "/etc/gitlab-runner/"]
+    with_ca = spec(ca_pem="-----BEGIN CERTIFICATE-----\n")
+    assert rt.render_config(with_ca)["runners"][0]["tls-ca-file"] == "/etc/gitlab-runner/ca.crt"
+    assert rt._pod(with_ca)["spec"]["initContainers"][0]["command"][1:3] == [
+        "/run/secrets/runner/config.toml",
+        "/run/secrets/runner/ca.crt",
+    ]
+
+
+def test_every_key_written_is_one_gitlab_runner_knows() -> None:
+    """The gitlab-runner double's tables (from common/config.go): the top-level and [[runners]] keys
+    and its validation. The [runners.kubernetes] keys are checked where the double gains the
+    Kubernetes executor (ADR-013, what remains)."""
+    from unit.test_runner_config import runner_double
+
+    for variant in (spec(), spec(ca_pem="-----BEGIN CERTIFICATE-----\n"), spec(platform="linux/riscv64", kind=RunnerKind.EMULATED)):
+        doc = tomllib.loads(tomli_w.dumps(runtime().render_config(variant)))
+        runner_double.validate(doc)
+        assert set(doc) <= runner_double.CONFIG_KEYS
+        assert set(doc["runners"][0]) <= runner_double.RUNNER_KEYS
