@@ -195,9 +195,13 @@ class KubernetesRuntime:
         return self.config.kubernetes.request_timeout
 
     def reconfigure(self, config: AgentConfig) -> None:
-        """A reloaded configuration (the namespace and the API server's address need a restart: kept)."""
+        """A reloaded configuration; the namespace and the API server's address and credentials need a
+        restart (agent/daemon.py RESTART_KEYS): their running values are kept."""
         kept = self.config.kubernetes
-        self.config = config.runner.model_copy(update={"kubernetes": kept})
+        fresh = config.runner.kubernetes.model_copy(
+            update={"namespace": kept.namespace, "kubeconfig": kept.kubeconfig, "context": kept.context}
+        )
+        self.config = config.runner.model_copy(update={"kubernetes": fresh})
 
     async def close(self) -> None:
         for client in (self._client, self._ws):

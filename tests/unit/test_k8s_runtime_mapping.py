@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from autogit.agent.config import AgentConfig, RunnerConfig
+from autogit.agent.daemon import config_changes
 from autogit.agent.errors import AdapterError, Conflict, InvalidConfiguration, NotFound, PermissionRefused, Transient
 from autogit.agent.model import Gpu, GpuVendor, Host, RunnerKind
 from autogit.agent.runtime import RunnerRuntime, RunnerSpec, RunnerStatus, build_runtime, runtime_names
@@ -234,3 +235,16 @@ def test_every_key_written_is_one_gitlab_runner_knows() -> None:
         runner_double.validate(doc)
         assert set(doc) <= runner_double.CONFIG_KEYS
         assert set(doc["runners"][0]) <= runner_double.RUNNER_KEYS
+
+
+def test_a_reload_keeps_where_it_connects_and_takes_the_rest() -> None:
+    base = {"gitlab": {"url": "https://gitlab.example.com"}, "runner": {"runtime": "kubernetes", "kubernetes": {"namespace": "ci"}}}
+    old = AgentConfig.model_validate(base)
+    new = AgentConfig.model_validate(base | {"runner": {"runtime": "kubernetes", "kubernetes": {
+        "namespace": "elsewhere", "kubeconfig": "/etc/other.kubeconfig", "image_pull_policy": "Always"}}})  # fmt: skip
+    applied, restart = config_changes(old, new)
+    assert applied == ["runner.kubernetes.image_pull_policy"]
+    assert restart == ["runner.kubernetes.kubeconfig", "runner.kubernetes.namespace"]
+    rt = KubernetesRuntime(old.runner, "agent-a")
+    rt.reconfigure(new)
+    assert (rt.namespace, rt.config.kubernetes.kubeconfig, rt.config.kubernetes.image_pull_policy) == ("ci", None, "Always")
