@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import re
 import tomllib
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from .kubernetes import (
 )  # fmt: skip
 from .runner_config import render_config, short_tokens
 
-__all__ = ["JOB_OF_LABEL", "SHORT_TOKEN_LABEL", "KubernetesRuntime", "ManagedPod", "kubernetes_runtime", "pod_status"]
+__all__ = ["JOB_OF_LABEL", "SHORT_TOKEN_LABEL", "KubernetesRuntime", "ManagedPod", "kubernetes_runtime", "label_value", "pod_status"]
 
 # Set on job pods through [runners.kubernetes] pod_labels: the runner they belong to.
 JOB_OF_LABEL = "autogit.io/job-of"
@@ -117,6 +118,21 @@ def pod_status(pod: ManagedPod) -> tuple[RunnerStatus, datetime | None, datetime
     if phase in ("Pending", "Running"):  # Running with its runner container restarting or not reported yet
         return RunnerStatus.CREATING, pod.metadata.creation_timestamp, started
     return RunnerStatus.UNKNOWN, None, started
+
+
+_LABEL_CHAR = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def label_value(value: str) -> str:
+    """`value` as a Kubernetes label value can hold it: at most 63 characters of `[A-Za-z0-9._-]`,
+    alphanumeric at both ends. The API server refuses anything else, in a label and in a selector
+    (400): a short token such as `8azf1mwj_` cannot be a label value as it is, so the job pods of
+    its runner carry a cleaned form; this is the form the agent selects by (characters replaced
+    by `_`, the ends trimmed). That it is exactly gitlab-runner's own cleaning is checked only
+    when the double gains the Kubernetes executor (ADR-013); the agent's own `autogit.io/job-of`
+    label finds the job pods either way."""
+    cleaned = _LABEL_CHAR.sub("_", value)[:63]
+    return cleaned.strip("._-")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -386,7 +402,8 @@ class KubernetesRuntime:
     async def remove_job_pods(self, name: str, token: str | None) -> builtins.list[str]:
         """Job pods of runner `name`: labelled by the agent (pod_labels) or by gitlab-runner with
         its short token (either form: runner_config.short_tokens)."""
-        selectors = [f"{JOB_OF_LABEL}={name}"] + [f"{SHORT_TOKEN_LABEL}={short}" for short in (short_tokens(token) if token else [])]
+        shorts = {value for short in (short_tokens(token) if token else []) if (value := label_value(short))}
+        selectors = [f"{JOB_OF_LABEL}={name}"] + [f"{SHORT_TOKEN_LABEL}={short}" for short in sorted(shorts)]
         removed: builtins.list[str] = []
         for selector in selectors:
             for pod in await self._pods(selector):

@@ -29,7 +29,7 @@ from autogit.agent.config import RunnerConfig
 from autogit.agent.errors import InvalidConfiguration, PermissionRefused
 from autogit.agent.model import RunnerKind
 from autogit.agent.runtime import RunnerInstance, RunnerSpec, RunnerStatus
-from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, SHORT_TOKEN_LABEL, KubernetesRuntime
+from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, SHORT_TOKEN_LABEL, KubernetesRuntime, label_value
 from autogit.agent.runtime.kubernetes import OWNER_LABEL, RUNNER_LABEL, runner_secret
 from autogit.agent.runtime.runner_config import short_tokens
 
@@ -197,7 +197,7 @@ async def test_leftovers_removes_an_orphaned_secret_and_job_pods(k8s_cluster: Cl
     kept = runner_secret("known1", ns, f'[[runners]]\nname = "known1"\ntoken = "{TOKEN}"\n', owner=AGENT)
     other_agent = runner_secret("theirs1", ns, '[[runners]]\ntoken = "glrt-x"\n', owner="agent-b")
     # job pods as gitlab-runner labels them (its short token; the v18.2 form) and as the agent asks (pod_labels)
-    by_token = job_pod("runner-job-1", {SHORT_TOKEN_LABEL: short_tokens(orphan_token)[-1]})
+    by_token = job_pod("runner-job-1", {SHORT_TOKEN_LABEL: label_value(short_tokens(orphan_token)[-1])})
     by_name = job_pod("runner-job-2", {JOB_OF_LABEL: "gone2", OWNER_LABEL: AGENT})
     known_job = job_pod("runner-job-3", {JOB_OF_LABEL: "known1", OWNER_LABEL: AGENT})
     k8s_cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",

@@ -7,6 +7,7 @@ server that cannot be reached makes list() raise Transient (never an empty list)
 from __future__ import annotations
 
 import json
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -27,7 +28,7 @@ from autogit.agent.errors import AdapterError, Conflict, InvalidConfiguration, N
 from autogit.agent.model import Gpu, GpuVendor, Host, RunnerKind
 from autogit.agent.runtime import RunnerRuntime, RunnerSpec, RunnerStatus, build_runtime, runtime_names
 from autogit.agent.runtime.k8s_errors import translate
-from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, KubernetesRuntime, ManagedPod, pod_status
+from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, KubernetesRuntime, ManagedPod, label_value, pod_status
 
 TOKEN = "glrt-t1_SECRET0123456789abc"
 
@@ -248,3 +249,11 @@ def test_a_reload_keeps_where_it_connects_and_takes_the_rest() -> None:
     rt = KubernetesRuntime(old.runner, "agent-a")
     rt.reconfigure(new)
     assert (rt.namespace, rt.config.kubernetes.kubeconfig, rt.config.kubernetes.image_pull_policy) == ("ci", None, "Always")
+
+
+@pytest.mark.parametrize(
+    ("short", "value"), [("8azf1mwj_", "8azf1mwj"), ("t1_ABCDEF", "t1_ABCDEF"), ("_a.b-", "a.b"), ("a/b c", "a_b_c"), ("___", "")]
+)
+def test_a_short_token_becomes_a_label_value_the_api_server_accepts(short: str, value: str) -> None:
+    assert label_value(short) == value
+    assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", label_value(short))
