@@ -126,6 +126,23 @@ class DockerRuntimeConfig(Frozen):
     network: str | None = Field(None, description="Docker network for runner containers; None: default bridge.")
 
 
+class KubernetesRuntimeConfig(Frozen):
+    """What only the Kubernetes runtime reads (`runner.runtime: kubernetes`, ADR-013)."""
+
+    namespace: str = Field("autogit-runners", description="Namespace of the runner manager pods, their config Secrets and their job pods.")
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file the agent reaches the API server with; None: the in-cluster ServiceAccount."
+    )
+    context: str | None = Field(None, description="Context of `kubeconfig` to use; None: its current context.")
+    service_account: str = Field(
+        "autogit-runner", description="ServiceAccount of the manager pods (the Helm chart's `<release>-runner`), allowed to create job pods."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the manager pods (runner.image)."
+    )
+    request_timeout: PositiveFloat = Field(30, description="Seconds one API request may take before it counts as unreachable.")
+
+
 # Keys of `runner` that moved to `runner.docker` with the runtime interface (still read, with one line).
 _DOCKER_KEYS = tuple(DockerRuntimeConfig.model_fields)
 log = logging.getLogger("autogit.config")
@@ -182,7 +199,11 @@ class RunnerConfig(Frozen):
     def network(self) -> str | None:
         return self.docker.network
 
-    runtime: str = Field("docker", description="What runs the runners (ADR-010): `docker`, the Docker engine on this host.")
+    runtime: str = Field(
+        "docker",
+        description="What runs the runners (ADR-010): `docker`, the Docker engine on this host; `kubernetes`, manager pods "
+        "with gitlab-runner's Kubernetes executor (ADR-013).",
+    )
     image: str = Field(DEFAULT_RUNNER_IMAGE, description="Runner manager image (pinned tag or digest).")
     mode: RunnerMode = Field(
         RunnerMode.REUSABLE, description="reusable: runners take jobs until idle-reaped; one-job: run-single --max-builds 1."
@@ -226,6 +247,7 @@ class RunnerConfig(Frozen):
         "shell: jobs run inside the runner container, which then gets the GPU itself.",
     )
     docker: DockerRuntimeConfig = Field(default_factory=DockerRuntimeConfig, description="The Docker runtime's own keys.")
+    kubernetes: KubernetesRuntimeConfig = Field(default_factory=KubernetesRuntimeConfig, description="The Kubernetes runtime's own keys.")
 
 
 _GPU_VENDORS: tuple[Literal["nvidia", "amd", "intel"], ...] = ("nvidia", "amd", "intel")

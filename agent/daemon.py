@@ -87,7 +87,8 @@ def configure_logging(level: str) -> None:
 # Docker engine and config folder of the runners it adopted are fixed, CDI is chosen and the
 # NVML health thread started at start, the state file read at start. A prefix ending in "."
 # covers its whole section.
-RESTART_KEYS = ("api.", "webhook.", "leader_election.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir", "gpu.cdi", "gpu.health_interval", "state_file")
+RESTART_KEYS = ("api.", "webhook.", "leader_election.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir",
+                "runner.kubernetes.namespace", "runner.kubernetes.kubeconfig", "runner.kubernetes.context", "gpu.cdi", "gpu.health_interval", "state_file")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -251,7 +252,8 @@ class Agent:
         running = new.model_copy(update={
             "api": self._started.api, "webhook": self._started.webhook, "hostname": self._started.hostname, "state_file": self._started.state_file,
             "runner": new.runner.model_copy(update={"runtime": self._started.runner.runtime, "docker": new.runner.docker.model_copy(
-                update={"docker_host": self._started.runner.docker.docker_host, "config_dir": self._started.runner.docker.config_dir})}),
+                update={"docker_host": self._started.runner.docker.docker_host, "config_dir": self._started.runner.docker.config_dir}),
+                "kubernetes": new.runner.kubernetes.model_copy(update={k: getattr(self._started.runner.kubernetes, k) for k in ("namespace", "kubeconfig", "context")})}),
             "gpu": new.gpu.model_copy(update={"cdi": self._started.gpu.cdi, "health_interval": self._started.gpu.health_interval}),
         })  # fmt: skip
         token_changed = secrets.gitlab_token != self._secrets.gitlab_token

@@ -47,3 +47,7 @@ def _load_builtin() -> None:
         from .docker import docker_runtime
 
         register_runtime("docker", docker_runtime)
+    if "kubernetes" not in _FACTORIES:
+        from .k8s_runtime import kubernetes_runtime
+
+        register_runtime("kubernetes", kubernetes_runtime)

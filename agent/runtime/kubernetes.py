@@ -6,8 +6,8 @@ This module holds, so far, how a job's tags become its pod's scheduling constrai
 (`placement`), and what the Helm chart grants (charts/autogit/templates/rbac.yaml; the
 chart test holds the two equal): the API verbs the agent uses, and those gitlab-runner's
 Kubernetes executor needs for its job pods with default features (gitlab-runner
-docs/executors/kubernetes/_index.md, "Configure runner API permissions"). The runtime itself
-(the RunnerRuntime implementation) is not written yet: docs/installation/kubernetes.md says so.
+docs/executors/kubernetes/_index.md, "Configure runner API permissions"). The runtime that
+assembles these objects is agent/runtime/k8s_runtime.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..inventory.kubernetes import GpuProfile
 
 __all__ = [
     "AGENT_CLUSTER_RULES", "AGENT_RULES", "POD_SPEC_FEATURE_FLAG", "RUNNER_RULES", "Placement", "Rule",
-    "kubernetes_section", "manager_pod", "placement", "runner_secret",
+    "CA_KEY", "CONFIG_DIR", "kubernetes_section", "manager_pod", "placement", "runner_secret",
 ]  # fmt: skip
 
 
@@ -34,10 +34,14 @@ class Rule(NamedTuple):
 # Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory.
 AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")),)
 
-# In the runners' namespace: runner manager pods (created, deleted) and job pods (watched, for
-# what runs where); each runner's config.toml, which holds its token, only in a Secret.
+# In the runners' namespace, exactly the calls of agent/runtime/k8s_runtime.py: runner manager
+# pods (created, listed with their job pods, annotated with when a stop was asked for, deleted,
+# as are job pods a runner left); the graceful and forceful stops as SIGQUIT/SIGTERM through
+# pods/exec (ADR-013 says why not a deletion); each runner's config.toml, which holds its
+# token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
-    Rule("", ("pods",), ("get", "list", "watch", "create", "delete")),
+    Rule("", ("pods",), ("list", "create", "delete", "patch")),
+    Rule("", ("pods/exec",), ("create",)),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )
 
@@ -162,23 +166,30 @@ OWNER_LABEL = "autogit.io/agent"
 CONFIG_KEY = "config.toml"
 
 
-def runner_secret(name: str, namespace: str, config_toml: str, owner: str) -> dict[str, object]:
-    """The Secret holding one runner's config.toml, the only place its token is written."""
+CA_KEY = "ca.crt"
+CONFIG_DIR = "/etc/gitlab-runner"  # where the manager pod's init step copies the Secret's files
+
+
+def runner_secret(name: str, namespace: str, config_toml: str, owner: str, ca_pem: str | None = None) -> dict[str, object]:
+    """The Secret holding one runner's config.toml, the only place its token is written, and
+    GitLab's private CA beside it when there is one (config.toml's tls-ca-file names it)."""
+    data = {CONFIG_KEY: config_toml} | ({CA_KEY: ca_pem} if ca_pem else {})
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": f"{name}-config", "namespace": namespace, "labels": {RUNNER_LABEL: name, OWNER_LABEL: owner}},
-        "stringData": {CONFIG_KEY: config_toml},
+        "stringData": data,
     }  # fmt: skip
 
 
 def manager_pod(name: str, namespace: str, *, image: str, service_account: str, owner: str, annotations: dict[str, str],
-                grace_seconds: int) -> dict[str, object]:  # fmt: skip
+                grace_seconds: int, files: tuple[str, ...] = (CONFIG_KEY,)) -> dict[str, object]:  # fmt: skip
     """One runner's manager pod: gitlab-runner with the Kubernetes executor, its config.toml
     from the runner's Secret. gitlab-runner writes beside its config (its system id), so an init
     step copies the file into a memory-backed emptyDir; the token is never an environment
     variable, an argument or an annotation. The manager holds no GPU and is never privileged: the
-    job pods it creates hold the GPU through their extended-resource limit."""
-    config_dir = "/etc/gitlab-runner"
+    job pods it creates hold the GPU through their extended-resource limit. `files`: the Secret's
+    keys copied beside config.toml (CA_KEY too when GitLab has a private CA)."""
+    config_dir = CONFIG_DIR
     restricted = {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}}
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -187,7 +198,7 @@ def manager_pod(name: str, namespace: str, *, image: str, service_account: str, 
             "serviceAccountName": service_account, "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
             "enableServiceLinks": False, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "initContainers": [{
-                "name": "config", "image": image, "command": ["cp", f"/run/secrets/runner/{CONFIG_KEY}", f"{config_dir}/{CONFIG_KEY}"],
+                "name": "config", "image": image, "command": ["cp", *(f"/run/secrets/runner/{f}" for f in files), f"{config_dir}/"],
                 "volumeMounts": [{"name": "secret", "mountPath": "/run/secrets/runner", "readOnly": True},
                                  {"name": "config", "mountPath": config_dir}],
                 "securityContext": restricted,

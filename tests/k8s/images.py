@@ -123,3 +123,25 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv))
+
+
+RUNNER_STAND_IN_IMAGE = "autogit.local/runner-stand-in:1"
+# A stand-in for gitlab-runner's manager process, for the runtime's lifecycle tests only (the
+# gitlab-runner double's image is too heavy to import here): it says how it was started, then
+# waits for a signal and says which one came, exiting as gitlab-runner does: 0 after the graceful
+# stop (SIGQUIT), 1 after the forceful one (SIGTERM). It runs no job.
+_STAND_IN = b"""#!/bin/sh
+echo "stand-in: started: $*"
+test -s "$3" && echo "stand-in: config present"
+trap 'echo "stand-in: SIGQUIT: graceful stop"; exit 0' QUIT
+trap 'echo "stand-in: SIGTERM: forceful stop"; exit 1' TERM
+while true; do sleep 1 & wait $!; done
+"""
+
+
+def runner_stand_in_archive(busybox: Path = Path("/bin/busybox")) -> bytes:
+    applets = (*BUSYBOX_APPLETS, "cp", "kill")
+    files = {"bin/busybox": (busybox.read_bytes(), 0o755), "usr/bin/stand-in": (_STAND_IN, 0o755)}
+    links = {f"bin/{applet}": "busybox" for applet in applets}
+    layer = _layer(files, links, ("bin", "usr", "usr/bin", "tmp", "etc"))
+    return bytes(docker_archive(layer, RUNNER_STAND_IN_IMAGE, "linux/amd64", {"Entrypoint": ["/usr/bin/stand-in"], "Env": [_PATH]}))
