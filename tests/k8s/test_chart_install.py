@@ -111,7 +111,9 @@ def test_helm_install_runs_the_agent_on_the_real_kubelet_and_uninstall_leaves_no
     assert uninstall.returncode == 0, uninstall.stderr
     deadline = time.monotonic() + 90  # the Deployment's pod goes by garbage collection, after its graceful stop
     while True:
-        left = k8s_cluster.kubectl("get", "all,configmaps,secrets,roles,rolebindings,serviceaccounts,networkpolicies", "-n", ns, "-o", "name").stdout.split()
+        left = k8s_cluster.kubectl(
+            "get", "all,configmaps,secrets,roles,rolebindings,serviceaccounts,networkpolicies", "-n", ns, "-o", "name"
+        ).stdout.split()
         left = [r for r in left if "ag-autogit" in r]
         if not left or time.monotonic() > deadline:
             break
@@ -119,3 +121,4 @@ def test_helm_install_runs_the_agent_on_the_real_kubelet_and_uninstall_leaves_no
     assert left == []
     for kind in ("clusterrole", "clusterrolebinding"):
         assert k8s_cluster.kubectl("get", kind, f"{ns}-ag-autogit-nodes", check=False).returncode != 0
+
