@@ -80,7 +80,7 @@ def check_the_running_agent(cluster: Cluster, ns: str, token: str) -> None:
     status = json.loads(cluster.kubectl("exec", "-n", ns, name, "--", "autogit-agent", "status", "--json").stdout)
     # Docker is absent in the pod and no kubernetes runtime exists yet: honestly degraded, still serving
     assert status["phase"] == "degraded" and status["docker"]["ok"] is False, status
-    assert status["hostname"] == name
+    assert status["hostname"] == "ag-autogit"  # two replicas, one logical agent (highAvailability)
     assert cluster.kubectl("exec", "-n", ns, name, "--", "id", "-u").stdout.strip() == "10001"
     # the console is in the image too (`kubectl exec -it deploy/… -- autogit-tui`): its app and Textual import
     tui = cluster.kubectl("exec", "-n", ns, name, "--", "python3", "-c", "import autogit.tui.app, textual; print(textual.__version__)")

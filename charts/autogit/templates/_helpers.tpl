@@ -70,6 +70,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.highAvailability.enabled }}
 {{- $ha := .Values.highAvailability }}
 {{- $_ := set $chart "leader_election" (dict "enabled" true "lease_name" (include "autogit.fullname" .) "namespace" .Release.Namespace "lease_duration" (int $ha.leaseDuration) "renew_deadline" $ha.renewDeadline "retry_period" $ha.retryPeriod) }}
+{{- /* one logical agent: every replica manages the same runners (docs/operations/high-availability.md) */}}
+{{- $_ := set $chart "hostname" (include "autogit.fullname" .) }}
 {{- end }}
 {{- toYaml (mergeOverwrite $chart (deepCopy .Values.config)) }}
 {{- end }}
