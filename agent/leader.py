@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -75,20 +75,17 @@ class _DeadlineLeaseLock(LeaseLock):
             return False, _unreachable(exc)
 
     async def create(self, name: str, namespace: str, election_record: LeaderElectionRecord) -> bool:
-        try:
-            ok = await asyncio.wait_for(super().create(name, namespace, election_record), self._timeout)
-        except _TRANSPORT as exc:
-            log.warning("Lease %s/%s: create failed: %s", namespace, name, type(exc).__name__)
-            return False
-        if ok:
-            self._on_written()
-        return ok
+        return await self._write("create", namespace, name, super().create(name, namespace, election_record))
 
     async def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
+        return await self._write("renew", namespace, name, super().update(name, namespace, updated_record))
+
+    async def _write(self, what: str, namespace: str, name: str, call: Coroutine[Any, Any, bool]) -> bool:
+        """One create or renew within the deadline; a success is the moment acting counts from."""
         try:
-            ok = await asyncio.wait_for(super().update(name, namespace, updated_record), self._timeout)
+            ok = await asyncio.wait_for(call, self._timeout)
         except _TRANSPORT as exc:
-            log.warning("Lease %s/%s: renew failed: %s", namespace, name, type(exc).__name__)
+            log.warning("Lease %s/%s: %s failed: %s", namespace, name, what, type(exc).__name__)
             return False
         if ok:
             self._on_written()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 
 from ...state import GpuReading
 from .base import GpuBackend, GpuSnapshot
@@ -29,14 +30,12 @@ __all__ = ["BoundedReader", "HungRead"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
 class HungRead:
     """A read still blocked past its deadline: which vendor, since when (monotonic seconds)."""
 
-    __slots__ = ("vendor", "since")
-
-    def __init__(self, vendor: str, since: float) -> None:
-        self.vendor = vendor
-        self.since = since
+    vendor: str
+    since: float
 
     def describe(self, now: float) -> str:
         return f"{self.vendor} GPU read blocked for {now - self.since:.0f} s (a GPU fallen off the bus?): readings unknown"
