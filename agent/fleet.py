@@ -381,7 +381,8 @@ class _Profiles:
         return (RunnerKind.GPU, self.arch, classes) if classes else None
 
 
-def _ranked(job_id: int, hosts: Iterable[str]) -> list[str]:
+def rendezvous_order(job_id: int, hosts: Iterable[str]) -> list[str]:
+    """The hosts in the job's rendezvous order (highest score first; every host agrees)."""
     return sorted(hosts, key=lambda h: (-_score(job_id, h), h))
 
 
@@ -389,7 +390,7 @@ def owners(job: Job, live: Sequence[Presence]) -> list[str]:
     """The live hosts whose profiles can serve the job, in the job's rendezvous order (room
     not considered: see assign_jobs)."""
     tags = frozenset(job.tags)
-    return _ranked(job.id, {p.hostname for p in live if _Profiles(p).fit(tags) is not None})
+    return rendezvous_order(job.id, {p.hostname for p in live if _Profiles(p).fit(tags) is not None})
 
 
 class _RoomLeft:
@@ -503,7 +504,7 @@ def _ranking(job_id: int, fits: Mapping[str, tuple[RunnerKind, str, list[int]]],
     without room for it step aside: the first with room is the owner and spends it; the others
     with room left follow in the order, then the full ones. If none has room, the order stands
     and the owner waits for capacity."""
-    order = _ranked(job_id, [h for h in fits if h not in joining]) + _ranked(job_id, [h for h in fits if h in joining])
+    order = rendezvous_order(job_id, [h for h in fits if h not in joining]) + rendezvous_order(job_id, [h for h in fits if h in joining])
     owner = next((h for h in order if rooms[h].take(*fits[h])), None)
     if owner is None:
         return order
@@ -686,13 +687,13 @@ def to_forget(
             continue
         if reg.may_be_alive(now, forget_after):
             remaining.add(reg.host)  # it may still run a job: GitLab's view decides, not ours
-        elif _ranked(reg.id, live)[0] == me:
+        elif rendezvous_order(reg.id, live)[0] == me:
             out.append(reg.id)
             remaining.add(reg.host)  # its presence goes in a later round, once the listing is empty
         else:
             remaining.add(reg.host)
     for host in sorted(silent - remaining):
         pid = presence_ids.get(host)
-        if pid is not None and _ranked(pid, live)[0] == me:
+        if pid is not None and rendezvous_order(pid, live)[0] == me:
             out.append(pid)
     return out

@@ -25,6 +25,7 @@ from agent_process import FLEET, ONLINE, AgentProcess, Fleet, all_see_each_other
 from ci_policy import require
 from runner_harness import finished
 
+from agent.fleet import rendezvous_order
 from autogit.gitlab_double import GitLabSimulator
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -77,14 +78,18 @@ async def test_kill_9_of_an_agent_holding_jobs(fleet: Fleet, sim):
     killed_at = time.monotonic()
     # Pending jobs right after the kill: the survivors still see the victim live for up to
     # membership_ttl, so some are the victim's own (rank 0) until the next rank's hold-off.
-    jobs = [sim.add_job(project_id=1, script=["echo ok"]).id for _ in range(6)]
+    # Jobs until three rank the victim first (hostnames carry a random tag, so six jobs alone
+    # would leave it none about one run in eleven); the others are the survivors' from the start.
+    hostnames = [h.hostname for h in fleet.hosts]
+    jobs = []
+    while sum(1 for j in jobs if rendezvous_order(j, hostnames)[0] == victim.hostname) < 3:
+        jobs.append(sim.add_job(project_id=1, script=["echo ok"]).id)
     survivor = next(h for h in fleet.hosts if h is not victim)
     owned_by_victim: set[int] = set()
     while not owned_by_victim and not finished(sim, jobs) and time.monotonic() - killed_at < 4:
         view = await survivor.fleet()
         owned_by_victim = {j for x in view.hosts if x.hostname == victim.hostname for j in x.owns} & set(jobs)
         await asyncio.sleep(0.1)
-    # with six jobs and three hosts the dead one owns some (rendezvous spreads them)
     assert owned_by_victim, "the survivors never gave the dead host a job: the test would prove nothing"
     await until(lambda: (fleet.remember_tokens(), finished(sim, jobs))[1], 90, "the jobs the dead agent owned", fleet.hosts)
     served_in = time.monotonic() - killed_at

@@ -42,6 +42,12 @@ MARKER = Path("/run/autogit-k8s.json")
 BRIDGE = "autogitk8s0"
 POD_CIDR = "10.244.0.0/24"
 SERVICE_CIDR = "10.96.0.0/24"
+API_SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service's ClusterIP (the range's first address)
+POD_GATEWAY = "10.244.0.1"  # the bridge's address: the host as pods see it
+# kube-proxy is not run: this one rule is what it would do for the `kubernetes` Service, so a pod's
+# in-cluster config (KUBERNETES_SERVICE_HOST=10.96.0.1:443) reaches the API server. KUBE- prefix:
+# down() removes it with the kubelet's chains.
+API_SERVICE_CHAIN = "KUBE-AUTOGIT-APISERVER"
 NODE_NAME = "localhost"
 HOST_PATHS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -147,7 +153,7 @@ def _pki(pki: Path) -> None:
     pki.mkdir(parents=True)
     _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
          "-keyout", pki / "ca.key", "-out", pki / "ca.crt", "-days", "7", "-subj", "/CN=autogit-test-k8s-ca")  # fmt: skip
-    san = "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    san = f"IP:127.0.0.1,IP:{API_SERVICE_IP},IP:{POD_GATEWAY},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
     _openssl_cert(pki, "apiserver", "/CN=kube-apiserver", san=san)
     _openssl_cert(pki, "kubelet", "/CN=localhost", san="IP:127.0.0.1,DNS:localhost")
     _openssl_cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client=True)
@@ -304,7 +310,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     api_ca_args: list[str | Path] = ["--client-ca-file", pki / "ca.crt", "--tls-cert-file", pki / "apiserver.crt", "--tls-private-key-file", pki / "apiserver.key"]
     _start(state, "kube-apiserver", [b / "bin/kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-        "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(state.api_port),
+        # every address, so pods reach it on the bridge's (POD_GATEWAY) through _route_api_service
+        "--bind-address", "0.0.0.0", "--advertise-address", "127.0.0.1", "--secure-port", str(state.api_port),
         "--endpoint-reconciler-type", "none", "--cert-dir", pki, *api_ca_args,
         "--token-auth-file", d / "tokens.csv", "--authorization-mode", "Node,RBAC",
         "--enable-admission-plugins", "NodeRestriction",
@@ -321,6 +328,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             return bool(resp.status == 200)
 
     _wait("kube-apiserver /readyz", ready, 120, state, "kube-apiserver")
+    _route_api_service(state.api_port)
     _start(state, "kube-scheduler", [b / "bin/kube-scheduler", "--kubeconfig", d / "scheduler.kubeconfig",
         "--authentication-kubeconfig", d / "scheduler.kubeconfig", "--authorization-kubeconfig", d / "scheduler.kubeconfig",
         "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()), "--leader-elect=false", "--v", "1"])  # fmt: skip
@@ -372,6 +380,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     _wait(f"node {NODE_NAME} Ready", node_ready, 120, state, "kubelet")
     _wait("the default ServiceAccount", lambda: cluster_obj.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
           60, state, "kube-controller-manager")  # fmt: skip
+
+
+def _route_api_service(api_port: int) -> None:
+    """Pods' traffic to the `kubernetes` Service goes to the API server on the bridge's address."""
+    _run("iptables", "-t", "nat", "-N", API_SERVICE_CHAIN)
+    _run("iptables", "-t", "nat", "-A", API_SERVICE_CHAIN, "-d", f"{API_SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
+         "-j", "DNAT", "--to-destination", f"{POD_GATEWAY}:{api_port}")  # fmt: skip
+    _run("iptables", "-t", "nat", "-I", "PREROUTING", "-s", POD_CIDR, "-j", API_SERVICE_CHAIN)
 
 
 # --- teardown --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PAUSE_IMAGE = "autogit.local/pause:1"
 BUSYBOX_IMAGE = "autogit.local/busybox:1"
-BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "env", "id", "true", "false", "wget", "uname", "grep", "test", "date")
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "env", "id", "true", "false", "wget", "nc", "printf", "uname", "grep", "test", "date")
 
 
 def _layer(files: dict[str, tuple[bytes, int]], links: dict[str, str], dirs: tuple[str, ...]) -> bytes:

@@ -39,6 +39,19 @@ def test_a_real_pod_runs_on_the_real_kubelet(k8s_cluster: Cluster, k8s_namespace
     assert k8s_cluster.kubectl("logs", "-n", k8s_namespace, "hello").stdout.strip() == "hello from x86_64 in hello"
 
 
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    """In-cluster clients (the chart's agent, the runner's Kubernetes executor) find the API
+    server as KUBERNETES_SERVICE_HOST:PORT, the `kubernetes` Service (cluster.py routes it)."""
+    # busybox's TLS client cannot talk to Go's TLS 1.3 server (the agent's image can: the chart
+    # test), so plain HTTP: Go's TLS listener answers it with its own 400, which names HTTPS.
+    script = 'printf "GET /version HTTP/1.0\\r\\n\\r\\n" | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT'
+    k8s_cluster.kubectl("create", "-n", k8s_namespace, "-f", "-", input=json.dumps(_pod("in-cluster", ["sh", "-c", script])))
+    done = _wait_pod(k8s_cluster, k8s_namespace, "in-cluster", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"))
+    out = k8s_cluster.kubectl("logs", "-n", k8s_namespace, "in-cluster").stdout
+    assert done["status"]["phase"] == "Succeeded", out
+    assert "Client sent an HTTP request to an HTTPS server" in out, out
+
+
 def test_a_kwok_gpu_node_gets_the_pod_that_asks_for_its_gpus(k8s_cluster: Cluster, k8s_namespace: str, fake_nodes: Any) -> None:
     suffix = k8s_namespace[2:]
     h100, l4 = f"kwok-h100-{suffix}", f"kwok-l4-{suffix}"
