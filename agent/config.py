@@ -141,6 +141,13 @@ class KubernetesRuntimeConfig(Frozen):
         "IfNotPresent", description="imagePullPolicy of the manager pods (runner.image)."
     )
     request_timeout: PositiveFloat = Field(30, description="Seconds one API request may take before it counts as unreachable.")
+    node_selector: str = Field(
+        "", description="Label selector of the nodes whose hardware the agent plans for (e.g. `autogit.io/pool=ci`); empty: every node. "
+        "It selects what the planner counts, not where job pods may run (their tags place them)."
+    )
+    inventory_stale_after: PositiveFloat = Field(
+        60, description="Seconds the node and pod watches may fail before the cluster inventory counts as unknown (then nothing is planned)."
+    )
 
 
 # Keys of `runner` that moved to `runner.docker` with the runtime interface (still read, with one line).

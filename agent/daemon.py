@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .api.server import ApiServer
 from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets
 from .election import Election
+from .errors import AdapterError
 from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
 from .gitlab.webhook import WebhookListener
@@ -50,6 +51,7 @@ from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
 
 if TYPE_CHECKING:
+    from .inventory.cluster import ClusterInventory
     from .inventory.hotplug import HotplugWatcher
 
 __all__ = ["RESTART_KEYS", "Agent", "config_changes", "configure_logging", "run_agent"]
@@ -88,7 +90,7 @@ def configure_logging(level: str) -> None:
 # NVML health thread started at start, the state file read at start. A prefix ending in "."
 # covers its whole section.
 RESTART_KEYS = ("api.", "webhook.", "leader_election.", "hostname", "runner.runtime", "runner.docker.docker_host", "runner.docker.config_dir",
-                "runner.kubernetes.namespace", "runner.kubernetes.kubeconfig", "runner.kubernetes.context", "gpu.cdi", "gpu.health_interval", "state_file")
+                "runner.kubernetes.namespace", "runner.kubernetes.kubeconfig", "runner.kubernetes.context", "runner.kubernetes.node_selector", "gpu.cdi", "gpu.health_interval", "state_file")
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -137,7 +139,9 @@ class Agent:
         # Raises ConfigError (exit 78) when the Lease's namespace cannot be known.
         self.election = Election(config.leader_election, self.state) if config.leader_election.enabled else None
         may_act = self.election.acting if self.election is not None else None
-        self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics, may_act=may_act)
+        self.cluster = self._cluster_inventory(config)
+        self.reconciler = Reconciler(config, self.state, self.runtime, self.gitlab, lambda: self._host, metrics=self.metrics, may_act=may_act,
+                                     cluster=self.cluster)  # fmt: skip
         self.api = ApiServer(self.state, config.api, self.metrics, hostname=self.hostname)
         self.webhook: WebhookListener | None = None
         if config.webhook.enabled:
@@ -221,6 +225,32 @@ class Agent:
             await asyncio.sleep(self.config.gpu.readings_interval)
             if self._host.gpus:
                 await self._refresh_host()
+
+    def _cluster_inventory(self, config: AgentConfig) -> ClusterInventory | None:
+        """runner.runtime kubernetes: the nodes and pods by watch (ADR-016); None elsewhere."""
+        if config.runner.runtime != "kubernetes":
+            return None
+        from .inventory.cluster import ClusterInventory
+        from .runtime.k8s_runtime import KubernetesRuntime
+
+        assert isinstance(self.runtime, KubernetesRuntime)
+        return ClusterInventory(config.runner.kubernetes, self.runtime.api_configuration, self.hostname, on_node_change=self._on_node_change)
+
+    def _on_node_change(self, line: str) -> None:
+        """A node added, removed or changed: re-plan now, as a hotplug event does on a host."""
+        self.state.bus.publish("cluster.node-changed", line)
+        self.state.wake.set()
+
+    async def _start_cluster(self) -> None:
+        if self.cluster is None:
+            return
+        try:
+            await self.cluster.start()
+        except AdapterError as exc:  # no kubeconfig / in-cluster credentials: passes say the inventory is unknown
+            log.error("cluster inventory not started: %s", exc)
+            return
+        if not await self.cluster.wait_known(self.config.runner.kubernetes.request_timeout):
+            log.warning("cluster inventory: %s", self.cluster.why_unknown())
 
     # --- inputs -------------------------------------------------------------------------------
     async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:
@@ -358,6 +388,7 @@ class Agent:
             election_task = asyncio.create_task(self.election.run())
         await self.api.start()
         await self._start_hotplug()
+        await self._start_cluster()
         if self.webhook is not None:
             await self.webhook.start()
         metrics_site = await start_metrics_listener(self.metrics, self.config.api.metrics_listen) if self.config.api.metrics_listen else None
@@ -390,6 +421,8 @@ class Agent:
         if metrics_site is not None:
             await metrics_site.cleanup()
         await self.api.stop()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.runtime.close()
         self.gpus.close()
         self.state.bus.close()

@@ -16,7 +16,7 @@ from pydantic import Field
 from .events import EventBus
 from .model import Frozen, Gpu, Host, Job, Plan, Runner
 
-__all__ = ["AgentPhase", "AgentState", "ComponentHealth", "ConfigReport", "GpuReading", "Intents", "LeaderRole", "Leadership", "RunnerView"]
+__all__ = ["AgentPhase", "AgentState", "ClusterNode", "ClusterPod", "ClusterReport", "ComponentHealth", "ConfigReport", "GpuReading", "Intents", "LeaderRole", "Leadership", "RunnerView"]
 
 
 class AgentPhase(StrEnum):
@@ -86,6 +86,42 @@ class ConfigReport(Frozen):
     )
 
 
+class ClusterNode(Frozen):
+    """One node of the cluster as the agent plans for it (runner.runtime: kubernetes, ADR-016)."""
+
+    name: str
+    arch: str | None = Field(None, description="kubernetes.io/arch; None: the node does not say.")
+    ready: bool = Field(description="Ready and not cordoned: the planner counts its room.")
+    gpu_product: str | None = Field(None, description="The GPU model its labels name (GFD, AMD or Intel labeller); None: no GPU or not labelled.")
+    gpu_resources: list[str] = Field(default_factory=list, description="Its GPU extended resources, e.g. nvidia.com/gpu, nvidia.com/mig-1g.10gb.")
+    gpus_allocatable: int = Field(0, description="GPU units allocatable (all its GPU resources).")
+    gpus_used: int = Field(0, description="GPU units its pods that have not ended request.")
+    gpus_free: int = Field(0, description="Allocatable minus used.")
+    tags: list[str] = Field(default_factory=list, description="The job tags it can serve (its own and its GPUs').")
+    problems: list[str] = Field(default_factory=list, description="Labels or quantities that could not be read, one line each.")
+
+
+class ClusterPod(Frozen):
+    """One pod of a runner of this agent: its manager pod, or a job pod it made."""
+
+    runner: str
+    pod: str
+    role: str = Field(description="manager | job")
+    phase: str | None = Field(None, description="The pod's phase (Pending, Running, ...); None: not reported yet.")
+    node: str | None = Field(None, description="The node it is bound to; None: not scheduled yet.")
+
+
+class ClusterReport(Frozen):
+    """The cluster's nodes and this agent's pods, from the watch-based inventory (ADR-016)."""
+
+    known: bool = Field(description="False before the first list, or while listing and watching fail past runner.kubernetes.inventory_stale_after.")
+    unknown_reason: str | None = Field(None, description="Why the inventory is unknown (then nothing is planned).")
+    node_selector: str = Field("", description="runner.kubernetes.node_selector: the nodes planned for ('' every node).")
+    nodes: list[ClusterNode] = Field(default_factory=list)
+    runner_pods: list[ClusterPod] = Field(default_factory=list)
+    api_requests: dict[str, int] = Field(default_factory=dict, description="API requests of the inventory since start, by verb and path.")
+
+
 class Intents(Frozen):
     """What operators asked for through the socket; read by every reconcile pass, and kept
     across restarts by the daemon (agent.statefile, through `AgentState.on_intents`)."""
@@ -127,6 +163,7 @@ class AgentState:
         self.reload_handler: Callable[[], str | None] | None = None
         self.config: ConfigReport | None = None  # set by the daemon
         self.leadership = Leadership()  # set by the daemon when leader_election is enabled
+        self.cluster: ClusterReport | None = None  # runner.runtime kubernetes: set by every pass
 
     # --- written by the reconciler -------------------------------------------------------
     def set_phase(self, phase: AgentPhase, why: str = "") -> None:

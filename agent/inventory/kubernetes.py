@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..model import Gpu, GpuVendor
+from ..model import Gpu, GpuVendor, Host
 from ..tags import arch_tags, gpu_tags
 
 __all__ = [
@@ -40,8 +40,11 @@ __all__ = [
     "NodeHardware",
     "Pod",
     "Unservable",
+    "cluster_host",
+    "gpu_unit_id",
     "node_hardware",
     "parse_quantity",
+    "unit_resource",
     "unservable",
 ]
 
@@ -53,6 +56,7 @@ class _Wire(BaseModel):
 
 class ObjectMeta(_Wire):
     name: str
+    namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -154,6 +158,7 @@ class GpuProfile:
     allocatable: int
     used: int
     memory_mb: int  # per unit, 0 unknown: orders the smallest that fits first
+    gpu: Gpu | None = None  # one unit as the planner's Gpu (cluster_host numbers the free ones)
 
     @property
     def free(self) -> int:
@@ -289,7 +294,7 @@ def node_hardware(nodes: list[Node], pods: list[Pod]) -> list[NodeHardware]:
                 gpu = _amd(name, labels, resource, problems)
             else:
                 gpu = _intel(name, labels, resource)
-            gpus.append(GpuProfile(name, resource, _gpu_resource_tags(gpu) | base, int(amount), int(node_held.get(resource, 0)), gpu.memory_mb))
+            gpus.append(GpuProfile(name, resource, _gpu_resource_tags(gpu) | base, int(amount), int(node_held.get(resource, 0)), gpu.memory_mb, gpu))
         ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
         out.append(NodeHardware(
             node=name, arch=arch, tags=base, gpus=tuple(gpus), schedulable=ready and not node.spec.unschedulable,
@@ -324,3 +329,37 @@ def unservable(tags: frozenset[str], hardware: list[NodeHardware]) -> Unservable
     if "gpu" in tags and any(t == "mig" or t.startswith("mig-") for t in tags):
         detail += " (`gpu` asks for a whole GPU; a MIG instance carries `mig` instead)"
     return Unservable(tuple(missing), detail)
+
+
+# --- the cluster as the planner's host (ADR-016) -----------------------------------------------
+
+
+def gpu_unit_id(node: str, resource: str, index: int) -> str:
+    """The planner's id of one free unit of a node's GPU resource: `<node>/<resource>#<i>` (a
+    node name never holds '/')."""
+    return f"{node}/{resource}#{index}"
+
+
+def unit_resource(unit_id: str) -> tuple[str, str] | None:
+    """(node, extended resource) of a gpu_unit_id; None if `unit_id` is not one."""
+    node, _, rest = unit_id.partition("/")
+    resource, hash_, index = rest.rpartition("#")
+    if not node or not hash_ or not resource or not index.isdigit():
+        return None
+    return node, resource
+
+
+def cluster_host(agent: Host, hardware: list[NodeHardware]) -> Host:
+    """The cluster as the planner's Host: the agent's own architecture is native, every other
+    architecture of a schedulable node is a foreign one (the planner's `emulated` kind: the
+    scheduler places its runner natively on such a node, no QEMU involved); each free unit of a
+    schedulable node's GPU resource is one GPU (allocatable minus what the node's pods hold), so a
+    job is planned onto the cluster's free hardware and waits, with the hardware named, where
+    none is free or none exists; the CPU and memory budget is the schedulable nodes' free room."""
+    ready = [h for h in hardware if h.schedulable]
+    gpus = [p.gpu.model_copy(update={"id": gpu_unit_id(p.node, p.resource, i)})
+            for h in ready for p in h.gpus if p.gpu is not None for i in range(p.free)]  # fmt: skip
+    archs = sorted({h.arch for h in ready if h.arch and h.arch != agent.arch})
+    cpus = int(sum((h.cpu_free for h in ready), Decimal(0)))
+    memory_mb = int(sum((h.memory_free for h in ready), Decimal(0)) / 2**20)
+    return agent.model_copy(update={"emulated": archs, "gpus": gpus, "cpus": max(1, cpus), "memory_mb": max(1, memory_mb)})

@@ -206,7 +206,8 @@ class ActStep(ReconcilerCore):
         if self._registrations is not None:
             self._registrations.append(registration)
         self._listing.append(registration)
-        gpu = next((g for g in self.state.gpus() if g.id == start.gpu), None) if start.gpu else None
+        gpus = self._cluster_gpus if self._cluster_gpus is not None else self.state.gpus()
+        gpu = next((g for g in gpus if g.id == start.gpu), None) if start.gpu else None
         own_url = self.config.runner.gitlab_url
         url = str(own_url or self.config.gitlab.url).rstrip("/")
         try:

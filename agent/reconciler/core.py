@@ -7,16 +7,28 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, UTC
+from typing import Protocol
 
 from ..backoff import Backoffs
 from ..config import AgentConfig
 from ..gitlab.adapter import GitLabAdapter, QueueSnapshot, Registration
 from ..metrics import AgentMetrics
-from ..model import Host, Job
+from ..inventory.kubernetes import NodeHardware
+from ..model import Gpu, Host, Job
 from ..runtime.base import RunnerRuntime
-from ..state import AgentState
+from ..state import AgentState, ClusterReport
 
-__all__ = ["ReconcilerCore"]
+__all__ = ["ClusterSource", "ReconcilerCore"]
+
+
+class ClusterSource(Protocol):
+    """The cluster's hardware kept in memory (agent/inventory/cluster.py ClusterInventory, ADR-016)."""
+
+    def hardware(self) -> list[NodeHardware] | None: ...  # None: unknown (never "no nodes")
+
+    def why_unknown(self) -> str | None: ...
+
+    def report(self) -> ClusterReport: ...
 
 
 class ReconcilerCore:
@@ -35,6 +47,7 @@ class ReconcilerCore:
         metrics: AgentMetrics | None = None,
         monotonic: Callable[[], float] | None = None,
         may_act: Callable[[], bool] | None = None,
+        cluster: ClusterSource | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -48,6 +61,9 @@ class ReconcilerCore:
         # decides and publishes, and carries nothing out. None: this agent always acts.
         self.may_act: Callable[[], bool] = may_act or (lambda: True)
         self.metrics = metrics
+        # runner.runtime kubernetes: the planner's host is the cluster's nodes, read from memory.
+        self.cluster = cluster
+        self._cluster_gpus: list[Gpu] | None = None  # the free GPU units the latest plan was made from
         self.hostname = runtime.hostname
         self.started_at = self.clock()
         self.backoffs = Backoffs(self.monotonic, self.BACKOFF_MIN_S, self.BACKOFF_MAX_S)

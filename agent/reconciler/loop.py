@@ -9,7 +9,8 @@ from datetime import datetime
 
 from ..errors import AdapterError
 from ..gitlab.adapter import GitLabError, QueueSnapshot
-from ..model import Host, Job, Observation, Plan, Runner
+from ..inventory.kubernetes import NodeHardware, cluster_host, unservable
+from ..model import Host, Job, JobWait, Observation, Plan, Runner, WaitReason
 from ..planner import decide
 from ..runtime.base import RunnerInstance
 from ..state import AgentPhase
@@ -85,6 +86,8 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
         host = self.host_source()
         state.host = host
         instances = await self._list_instances()
+        if self.cluster is not None:
+            state.cluster = self.cluster.report()
         if self.gitlab is None:
             # Detect-only: hardware and socket live, nothing scheduled; the runtime shown if present.
             self._publish_state(instances or [], [], None)
@@ -92,6 +95,12 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
             return None
         if instances is None:
             state.set_phase(AgentPhase.DEGRADED, "runtime unavailable; runners left as they are")
+            return None
+        hardware = self.cluster.hardware() if self.cluster is not None else None
+        if self.cluster is not None and hardware is None:
+            # Unknown is not "no nodes": planning now would stop runners and call jobs unservable.
+            self._publish_state(instances, [], None)
+            state.set_phase(AgentPhase.DEGRADED, f"cluster inventory unknown ({self.cluster.why_unknown()}); runners left as they are")
             return None
         try:
             queue = await self._observe_gitlab(full_poll, now)
@@ -103,7 +112,7 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
             state.set_phase(AgentPhase.DEGRADED, "GitLab unavailable; runners left as they are")
             self._publish_state(instances, [], None)
             return None
-        plan, pending, runners = await self._decide(host, instances, queue, full_poll, now)
+        plan, pending, runners = await self._decide(host, instances, queue, full_poll, now, hardware)
         # A follower (leader election) observes, decides and publishes like the leader, so that
         # it can take over with a warm view; it carries nothing out (_act asks before each action).
         await self._act(plan, {c.name for c in instances})
@@ -133,13 +142,17 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
         return instances
 
     async def _decide(
-        self, host: Host, instances: list[RunnerInstance], queue: QueueSnapshot, full_poll: bool, now: datetime
+        self, host: Host, instances: list[RunnerInstance], queue: QueueSnapshot, full_poll: bool, now: datetime,
+        hardware: list[NodeHardware] | None = None,
     ) -> tuple[Plan, list[Job], list[Runner]]:
         state = self.state
         pending = self._pending(queue)
         await self._count_missing(instances)
         runners = self._runners(instances, queue, now)
         host_view = host.model_copy(update={"gpus": state.gpus()})
+        if hardware is not None:
+            host_view = cluster_host(host, hardware)
+            self._cluster_gpus = host_view.gpus
         policy = self.config.scaling.model_copy(update={"paused": state.intents.paused or self.config.scaling.paused})
         if self.config.fleet.enabled:
             pending = await self._fleet_share(host_view, runners, pending, policy, now)
@@ -147,10 +160,26 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
             host=host_view, runners=runners, jobs=pending, policy=policy, now=now, queue=self._queue_read(queue, full_poll),
             registrations=self._host_registrations(), lifecycle=self._lifecycle(), backoff=self.backoffs.entries(now),
         )  # fmt: skip
-        return decide(observation), pending, runners
+        plan = decide(observation)
+        if hardware is not None:
+            plan = _cluster_reasons(plan, pending, hardware)
+        return plan, pending, runners
 
     # --- shutdown ---------------------------------------------------------------------------------------------
     async def drain_for_shutdown(self) -> None:
         """On SIGTERM the agent stops deciding; runners keep running and are adopted by the next
         agent (restarting the agent must not disturb jobs)."""
         self.stop()
+
+
+def _cluster_reasons(plan: Plan, jobs: list[Job], hardware: list[NodeHardware]) -> Plan:
+    """On a cluster, a job that waits for hardware says what no node carries (the host planner's
+    wording speaks of QEMU handlers and runners 'here')."""
+    if not any(w.reason is WaitReason.NO_MATCHING_HARDWARE for w in plan.waiting):
+        return plan
+    tags = {j.id: frozenset(j.tags) for j in jobs}
+    waiting: list[JobWait] = []
+    for wait in plan.waiting:
+        why = unservable(tags[wait.job], hardware) if wait.reason is WaitReason.NO_MATCHING_HARDWARE and wait.job in tags else None
+        waiting.append(wait.model_copy(update={"detail": why.detail, "missing_tags": list(why.missing_tags)}) if why else wait)
+    return plan.model_copy(update={"waiting": waiting})

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..config import AgentConfig, RunnerConfig
 from ..errors import AdapterError, InvalidConfiguration, NotFound
+from ..inventory.kubernetes import GpuProfile, unit_resource
 from ..model import Host, RunnerKind
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
 from .k8s_errors import translate
@@ -155,6 +156,21 @@ def _token_of(secret_data: dict[str, str] | None) -> str | None:
         return None
 
 
+def _gpu_placement(spec: RunnerSpec) -> tuple[GpuProfile | None, frozenset[str]]:
+    """The GPU resource the planner chose (a free unit of a node's, agent/inventory/cluster.py) as
+    a profile for placement(), and for a whole NVIDIA GPU its product label, so that tags no
+    label orders (the family) hold too (ADR-016)."""
+    if spec.gpu is None:
+        return None, frozenset()
+    unit = unit_resource(spec.gpu.id)
+    if unit is None:  # a host's GPU id: never reaches a pod (no device path on a cluster, ADR-013)
+        raise InvalidConfiguration(f"runner {spec.name}: GPU {spec.gpu.id} is not a node's GPU resource", field="runner.runtime")
+    node, resource = unit
+    profile = GpuProfile(node, resource, frozenset(spec.tags), 1, 0, spec.gpu.memory_mb, spec.gpu)
+    whole_nvidia = resource == "nvidia.com/gpu" and bool(spec.gpu.model) and spec.gpu.mig_parent is None
+    return profile, frozenset({spec.gpu.model.replace(" ", "-")}) if whole_nvidia else frozenset()
+
+
 def kubernetes_runtime(config: AgentConfig, hostname: str, host: Host) -> KubernetesRuntime:
     """The `runner.runtime: kubernetes` factory (agent/runtime/__init__.py)."""
     return KubernetesRuntime(config.runner, hostname)
@@ -190,6 +206,11 @@ class KubernetesRuntime:
                 f"loading the API server's address and credentials: {type(exc).__name__}: {exc}", field=field
             ) from None
         return configuration
+
+    async def api_configuration(self) -> Configuration:
+        """The API server's address and credentials as this runtime reads them (the cluster
+        inventory opens its own client with them: its watches hold their connections)."""
+        return await self._configuration()
 
     async def _api(self) -> CoreV1Api:
         if self._client is None:
@@ -232,16 +253,13 @@ class KubernetesRuntime:
         keys of runner_config.render_config, its [runners.docker] table replaced by
         [runners.kubernetes] (job pods in this namespace, placed by the job's architecture,
         labelled with the runner's name)."""
-        if spec.gpu is not None:
-            # The planner hands GPUs of this host; on a cluster a GPU is a node's extended resource
-            # (placement() with a GpuProfile), which the planner does not choose yet (ADR-013).
-            raise InvalidConfiguration(f"runner {spec.name}: GPU runners are not implemented on Kubernetes yet", field="runner.runtime")
+        gpu, products = _gpu_placement(spec)
         config = render_config(self.config, spec, gpu_devices=[], gpu_groups=[])
         runner = config["runners"][0]
         runner.pop("docker", None)
         runner["executor"] = "kubernetes"
         arch = spec.platform.split("/")[1] if spec.platform.count("/") >= 1 else None
-        where = placement(frozenset(spec.tags), arch, None)
+        where = placement(frozenset(spec.tags), arch, gpu, products)
         k8s = self.config.kubernetes
         runner["kubernetes"] = kubernetes_section(
             where, namespace=k8s.namespace, service_account=k8s.service_account, image=self.config.job_image,

@@ -31,8 +31,10 @@ class Rule(NamedTuple):
     verbs: tuple[str, ...]
 
 
-# Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory.
-AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")),)
+# Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory; the pods
+# of every namespace that have not ended are what is not free on each node (capacity =
+# allocatable minus what runs). Both by list and watch (agent/inventory/cluster.py, ADR-016).
+AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")), Rule("", ("pods",), ("list", "watch")))
 
 # In the runners' namespace, exactly the calls of agent/runtime/k8s_runtime.py: runner manager
 # pods (created, listed with their job pods, annotated with when a stop was asked for, deleted,

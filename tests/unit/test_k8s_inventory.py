@@ -5,14 +5,16 @@ create the kwok nodes of the real test cluster."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from k8s.nodes import amd_node, arm64_node, fake_node, intel_node, nvidia_node
 
-from autogit.agent.inventory.kubernetes import Node, Pod, node_hardware, parse_quantity, unservable
-from autogit.agent.model import Gpu, GpuVendor
+from autogit.agent.inventory.kubernetes import Node, Pod, cluster_host, node_hardware, parse_quantity, unit_resource, unservable
+from autogit.agent.model import Gpu, GpuVendor, Host, Job, Observation, Policy
+from autogit.agent.planner import decide
 from autogit.agent.tags import arch_tags, gpu_tags
 
 
@@ -145,3 +147,26 @@ def test_quantities(text: str, value: Decimal) -> None:
 def test_malformed_quantities_are_errors(text: str) -> None:
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
         parse_quantity(text)
+
+
+def test_the_cluster_as_the_planners_host_offers_each_free_gpu_unit_of_a_ready_node_once() -> None:
+    """cluster_host (ADR-016): free units only (allocatable minus what runs), none of a node
+    that is not Ready or is cordoned, other architectures as the planner's foreign ones, and a
+    job planned onto a unit whose tags are a host GPU's of that model."""
+    h100, l4 = ready(nvidia_node("h100", count=2)), ready(nvidia_node("l4", product="NVIDIA-L4", memory_mib=23034, count=1, compute=(8, 9)))
+    cordoned = nvidia_node("cordoned", count=4)
+    cordoned["spec"]["unschedulable"] = True
+    hardware = node_hardware([h100, l4, ready(cordoned), ready(arm64_node("arm")), ready(nvidia_node("down", count=4), "False")],
+                             [pod("busy", "h100", "Running", {"nvidia.com/gpu": "1"})])  # fmt: skip
+    agent = Host(hostname="agent", arch="amd64", cpus=1, memory_mb=1)
+    host = cluster_host(agent, hardware)
+    assert sorted(g.id for g in host.gpus) == ["h100/nvidia.com/gpu#0", "l4/nvidia.com/gpu#0"]
+    assert host.emulated == ["arm64"] and host.arch == "amd64" and host.cpus == 32 * 3 and host.memory_mb == 256 * 1024 * 3
+    assert unit_resource("h100/nvidia.com/gpu#0") == ("h100", "nvidia.com/gpu") and unit_resource("GPU-0") is None
+    now = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
+    jobs = [Job(id=1, project_id=1, tags=["gpu", "vram-ge-40g"], created_at=now), Job(id=2, project_id=1, tags=["gpu", "vram-ge-40g"], created_at=now)]
+    plan = decide(Observation(host=host, jobs=jobs, policy=Policy(max_runners=4, runner_cpus=0, runner_memory_mb=0), now=now))
+    [start] = plan.start
+    assert start.gpu == "h100/nvidia.com/gpu#0" and start.for_jobs == [1]  # the L4 is too small; the busy H100 unit is not offered
+    [wait] = plan.waiting
+    assert wait.job == 2

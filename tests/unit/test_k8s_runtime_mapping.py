@@ -143,11 +143,31 @@ def test_config_toml_uses_the_kubernetes_executor() -> None:
     assert (section["cpu_limit"], section["memory_limit"]) == ("2", "1024Mi")
 
 
-def test_a_gpu_runner_is_refused_until_the_planner_picks_cluster_gpus() -> None:
+def test_a_host_gpu_is_refused_on_a_cluster() -> None:
     gpu = Gpu(id="GPU-0", vendor=GpuVendor.NVIDIA, model="NVIDIA H100", memory_mb=81559)
     with pytest.raises(InvalidConfiguration) as refused:
         runtime().render_config(spec(gpu=gpu))
     assert refused.value.field == "runner.runtime"
+
+
+def test_a_cluster_gpu_unit_becomes_the_resource_limit_and_the_node_labels_it_needs() -> None:
+    """The planner's free unit of a node's GPU resource (ADR-016): the job pod holds one unit of
+    that resource through the device plugin, on a node whose labels carry the job's floor and
+    the chosen GPU's product, never a device path."""
+    gpu = Gpu(id="gpu-node-1/nvidia.com/gpu#3", vendor=GpuVendor.NVIDIA, model="NVIDIA H100 80GB HBM3", memory_mb=81559, compute_capability="9.0")
+    runner = runtime().render_config(spec(gpu=gpu, tags=["gpu", "vram-ge-40g", "amd64"], platform="linux/amd64", kind=RunnerKind.GPU))["runners"][0]
+    section = runner["kubernetes"]
+    assert json.loads(section["pod_spec"][0]["patch"]) == {"containers": [{"name": "build", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    [term] = section["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]["node_selector_terms"]
+    assert {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["39936"]} in term["match_expressions"]
+    assert {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]} in term["match_expressions"]
+    assert runner["feature_flags"] == {"FF_USE_ADVANCED_POD_SPEC_CONFIGURATION": True}
+    assert "/dev/" not in json.dumps(runner)
+    mig = Gpu(id="gpu-node-2/nvidia.com/mig-1g.10gb#0", vendor=GpuVendor.NVIDIA, model="NVIDIA A100", memory_mb=9728, mig_parent="gpu-node-2",
+              mig_profile="1g.10gb")  # fmt: skip
+    section = runtime().render_config(spec(gpu=mig, tags=["mig-1g.10gb"], platform="linux/amd64", kind=RunnerKind.GPU))["runners"][0]["kubernetes"]
+    assert json.loads(section["pod_spec"][0]["patch"])["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": "1"}
+    assert "affinity" not in section
 
 
 def test_the_manager_pod_holds_no_token_and_takes_the_pull_policy() -> None:

@@ -1,0 +1,243 @@
+"""The watch-based cluster inventory (agent/inventory/cluster.py, ADR-016) on the real API server:
+kwok nodes of this test's own label appear, change and disappear in memory as the API server
+says; a pod's GPU request takes the node's free GPUs; the real reconciler re-plans a GPU job
+within one pass of the node's arrival and departure, woken by the watch; and N passes make no
+LIST: the requests are counted at the client's REST transport (ApiCounter), so what is counted
+is what the API server received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from k8s.cluster import Cluster
+from k8s.nodes import FAKE_TOLERATION, nvidia_node
+from pydantic import SecretStr
+
+from autogit.agent.config import AgentConfig
+from autogit.agent.gitlab.adapter import GitLabAdapter
+from autogit.agent.inventory.cluster import ClusterInventory
+from autogit.agent.inventory.cpu import observe_cpu
+from autogit.agent.inventory.kubernetes import NodeHardware
+from autogit.agent.model import Host, WaitReason
+from autogit.agent.reconciler import Reconciler
+from autogit.agent.runtime import build_runtime
+from autogit.agent.runtime.k8s_runtime import KubernetesRuntime
+from autogit.agent.state import AgentPhase, AgentState
+from autogit.gitlab_double.gitlab_sim import GitLabSimulator
+
+VIEW_LABEL = "autogit.test/view"  # this file's nodes only: the agent's node_selector selects it
+
+
+@pytest.fixture
+def mark() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def own_nodes(k8s_cluster: Cluster, mark: str) -> Iterator[Callable[..., str]]:
+    """Create kwok nodes carrying `<VIEW_LABEL>=<mark>`; all of them deleted afterwards."""
+    created: list[str] = []
+
+    def create(node: dict[str, Any]) -> str:
+        node["metadata"]["labels"][VIEW_LABEL] = mark
+        created.append(node["metadata"]["name"])
+        k8s_cluster.kubectl("create", "-f", "-", input=json.dumps(node))
+        return str(node["metadata"]["name"])
+
+    yield create
+    k8s_cluster.kubectl("delete", "nodes", "-l", f"{VIEW_LABEL}={mark}", "--wait=false", check=False)
+
+
+def _config(cluster: Cluster, namespace: str, mark: str, gitlab_url: str = "http://127.0.0.1:1") -> AgentConfig:
+    return AgentConfig.model_validate({
+        "hostname": f"v{mark}",
+        "gitlab": {"url": gitlab_url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 3, "max_retries": 0},
+        "scaling": {"max_runners": 4, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
+        "fleet": {"enabled": False},
+        "runner": {"runtime": "kubernetes", "drain_timeout": 600,
+                   "kubernetes": {"namespace": namespace, "kubeconfig": str(cluster.kubeconfig), "node_selector": f"{VIEW_LABEL}={mark}"}},
+    })  # fmt: skip
+
+
+def _inventory(config: AgentConfig, runtime: KubernetesRuntime, on_change: Callable[[str], None]) -> ClusterInventory:
+    return ClusterInventory(config.runner.kubernetes, runtime.api_configuration, config.hostname or "", on_node_change=on_change)
+
+
+async def _until(what: str, done: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, f"waited {timeout:.0f} s for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _node(inventory: ClusterInventory, name: str) -> NodeHardware | None:
+    return next((h for h in inventory.hardware() or [] if h.node == name), None)
+
+
+async def test_nodes_appear_change_and_go_in_memory_and_pods_take_their_gpus(
+    k8s_cluster: Cluster, k8s_namespace: str, own_nodes: Callable[..., str], mark: str
+) -> None:
+    config = _config(k8s_cluster, k8s_namespace, mark)
+    runtime = build_runtime(config, f"v{mark}", Host(arch="amd64", cpus=1, memory_mb=1))
+    assert isinstance(runtime, KubernetesRuntime)
+    lines: list[str] = []
+    inventory = _inventory(config, runtime, lines.append)
+    # Unknown before the first list: never an empty cluster.
+    assert inventory.hardware() is None and not inventory.report().known
+    await inventory.start()
+    try:
+        assert await inventory.wait_known(30), inventory.why_unknown()
+        assert inventory.hardware() == []  # listed: none of this test's nodes yet (the selector hides everyone else's)
+
+        name = own_nodes(nvidia_node(f"view-{mark}-gpu", count=8))
+        await _until("the node added", lambda: _node(inventory, name) is not None)
+        node = _node(inventory, name)
+        assert node is not None
+        [h100] = node.gpus
+        assert {"gpu", "nvidia", "vram-ge-80g", "cc-ge-9.0", "amd64"} <= h100.tags and (h100.allocatable, h100.free) == (8, 8)
+        assert any(line == f"node {name} added (amd64)" for line in lines), lines
+
+        k8s_cluster.kubectl("label", "node", name, "--overwrite", "nvidia.com/gpu.product=NVIDIA-L4", "nvidia.com/gpu.memory=23034",
+                            "nvidia.com/gpu.compute.major=8", "nvidia.com/gpu.compute.minor=9")  # fmt: skip
+        await _until("the relabel seen", lambda: "vram-ge-80g" not in _gpu_tags(inventory, name))
+        assert "cc-ge-8.9" in _gpu_tags(inventory, name) and not {"cc-ge-9.0", "vram-ge-40g"} & _gpu_tags(inventory, name)
+        assert f"node {name} changed (labels)" in lines
+
+        # Capacity is allocatable minus what runs: a pod bound to the node holding 3 GPUs.
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus", "namespace": k8s_namespace},
+               "spec": {"nodeName": name, "tolerations": [FAKE_TOLERATION],
+                        "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}  # fmt: skip
+        k8s_cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
+        await _until("the pod's GPUs counted", lambda: _free(inventory, name) == 5)
+        k8s_cluster.kubectl("delete", "pod", "holds-gpus", "-n", k8s_namespace, "--grace-period=0", "--force", "--wait=true")
+        await _until("the pod's GPUs free again", lambda: _free(inventory, name) == 8)
+
+        k8s_cluster.kubectl("delete", "node", name, "--wait=true")
+        await _until("the node gone", lambda: _node(inventory, name) is None)
+        assert f"node {name} removed" in lines
+        # Everything above came from one LIST of each kind and the watches that followed it.
+        assert inventory.api.total("list") == 2, inventory.api.counts
+    finally:
+        await inventory.close()
+        await runtime.close()
+
+
+def _gpu_tags(inventory: ClusterInventory, name: str) -> frozenset[str]:
+    node = _node(inventory, name)
+    return frozenset().union(*(g.tags for g in node.gpus)) if node else frozenset()
+
+
+def _free(inventory: ClusterInventory, name: str) -> int | None:
+    node = _node(inventory, name)
+    return sum(g.free for g in node.gpus) if node else None
+
+
+async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change_and_passes_make_no_list(
+    k8s_cluster: Cluster, k8s_namespace: str, own_nodes: Callable[..., str], mark: str
+) -> None:
+    sim = GitLabSimulator(host="127.0.0.1")
+    await sim.start()
+    config = _config(k8s_cluster, k8s_namespace, mark, sim.url)
+    cpu = observe_cpu()
+    host = Host(hostname=f"v{mark}", arch=cpu.arch, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
+    runtime = build_runtime(config, f"v{mark}", host)
+    assert isinstance(runtime, KubernetesRuntime)
+    state = AgentState()
+    inventory = _inventory(config, runtime, lambda line: state.wake.set())
+    # A follower (leader election's gate): it observes, plans and publishes, and acts on nothing,
+    # so the test reads the plan the pass made without runner pods being created.
+    reconciler = Reconciler(config, state, runtime, GitLabAdapter(config.gitlab, SecretStr(sim.private_token)), lambda: host,
+                            may_act=lambda: False, cluster=inventory)  # fmt: skip
+
+    async def one_pass_after_wake() -> None:
+        state.wake.clear()
+        await asyncio.wait_for(state.wake.wait(), 30)  # the watch woke the loop, as hotplug does
+        await reconciler.reconcile_once(full_poll=False)
+
+    try:
+        # Unknown (not started) is not "no nodes": the pass plans nothing and says why.
+        job = sim.add_job(project_id=1, tags=["gpu", "vram-ge-40g"], script=["true"])
+        assert await reconciler.reconcile_once(full_poll=True) is None
+        assert state.phase is AgentPhase.DEGRADED and state.cluster is not None and not state.cluster.known
+        await inventory.start()
+        assert await inventory.wait_known(30), inventory.why_unknown()
+
+        plan = await reconciler.reconcile_once(full_poll=True)
+        assert plan is not None and not plan.start
+        [wait] = [w for w in plan.waiting if w.job == job.id]
+        assert wait.reason is WaitReason.NO_MATCHING_HARDWARE and wait.missing_tags == ["gpu", "vram-ge-40g"], wait
+        assert "no node of the cluster" in wait.detail
+
+        name = own_nodes(nvidia_node(f"view-{mark}-h100", count=2))
+        await one_pass_after_wake()
+        plan = state.plan
+        assert plan is not None
+        [start] = plan.start
+        assert start.for_jobs == [job.id] and start.gpu is not None and start.gpu.startswith(f"{name}/nvidia.com/gpu#"), start
+        assert state.cluster is not None and [n.name for n in state.cluster.nodes] == [name]
+
+        k8s_cluster.kubectl("delete", "node", name, "--wait=true")
+        await one_pass_after_wake()
+        plan = state.plan
+        assert plan is not None and not plan.start and [w.job for w in plan.waiting] == [job.id]
+
+        lists = inventory.api.total("list")
+        for _ in range(20):
+            await reconciler.reconcile_once(full_poll=False)
+        assert lists == 2 and inventory.api.total("list") == 2, inventory.api.counts  # N passes, no LIST
+    finally:
+        await inventory.close()
+        await runtime.close()
+        await sim.stop()
+
+
+async def test_an_unreachable_api_server_leaves_the_inventory_unknown_never_empty(tmp_path: Path, k8s_cluster: Cluster) -> None:
+    """The cluster's own kubeconfig with its server moved to a closed port: the informers fail
+    and back off; the inventory stays unknown and says why."""
+    kubeconfig = json.loads(k8s_cluster.kubeconfig.read_text())
+    kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    config = AgentConfig.model_validate({"runner": {"runtime": "kubernetes", "kubernetes": {"kubeconfig": str(path), "request_timeout": 2}}})
+    runtime = build_runtime(config, "unreachable", Host(arch="amd64", cpus=1, memory_mb=1))
+    assert isinstance(runtime, KubernetesRuntime)
+    inventory = _inventory(config, runtime, lambda line: None)
+    await inventory.start()
+    try:
+        assert not await inventory.wait_known(1.5)
+        assert inventory.hardware() is None
+        why = inventory.why_unknown()
+        assert why is not None and "not listed yet" in why and "unreachable" in why, why
+        report = inventory.report()
+        assert not report.known and report.nodes == [] and report.unknown_reason == why
+    finally:
+        await inventory.close()
+        await runtime.close()
+
+
+async def test_an_expired_resource_version_is_listed_again(k8s_cluster: Cluster, k8s_namespace: str, own_nodes: Callable[..., str], mark: str) -> None:
+    """A watch renewed from a resourceVersion the API server no longer keeps gets 410 Gone: the
+    informer lists again (a second LIST) and carries on watching; a node created after that is
+    seen, so nothing was lost."""
+    config = _config(k8s_cluster, k8s_namespace, mark)
+    runtime = build_runtime(config, f"v{mark}", Host(arch="amd64", cpus=1, memory_mb=1))
+    assert isinstance(runtime, KubernetesRuntime)
+    inventory = ClusterInventory(config.runner.kubernetes, runtime.api_configuration, f"v{mark}", watch_timeout=1)
+    await inventory.start()
+    try:
+        assert await inventory.wait_known(30), inventory.why_unknown()
+        assert inventory.nodes is not None and inventory.nodes.lists == 1
+        inventory.nodes.resource_version = "1"  # as if the agent had been cut off since the cluster's start
+        await _until("the LIST after 410 Gone", lambda: inventory.nodes is not None and inventory.nodes.lists == 2)
+        assert inventory.nodes.known and inventory.nodes.resource_version != "1"
+        name = own_nodes(nvidia_node(f"view-{mark}-late", count=1))
+        await _until("the node created after the re-list", lambda: _node(inventory, name) is not None)
+    finally:
+        await inventory.close()
+        await runtime.close()
