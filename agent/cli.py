@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .api.client import AgentApiError, AgentClient, AgentUnavailable, format_fleet, format_status, status_fleet_section
+    from .api.client import AgentApiError, AgentClient, AgentUnavailable, format_fleet, format_status, status_fleet_section, status_waits_section
 
     async def fetch() -> str:
         async with AgentClient(args.socket) as client:
@@ -111,8 +111,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             status = await client.status()
             if args.json:
                 return status.model_dump_json(indent=2)
-            section = await status_fleet_section(client, datetime.now(UTC))
-            return format_status(status) + (f"\n{section}" if section else "")
+            sections = [await status_waits_section(client), await status_fleet_section(client, datetime.now(UTC))]
+            return "\n".join([format_status(status), *(s for s in sections if s)])
 
     try:
         print(asyncio.run(fetch()))

@@ -31,9 +31,10 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
+from textual.widgets import TabbedContent
 
 from autogit.agent.api.client import DEFAULT_SOCKET, AgentApiError, AgentClient, AgentUnavailable
-from autogit.agent.api.schema import API_VERSION, Event, GpusResponse, JobsResponse, RunnersResponse, StatusResponse
+from autogit.agent.api.schema import API_VERSION, ClusterReport, Event, GpusResponse, JobsResponse, RunnersResponse, StatusResponse
 
 from .data import RESOURCES, FleetHost, Problem, ReadingHistory, diagnose, fleet_from_payload, fleet_from_runners, resources_for_event
 from .screens.confirm import ConfirmScreen
@@ -42,7 +43,7 @@ from .screens.help import HelpScreen, help_rows
 from .screens.main import MainScreen
 from .widgets.events import EventLog
 from .widgets.header import AgentHeader
-from .widgets.tables import FleetTable, GpuTable, QueueTable, RunnerTable
+from .widgets.tables import FleetTable, GpuTable, NodeTable, QueueTable, RunnerTable
 
 __all__ = ["AutoGitApp", "main"]
 
@@ -140,6 +141,8 @@ class AutoGitApp(App[None]):
         self._last_seq = 0
         self._log_batch: list[Event] = []
         self._fleet_note = ""
+        self._nodes_note = ""
+        self.on_cluster = False  # the agent reports a cluster (runner.runtime kubernetes): the Nodes tab shows
         self._paused_shown: bool | None = None
         self._log_timer: Timer | None = None
         self.log_interval = log_interval
@@ -364,6 +367,7 @@ class AutoGitApp(App[None]):
             self.admin = status.access == "admin"
         if (main := self._main()) is not None:
             main.query_one(AgentHeader).status = status
+            self._show_cluster(main, status.cluster if status is not None else None)
             paused = status.paused if status is not None else None
             if paused != self._paused_shown:  # the footer re-lays itself out: only on a change
                 self._paused_shown = paused
@@ -401,6 +405,26 @@ class AutoGitApp(App[None]):
                 self._fleet_note = text
                 main.query_one("#fleet-note").update(text)  # type: ignore[attr-defined]
 
+    def _show_cluster(self, main: MainScreen, cluster: ClusterReport | None) -> None:
+        """The Nodes tab: shown once the agent reports a cluster; its note sums the GPUs."""
+        if cluster is not None and not self.on_cluster:
+            self.on_cluster = True
+            main.query_one("#tabs", TabbedContent).show_tab("nodes")
+        main.query_one(NodeTable).data = cluster
+        if cluster is None:
+            return
+        self._label("nodes", "Nodes", len(cluster.nodes) if cluster.known else None)
+        if cluster.known:
+            n = cluster.nodes
+            text = (f"{len(n)} node{'' if len(n) == 1 else 's'}" + (f" matching {cluster.node_selector}" if cluster.node_selector else "")
+                    + f", {sum(1 for x in n if x.ready)} ready; GPUs {sum(x.gpus_allocatable for x in n)} allocatable, "
+                    f"{sum(x.gpus_used for x in n)} used, {sum(x.gpus_free for x in n)} free (from the agent's watches).")  # fmt: skip
+        else:
+            text = "Cluster inventory unknown: nothing is planned until the nodes are listed."
+        if text != self._nodes_note:
+            self._nodes_note = text
+            main.query_one("#nodes-note").update(text)  # type: ignore[attr-defined]
+
     def watch_admin(self) -> None:
         if (main := self._main()) is not None:
             main.refresh_bindings()
@@ -413,7 +437,7 @@ class AutoGitApp(App[None]):
         main = self._main()
         if main is None:
             return
-        index = ("gpus", "runners", "queue", "fleet", "events").index(tab) + 1
+        index = ("gpus", "runners", "queue", "fleet", "events", "nodes").index(tab) + 1
         label = f"{index} {name}" + (f" ({count})" if count is not None else "")
         tabs = main.query_one("#tabs")
         tab_widget = tabs.get_tab(tab)  # type: ignore[attr-defined]

@@ -16,7 +16,9 @@ from datetime import datetime
 from rich.text import Text
 
 from autogit.agent.api.client import AgentApiError, AgentUnavailable
-from autogit.agent.api.schema import API_VERSION, Event, GpuView, JobsResponse, JobStatus, JobView, RunnersResponse, RunnerView, StatusResponse
+from autogit.agent.api.schema import (
+    API_VERSION, ClusterNode, ClusterPod, Event, GpuView, JobsResponse, JobStatus, JobView, RunnersResponse, RunnerView, StatusResponse,
+)  # fmt: skip
 
 __all__ = [
     "RESOURCES",
@@ -31,6 +33,7 @@ __all__ = [
     "diagnose",
     "event_style",
     "fleet_detail",
+    "node_detail",
     "fleet_from_runners",
     "gpu_detail",
     "group_queue",
@@ -520,3 +523,19 @@ def _fleet_member_rows(host: FleetHost, now: datetime) -> Detail:
         ("Room", "?" if host.room is None else f"{host.room} more runner(s)"),
         ("Owns", ", ".join(f"#{j}" for j in host.owns) or "no pending job"),
     ]
+
+
+def node_detail(node: ClusterNode, pods: list[ClusterPod]) -> Detail:
+    """A cluster node in full (Enter on the Nodes tab): every tag it serves and every runner pod on it."""
+    rows = [
+        ("Node", node.name),
+        ("Architecture", node.arch or "unknown (no kubernetes.io/arch label)"),
+        ("Ready", "yes" if node.ready else "no (not Ready, or cordoned): the planner counts none of its room"),
+        ("GPU", node.gpu_product or "-"),
+        ("GPU resources", ", ".join(node.gpu_resources) or "-"),
+        ("GPUs", f"{node.gpus_allocatable} allocatable, {node.gpus_used} used, {node.gpus_free} free"),
+        ("Tags it serves", ", ".join(node.tags) or "(none)"),
+    ]
+    rows += [("Problem", p) for p in node.problems]
+    rows += [(f"Runner {p.runner}", f"{p.role} pod {p.pod}: {p.phase or 'phase unknown'}") for p in pods if p.node == node.name]
+    return rows

@@ -21,6 +21,9 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from .schema import (
+    ClusterNode,
+    ClusterReport,
+    JobStatus,
     FleetHost,
     FleetResponse,
     ActionResponse,
@@ -35,7 +38,7 @@ from .schema import (
     StatusResponse,
 )
 
-__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "fleet_is_on", "format_fleet", "format_status", "leadership_line", "status_fleet_section"]
+__all__ = ["DEFAULT_SOCKET", "AgentApiError", "AgentClient", "AgentUnavailable", "fleet_is_on", "format_fleet", "format_cluster", "format_status", "leadership_line", "status_fleet_section", "status_waits_section"]
 
 DEFAULT_SOCKET = Path("/run/autogit/agent.sock")
 M = TypeVar("M", bound=BaseModel)
@@ -220,6 +223,62 @@ def format_status(status: StatusResponse) -> str:
         lines.append(line)
         if cfg.restart_needed:
             lines.append(f"config: RESTART NEEDED to apply {', '.join(cfg.restart_needed)} (systemctl restart autogit-agent)")
+    if status.cluster is not None:
+        lines += format_cluster(status.cluster)
+    return "\n".join(lines)
+
+
+CLUSTER_NODES_SHOWN = 40  # `status` lists this many nodes; --json has them all
+
+
+def format_cluster(cluster: ClusterReport) -> list[str]:
+    """The cluster section of `status` (runner.runtime kubernetes): a summary, one line per node
+    (GPUs not ready first, then by name), the runner pods, and the inventory's API requests."""
+    selector = f" matching {cluster.node_selector}" if cluster.node_selector else ""
+    if not cluster.known:
+        return [f"cluster: UNKNOWN ({cluster.unknown_reason or '?'}): nothing is planned until the nodes are listed"]
+    nodes = cluster.nodes
+    ready = sum(1 for n in nodes if n.ready)
+    alloc, used, free = (sum(getattr(n, f) for n in nodes) for f in ("gpus_allocatable", "gpus_used", "gpus_free"))
+    lines = [f"cluster: {len(nodes)} node(s){selector}, {ready} ready; GPUs {alloc} allocatable, {used} used, {free} free"]
+    lines += _node_lines(nodes)
+    for pod in cluster.runner_pods:
+        where = f"on {pod.node}" if pod.node else "not scheduled yet"
+        lines.append(f"runner {pod.runner}: {pod.role} pod {pod.pod} {pod.phase or 'phase unknown'} {where}")
+    if cluster.api_requests:
+        lines.append("cluster API requests since start: " + ", ".join(f"{k} ×{n}" for k, n in cluster.api_requests.items()))
+    return lines
+
+
+def _node_lines(nodes: list[ClusterNode]) -> list[str]:
+    """A table of the first CLUSTER_NODES_SHOWN nodes, with what could not be read on each."""
+    lines = [f"  {'NODE':<28} {'ARCH':<6} {'READY':<5} {'GPU':<26} {'ALLOC':>5} {'USED':>5} {'FREE':>5}"] if nodes else []
+    for n in nodes[:CLUSTER_NODES_SHOWN]:
+        gpu = n.gpu_product or (", ".join(n.gpu_resources) if n.gpu_resources else "-")
+        lines.append(f"  {n.name[:28]:<28} {n.arch or '?':<6} {'yes' if n.ready else 'NO':<5} {gpu[:26]:<26} "
+                     f"{n.gpus_allocatable:>5} {n.gpus_used:>5} {n.gpus_free:>5}")  # fmt: skip
+        lines += [f"    problem: {p}" for p in n.problems]
+    if len(nodes) > CLUSTER_NODES_SHOWN:
+        lines.append(f"  … {len(nodes) - CLUSTER_NODES_SHOWN} more (autogit-agent status --json lists them all)")
+    return lines
+
+
+WAITS_SHOWN = 10
+
+
+async def status_waits_section(client: AgentClient) -> str | None:
+    """Why pending jobs wait (the planner's reasons, /v1/jobs), for `status`: None when none
+    waits, one line when the jobs cannot be read."""
+    try:
+        jobs = await client.jobs()
+    except (AgentUnavailable, AgentApiError) as exc:
+        return f"waiting jobs: unavailable ({exc})"
+    waits = [v for v in jobs.jobs if v.status is JobStatus.WAITING and v.wait is not None]
+    if not waits:
+        return None
+    lines = [f"job {v.job.id} [{', '.join(v.job.tags) or 'untagged'}] waits: {v.wait.reason.value}: {v.wait.detail}" for v in waits[:WAITS_SHOWN] if v.wait]
+    if len(waits) > WAITS_SHOWN:
+        lines.append(f"… {len(waits) - WAITS_SHOWN} more waiting jobs (autogit-tui's Queue tab, or GET /v1/jobs)")
     return "\n".join(lines)
 
 

@@ -31,6 +31,9 @@ __all__ = [
     "ActionRequest",
     "ActionResponse",
     "AgentPhase",
+    "ClusterNode",
+    "ClusterPod",
+    "ClusterReport",
     "ComponentHealth",
     "ConfigReport",
     "Counts",
@@ -308,6 +311,42 @@ class Leadership(Wire):
     lease: str | None = Field(None, description="namespace/name of the Lease.")
 
 
+class ClusterNode(Wire):
+    """One node of the cluster as the agent plans for it (runner.runtime: kubernetes, ADR-016)."""
+
+    name: str
+    arch: str | None = Field(None, description="kubernetes.io/arch; None: the node does not say.")
+    ready: bool = Field(description="Ready and not cordoned: the planner counts its room.")
+    gpu_product: str | None = Field(None, description="The GPU model its labels name (GFD, AMD or Intel labeller); None: no GPU or not labelled.")
+    gpu_resources: list[str] = Field(default_factory=list, description="Its GPU extended resources, e.g. nvidia.com/gpu, nvidia.com/mig-1g.10gb.")
+    gpus_allocatable: int = Field(0, description="GPU units allocatable (all its GPU resources).")
+    gpus_used: int = Field(0, description="GPU units its pods that have not ended request.")
+    gpus_free: int = Field(0, description="Allocatable minus used.")
+    tags: list[str] = Field(default_factory=list, description="The job tags it can serve (its own and its GPUs').")
+    problems: list[str] = Field(default_factory=list, description="Labels or quantities that could not be read, one line each.")
+
+
+class ClusterPod(Wire):
+    """One pod of a runner of this agent: its manager pod, or a job pod it made."""
+
+    runner: str
+    pod: str
+    role: str = Field(description="manager | job")
+    phase: str | None = Field(None, description="The pod's phase (Pending, Running, ...); None: not reported yet.")
+    node: str | None = Field(None, description="The node it is bound to; None: not scheduled yet.")
+
+
+class ClusterReport(Wire):
+    """The cluster's nodes and this agent's pods, from the watch-based inventory (ADR-016)."""
+
+    known: bool = Field(description="False before the first list, or while listing and watching fail past runner.kubernetes.inventory_stale_after.")
+    unknown_reason: str | None = Field(None, description="Why the inventory is unknown (then nothing is planned).")
+    node_selector: str = Field("", description="runner.kubernetes.node_selector: the nodes planned for ('' every node).")
+    nodes: list[ClusterNode] = Field(default_factory=list)
+    runner_pods: list[ClusterPod] = Field(default_factory=list)
+    api_requests: dict[str, int] = Field(default_factory=dict, description="API requests of the inventory since start, by verb and path.")
+
+
 class GpuReading(Wire):
     """Live readings of one GPU; None where the backend cannot tell ('unknown' is not zero)."""
 
@@ -373,6 +412,10 @@ class StatusResponse(Wire):
     config: ConfigReport | None = Field(None, description="The running config: when read, what the last reload applied, what waits for a restart.")
     leadership: Leadership | None = Field(
         None, description="leader (acts), follower (observes only) or not electing (leader_election off: always acts), and who holds the Lease."
+    )
+    cluster: ClusterReport | None = Field(
+        None, description="runner.runtime kubernetes: the cluster's nodes (GPUs allocatable, used, free), this agent's runner pods, "
+        "and whether the inventory is known; None on a host (or from an older agent)."
     )
 
 
@@ -532,6 +575,9 @@ WIRE_MIRRORS: dict[type[Wire], str] = {
     ComponentHealth: "state:ComponentHealth",
     ConfigReport: "state:ConfigReport",
     Leadership: "state:Leadership",
+    ClusterNode: "state:ClusterNode",
+    ClusterPod: "state:ClusterPod",
+    ClusterReport: "state:ClusterReport",
     GpuReading: "state:GpuReading",
     RunnerView: "state:RunnerView",
     Event: "events:Event",

@@ -116,6 +116,7 @@ def status_view(state: AgentState, hostname: str) -> StatusResponse:
         last_event_seq=state.bus.last_seq,
         config=state.config,
         leadership=state.leadership,
+        cluster=state.cluster,
     )
 
 

@@ -28,7 +28,7 @@ from ..state import ClusterNode, ClusterPod, ClusterReport
 from .k8s_watch import ApiCounter, Informer
 from .kubernetes import Node, NodeHardware, Pod, node_hardware
 
-__all__ = ["ClusterInventory", "describe_node_change", "report"]
+__all__ = ["ClusterInventory", "cluster_report", "describe_node_change", "report"]
 
 # The labels the runtime puts on its pods (agent/runtime/kubernetes.py, k8s_runtime.py; ADR-013).
 _OWNER, _RUNNER, _JOB_OF = "autogit.io/agent", "autogit.io/runner", "autogit.io/job-of"
@@ -152,23 +152,26 @@ def _runner_pods(pods: list[Pod], hostname: str) -> list[ClusterPod]:
 
 
 def report(inventory: ClusterInventory) -> ClusterReport:
-    """What `status`, /v1/cluster and the TUI show: each node's hardware and GPUs, the agent's
-    runner pods, whether the inventory is known, and the API requests it has made."""
-    why = inventory.why_unknown()
-    hardware = inventory.hardware() or []
+    """What `status`, the socket API and the TUI show, from the inventory's memory."""
+    pods = list(inventory.pods.items.values()) if inventory.pods is not None else []
+    return cluster_report(inventory.hardware(), pods, inventory.hostname, why_unknown=inventory.why_unknown(),
+                          node_selector=inventory.k8s.node_selector, api_counts=inventory.api.counts)  # fmt: skip
+
+
+def cluster_report(hardware: list[NodeHardware] | None, pods: list[Pod], hostname: str, *, why_unknown: str | None = None,
+                   node_selector: str = "", api_counts: dict[tuple[str, str], int] | None = None) -> ClusterReport:  # fmt: skip
+    """Each node's hardware and GPUs (allocatable, used by its pods, free), the agent's runner
+    pods, whether the inventory is known, and the API requests it made. Pure."""
     nodes = []
-    for h in hardware:
-        allocatable = sum(g.allocatable for g in h.gpus)
-        used = sum(g.used for g in h.gpus)
+    for h in hardware or []:
         gpu = next((g.gpu for g in h.gpus if g.gpu is not None), None)
         nodes.append(ClusterNode(
             name=h.node, arch=h.arch, ready=h.schedulable, gpu_product=gpu.model if gpu and gpu.model else None,
-            gpu_resources=[g.resource for g in h.gpus], gpus_allocatable=allocatable, gpus_used=used,
-            gpus_free=sum(g.free for g in h.gpus), tags=sorted(set(h.tags).union(*(g.tags for g in h.gpus))), problems=list(h.problems),
+            gpu_resources=[g.resource for g in h.gpus], gpus_allocatable=sum(g.allocatable for g in h.gpus),
+            gpus_used=sum(g.used for g in h.gpus), gpus_free=sum(g.free for g in h.gpus),
+            tags=sorted(set(h.tags).union(*(g.tags for g in h.gpus))), problems=list(h.problems),
         ))  # fmt: skip
-    pods = list(inventory.pods.items.values()) if inventory.pods is not None else []
     return ClusterReport(
-        known=why is None, unknown_reason=why, node_selector=inventory.k8s.node_selector, nodes=nodes,
-        runner_pods=_runner_pods(pods, inventory.hostname),
-        api_requests={f"{verb} {path}": n for (verb, path), n in sorted(inventory.api.counts.items())},
+        known=why_unknown is None and hardware is not None, unknown_reason=why_unknown, node_selector=node_selector, nodes=nodes,
+        runner_pods=_runner_pods(pods, hostname), api_requests={f"{verb} {path}": n for (verb, path), n in sorted((api_counts or {}).items())},
     )  # fmt: skip

@@ -6,10 +6,12 @@ changes"): LIST once and remember the list's `resourceVersion`; WATCH from it
 cache and moving the version on with every event and BOOKMARK; when a watch ends (its timeout,
 the connection closed) WATCH again from the last version; when the API server answers 410 Gone
 ("too old resource version", as an ERROR event or a status) the version is lost: LIST again.
-Failures back off (doubling, bounded), never a storm.
+A failed request (the API server unreachable, a stream cut) is retried from the last version,
+backing off (doubling, bounded), never a storm; after a long outage that version is usually too
+old, and the 410 brings the LIST.
 
 A reader gets the objects from memory: however often the agent's loop reads them, the API server
-sees one LIST at start, one WATCH per `watch_timeout`, and a LIST after each expiry or outage.
+sees one LIST at start, one WATCH per `watch_timeout`, and a LIST after each expiry (410).
 
 Unknown stays unknown: `known` is False before the first LIST completes, and again once the
 informer has failed to list or watch for longer than `stale_after` seconds (a watch that is
@@ -127,19 +129,20 @@ class Informer(Generic[M]):
     async def run(self) -> None:
         """LIST, then WATCH until the version expires or the connection fails, forever."""
         delay = self.backoff[0]
+        listed = False  # whether the version in hand came from this informer's own LIST or events
         while True:
             try:
-                await self._list()
+                if not listed:
+                    await self._list()
+                    listed = True
+                await self._watch()  # to its timeout or the connection's end: renew from the last version
                 delay = self.backoff[0]
-                while True:
-                    await self._watch()
-                    delay = self.backoff[0]  # a watch that ran to its timeout: renew at once
             except asyncio.CancelledError:
                 raise
             except _Expired:
                 log.info("%s: resourceVersion %s expired (410 Gone); listing again", self.name, self.resource_version)
-                continue
-            except Exception as exc:  # the API server unreachable, refused, a broken stream
+                listed = False
+            except Exception as exc:  # the API server unreachable, refused, a broken stream: watch again from the version
                 self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff[1])

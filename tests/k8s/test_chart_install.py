@@ -85,11 +85,34 @@ def check_the_running_agent(cluster: Cluster, ns: str, token: str) -> None:
     # the console is in the image too (`kubectl exec -it deploy/… -- autogit-tui`): its app and Textual import
     tui = cluster.kubectl("exec", "-n", ns, name, "--", "python3", "-c", "import autogit.tui.app, textual; print(textual.__version__)")
     assert tui.stdout.strip()[:1].isdigit(), tui
+    check_the_console_in_the_pod(cluster, ns, name)
     env = cluster.kubectl("exec", "-n", ns, name, "--", "cat", "/proc/1/environ").stdout
     assert token not in env and "CREDENTIALS_DIRECTORY=/run/secrets/autogit" in env
     denied = cluster.kubectl("exec", "-n", ns, name, "--", "touch", "/usr/local/bin/x", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     assert token not in json.dumps(cluster.kubectl_json("get", "pod", name, "-n", ns))
+
+
+def check_the_console_in_the_pod(cluster: Cluster, ns: str, pod: str) -> None:
+    """`kubectl exec -it <pod> -- autogit-tui` as an operator types it, on a terminal (`script`
+    gives kubectl a pty): the console starts in the pod, reaches the agent's socket there and
+    draws its tabs with the agent's phase; `q` quits it with status 0."""
+    command = f"kubectl --kubeconfig {cluster.kubeconfig} exec -it -n {ns} {pod} -- autogit-tui"
+    proc = subprocess.Popen(["script", "-qfec", command, "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={"PATH": f"{cluster.bin}:/usr/bin:/bin", "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "36"})  # fmt: skip
+    assert proc.stdin is not None
+    time.sleep(12)  # Python and Textual start in the pod, connect, fetch the status
+    proc.stdin.write(b"q")
+    proc.stdin.flush()
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    screen = out.decode("utf-8", "replace")
+    assert proc.returncode == 0, screen[-2000:]
+    for seen in ("GPUs", "Runners", "Queue", "degraded"):
+        assert seen in screen, f"{seen!r} not drawn by autogit-tui in the pod: {screen[-2000:]!r}"
 
 
 def test_helm_install_runs_the_agent_on_the_real_kubelet_and_uninstall_leaves_nothing(

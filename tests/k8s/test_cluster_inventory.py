@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from k8s.cluster import Cluster
 from k8s.nodes import FAKE_TOLERATION, nvidia_node
+from k8s.test_leader_election import Relay, _via
 from pydantic import SecretStr
 
-from autogit.agent.config import AgentConfig
+from autogit.agent.api import schema
+from autogit.agent.api.client import format_cluster
+from autogit.agent.api.openapi import openapi_document
+from autogit.agent.api.server import ApiServer
+from autogit.agent.config import AgentConfig, ApiConfig
 from autogit.agent.gitlab.adapter import GitLabAdapter
 from autogit.agent.inventory.cluster import ClusterInventory
 from autogit.agent.inventory.cpu import observe_cpu
 from autogit.agent.inventory.kubernetes import NodeHardware
+from autogit.agent.metrics import AgentMetrics
 from autogit.agent.model import Host, WaitReason
 from autogit.agent.reconciler import Reconciler
 from autogit.agent.runtime import build_runtime
@@ -32,6 +40,8 @@ from autogit.agent.state import AgentPhase, AgentState
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 VIEW_LABEL = "autogit.test/view"  # this file's nodes only: the agent's node_selector selects it
+_DOC = openapi_document()
+STATUS_SCHEMA = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/StatusResponse", "components": _DOC["components"]})
 
 
 @pytest.fixture
@@ -110,11 +120,17 @@ async def test_nodes_appear_change_and_go_in_memory_and_pods_take_their_gpus(
         assert f"node {name} changed (labels)" in lines
 
         # Capacity is allocatable minus what runs: a pod bound to the node holding 3 GPUs.
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus", "namespace": k8s_namespace},
+        # It is labelled as a job pod of this agent's runner r1 (ADR-013's labels): the operator's view lists it.
+        labels = {"autogit.io/agent": f"v{mark}", "autogit.io/job-of": "r1"}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus", "namespace": k8s_namespace, "labels": labels},
                "spec": {"nodeName": name, "tolerations": [FAKE_TOLERATION],
                         "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}  # fmt: skip
         k8s_cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
         await _until("the pod's GPUs counted", lambda: _free(inventory, name) == 5)
+        [view] = inventory.report().runner_pods
+        assert (view.runner, view.pod, view.role, view.node) == ("r1", "holds-gpus", "job", name) and view.phase in ("Pending", "Running")
+        [reported] = inventory.report().nodes
+        assert (reported.gpus_allocatable, reported.gpus_used, reported.gpus_free, reported.ready) == (8, 3, 5, True), reported
         k8s_cluster.kubectl("delete", "pod", "holds-gpus", "-n", k8s_namespace, "--grace-period=0", "--force", "--wait=true")
         await _until("the pod's GPUs free again", lambda: _free(inventory, name) == 8)
 
@@ -138,8 +154,17 @@ def _free(inventory: ClusterInventory, name: str) -> int | None:
     return sum(g.free for g in node.gpus) if node else None
 
 
+async def _cli(*args: str) -> str:
+    """`autogit-agent <args>` as an operator runs it (a process of its own), while this loop serves the socket."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "autogit.agent.cli", *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change_and_passes_make_no_list(
-    k8s_cluster: Cluster, k8s_namespace: str, own_nodes: Callable[..., str], mark: str
+    k8s_cluster: Cluster, k8s_namespace: str, own_nodes: Callable[..., str], mark: str, tmp_path: Path
 ) -> None:
     sim = GitLabSimulator(host="127.0.0.1")
     await sim.start()
@@ -154,6 +179,9 @@ async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change
     # so the test reads the plan the pass made without runner pods being created.
     reconciler = Reconciler(config, state, runtime, GitLabAdapter(config.gitlab, SecretStr(sim.private_token)), lambda: host,
                             may_act=lambda: False, cluster=inventory)  # fmt: skip
+    sock = tmp_path / "agent.sock"
+    api = ApiServer(state, ApiConfig(socket=sock, group="root", admin_group="root"), AgentMetrics(), hostname=f"v{mark}")
+    await api.start(socket_activation=False)
 
     async def one_pass_after_wake() -> None:
         state.wake.clear()
@@ -173,6 +201,10 @@ async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change
         [wait] = [w for w in plan.waiting if w.job == job.id]
         assert wait.reason is WaitReason.NO_MATCHING_HARDWARE and wait.missing_tags == ["gpu", "vram-ge-40g"], wait
         assert "no node of the cluster" in wait.detail
+        # The operator's view: why it waits, and a known cluster with none of this test's nodes.
+        text = await _cli("status", "--socket", str(sock))
+        assert f"job {job.id} [gpu, vram-ge-40g] waits: no-matching-hardware: no node of the cluster has hardware for tags" in text, text
+        assert f"cluster: 0 node(s) matching {VIEW_LABEL}={mark}, 0 ready; GPUs 0 allocatable, 0 used, 0 free" in text, text
 
         name = own_nodes(nvidia_node(f"view-{mark}-h100", count=2))
         await one_pass_after_wake()
@@ -181,6 +213,14 @@ async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change
         [start] = plan.start
         assert start.for_jobs == [job.id] and start.gpu is not None and start.gpu.startswith(f"{name}/nvidia.com/gpu#"), start
         assert state.cluster is not None and [n.name for n in state.cluster.nodes] == [name]
+        doc = json.loads(await _cli("status", "--json", "--socket", str(sock)))
+        STATUS_SCHEMA.validate(doc)
+        [node] = doc["cluster"]["nodes"]
+        assert (node["name"], node["arch"], node["gpu_product"], node["gpus_allocatable"], node["gpus_free"]) == (
+            name, "amd64", "NVIDIA H100 80GB HBM3", 2, 2)
+        assert doc["cluster"]["known"] and doc["cluster"]["api_requests"]["list /api/v1/nodes"] == 1
+        text = await _cli("status", "--socket", str(sock))
+        assert "cluster: 1 node(s)" in text and "GPUs 2 allocatable, 0 used, 2 free" in text and name in text, text
 
         k8s_cluster.kubectl("delete", "node", name, "--wait=true")
         await one_pass_after_wake()
@@ -192,6 +232,7 @@ async def test_the_reconciler_replans_a_gpu_job_within_one_pass_of_a_node_change
             await reconciler.reconcile_once(full_poll=False)
         assert lists == 2 and inventory.api.total("list") == 2, inventory.api.counts  # N passes, no LIST
     finally:
+        await api.stop()
         await inventory.close()
         await runtime.close()
         await sim.stop()
@@ -216,6 +257,8 @@ async def test_an_unreachable_api_server_leaves_the_inventory_unknown_never_empt
         assert why is not None and "not listed yet" in why and "unreachable" in why, why
         report = inventory.report()
         assert not report.known and report.nodes == [] and report.unknown_reason == why
+        assert format_cluster(schema.ClusterReport.model_validate(report)) == [
+            f"cluster: UNKNOWN ({why}): nothing is planned until the nodes are listed"]
     finally:
         await inventory.close()
         await runtime.close()
@@ -241,3 +284,29 @@ async def test_an_expired_resource_version_is_listed_again(k8s_cluster: Cluster,
     finally:
         await inventory.close()
         await runtime.close()
+
+
+async def test_a_watch_cut_off_past_the_bound_makes_the_inventory_unknown(k8s_cluster: Cluster, k8s_namespace: str, mark: str,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Listed and watching, then the API server cut off (a TCP relay that stops relaying, as a
+    partition: nothing refused, nothing arrives): once the watch's client deadline passes and
+    the failures outlast inventory_stale_after, the inventory is unknown, never empty."""
+    relay = Relay(k8s_cluster.state.api_port)
+    config = _config(k8s_cluster, k8s_namespace, mark)
+    k8s = config.runner.kubernetes.model_copy(update={"kubeconfig": _via(k8s_cluster.kubeconfig, relay.port, tmp_path / "via.kubeconfig"),
+                                                      "request_timeout": 2.0, "inventory_stale_after": 1.0})  # fmt: skip
+    runtime = KubernetesRuntime(config.runner.model_copy(update={"kubernetes": k8s}), f"v{mark}")
+    inventory = ClusterInventory(k8s, runtime.api_configuration, f"v{mark}", watch_timeout=2)
+    await inventory.start()
+    try:
+        assert await inventory.wait_known(30), inventory.why_unknown()
+        assert inventory.hardware() == []
+        relay.cut()
+        await _until("the inventory unknown", lambda: inventory.hardware() is None, timeout=30)
+        why = inventory.why_unknown()
+        assert why is not None and "no list or watch has succeeded" in why, why
+        assert not inventory.report().known
+    finally:
+        await inventory.close()
+        await runtime.close()
+        relay.close()

@@ -6,12 +6,17 @@ frames are deterministic. Update after checking the report: pytest tests/tui --s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from tui_harness import build_app
 from tui_harness import AgentServer, clock, make_fleet_state, make_state, socket_dir
 
+from k8s.nodes import amd_node, arm64_node, fake_node, nvidia_node
+
 from autogit.agent.events import EventBus
+from autogit.agent.inventory.cluster import cluster_report
+from autogit.agent.inventory.kubernetes import Node, Pod, node_hardware
 from autogit.agent.model import Host
 from autogit.agent.state import AgentPhase, AgentState
 
@@ -109,3 +114,44 @@ def test_fleet_members(snap_compare, fleet_agent: AgentServer, size: tuple[int, 
 def test_fleet_gone_host_detail(snap_compare, fleet_agent: AgentServer) -> None:
     # The last row is gpu-box-3's only runner: its detail says the host is gone, and since when.
     assert snap_compare(build_app(fleet_agent.path), terminal_size=MEDIUM, run_before=_ready("4", "ctrl+end", "enter"))
+
+
+def _cluster_state() -> AgentState:
+    """The scripted world, run on Kubernetes: the nodes as the real inventory code reads kwok
+    nodes' labels (tests/k8s/nodes.py), a pod holding GPUs, the agent's runner pods."""
+    def ready(node: dict[str, Any], status: str = "True") -> Node:
+        node["status"]["conditions"] = [{"type": "Ready", "status": status}]
+        return Node.model_validate(node)
+
+    def pod(name: str, node: str | None, labels: dict[str, str], gpus: int = 0, phase: str = "Running") -> Pod:
+        limits = {"nvidia.com/gpu": str(gpus)} if gpus else {}
+        spec: dict[str, Any] = {"containers": [{"name": "c", "resources": {"limits": limits}}]} | ({"nodeName": node} if node else {})
+        return Pod.model_validate({"metadata": {"name": name, "namespace": "ci", "labels": labels}, "spec": spec, "status": {"phase": phase}})
+
+    nodes = [ready(nvidia_node("gpu-h100-0")), ready(nvidia_node("gpu-l4-0", product="NVIDIA-L4", memory_mib=23034, count=1, compute=(8, 9))),
+             ready(arm64_node("arm-0")), ready(amd_node("mi300-0")), ready(fake_node("cpu-0"), "False")]  # fmt: skip
+    owner = {"autogit.io/agent": "gpu-box-1"}
+    pods = [pod("gpu-box-1-g1", "cpu-0", owner | {"autogit.io/runner": "gpu-box-1-g1"}),
+            pod("runner-abc-project-9-concurrent-0", "gpu-h100-0", owner | {"autogit.io/job-of": "gpu-box-1-g1"}, gpus=1),
+            pod("gpu-box-1-g2", None, owner | {"autogit.io/runner": "gpu-box-1-g2"}, phase="Pending"),
+            pod("someone-elses-training", "gpu-h100-0", {}, gpus=4)]  # fmt: skip
+    state = make_state()
+    state.cluster = cluster_report(node_hardware(nodes, pods), pods, "gpu-box-1", node_selector="autogit.io/pool=ci",
+                                   api_counts={("list", "/api/v1/nodes"): 1, ("watch", "/api/v1/nodes"): 3})  # fmt: skip
+    return state
+
+
+@pytest.fixture(scope="module")
+def agent_k8s() -> Iterator[AgentServer]:
+    server = AgentServer(_cluster_state(), socket_dir()).start()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("size", [SMALL, MEDIUM, LARGE], ids=["80x24", "120x36", "200x50"])
+def test_nodes_tab_on_kubernetes(snap_compare, agent_k8s: AgentServer, size: tuple[int, int]) -> None:
+    assert snap_compare(build_app(agent_k8s.path), terminal_size=size, run_before=_ready("6"))
+
+
+def test_node_detail(snap_compare, agent_k8s: AgentServer) -> None:
+    assert snap_compare(build_app(agent_k8s.path), terminal_size=MEDIUM, run_before=_ready("6", "enter"))

@@ -13,12 +13,12 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
 
-from ..data import Detail, fleet_detail, gpu_detail, group_queue, queue_detail, runner_detail
+from ..data import Detail, fleet_detail, gpu_detail, group_queue, node_detail, queue_detail, runner_detail
 
 from ..widgets.events import EventLog
 from ..widgets.header import AgentHeader
 from ..widgets.table import KeyedTable
-from ..widgets.tables import FleetTable, GpuTable, QueueTable, RunnerTable
+from ..widgets.tables import FleetTable, GpuTable, NodeTable, QueueTable, RunnerTable
 from .detail import DetailScreen
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MainScreen", "TABS"]
 
-TABS = ("gpus", "runners", "queue", "fleet", "events")
+TABS = ("gpus", "runners", "queue", "fleet", "events", "nodes")
 EMPTY_EVENTS = "No events yet: the agent publishes one for each change it sees or makes (inventory, queue, plan, runners, faults)."
 WIDE_TABLES = 150  # columns at which tables show every column
 WIDE_LAYOUT = 190  # columns at which the activity column appears
@@ -40,6 +40,7 @@ class MainScreen(Screen):
         Binding("3", "tab('queue')", "Queue", show=False, tooltip="pending jobs by tag set, and why they wait"),
         Binding("4", "tab('fleet')", "Fleet", show=False, tooltip="runners of every host, by host"),
         Binding("5", "tab('events')", "Events", show=False, tooltip="the agent's event log"),
+        Binding("6", "tab('nodes')", "Nodes", show=False, tooltip="the cluster's nodes and the runner pods on each (Kubernetes only)"),
         Binding("enter", "details", "Details", tooltip="everything about the row under the cursor (full names, reasons, links)"),
         Binding("slash", "filter", "Filter", tooltip="filter this tab's rows (Enter keeps it)"),
         Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="clear the filter"),
@@ -75,6 +76,10 @@ class MainScreen(Screen):
                 with TabPane("5 Events", id="events"):
                     yield Static(EMPTY_EVENTS, id="events-empty", classes="empty-note")
                     yield EventLog(id="event-log")
+                with TabPane("6 Nodes", id="nodes"):  # shown only when the agent runs on Kubernetes
+                    yield Static(id="nodes-note")
+                    yield Static(id="nodes-empty", classes="empty-note")
+                    yield NodeTable(app.clock, id="node-table")
             with Vertical(id="activity"):
                 yield Label("Activity", id="activity-title")
                 yield EventLog(keep=200, compact=True, id="activity-log")
@@ -82,7 +87,8 @@ class MainScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        for tab in ("gpus", "runners", "queue", "fleet"):
+        self.query_one("#tabs", TabbedContent).hide_tab("nodes")
+        for tab in ("gpus", "runners", "queue", "fleet", "nodes"):
             self.query_one(f"#{tab}", TabPane).query_one(KeyedTable).empty_note = self.query_one(f"#{tab}-empty", Static)
         self.query_one("#events-empty", Static).display = not self.query_one("#event-log", EventLog).events
         self.apply_size(self.app.size.width)
@@ -105,7 +111,10 @@ class MainScreen(Screen):
         return self.query_one("#tabs", TabbedContent).active or "gpus"
 
     def action_tab(self, tab: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab
+        tabs = self.query_one("#tabs", TabbedContent)
+        if tab == "nodes" and not self.app.on_cluster:
+            return  # a host agent has no nodes tab
+        tabs.active = tab
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:
@@ -126,7 +135,7 @@ class MainScreen(Screen):
             widget.focus()
             break
 
-    def _filterable(self, tab: str) -> EventLog | GpuTable | RunnerTable | QueueTable | FleetTable:
+    def _filterable(self, tab: str) -> EventLog | GpuTable | RunnerTable | QueueTable | FleetTable | NodeTable:
         return self.query_one(f"#{tab}", TabPane).query("KeyedTable, EventLog").first()  # type: ignore[return-value]
 
     # --- filter ---
@@ -218,4 +227,8 @@ class MainScreen(Screen):
                 return None
             member = next((r for r in host.runners if r.id == runner_id), None)
             return (f"{hostname}: {runner_id or 'no runners'}", fleet_detail(host, member, now))
+        cluster = app.status.cluster if app.status is not None else None
+        if tab == "nodes" and cluster is not None:
+            node = next((n for n in cluster.nodes if n.name == key), None)
+            return (f"Node {key}", node_detail(node, cluster.runner_pods)) if node else None
         return None

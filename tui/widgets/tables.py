@@ -10,12 +10,12 @@ from typing import Any
 from rich.text import Text
 from textual.reactive import reactive
 
-from autogit.agent.api.schema import GpusResponse, JobsResponse, QueueTime, RunnersResponse
+from autogit.agent.api.schema import ClusterReport, GpusResponse, JobsResponse, QueueTime, RunnersResponse
 
 from ..data import FleetHost, ReadingHistory, age, bar, group_queue, seconds_spark, since, spark
 from .table import Cell, Col, KeyedTable
 
-__all__ = ["FleetTable", "GpuTable", "QueueTable", "RunnerTable"]
+__all__ = ["FleetTable", "GpuTable", "NodeTable", "QueueTable", "RunnerTable"]
 
 Clock = Callable[[], datetime]
 
@@ -298,3 +298,54 @@ class FleetTable(_DataTable):
         if self.data is None:
             return None
         return "No runners on any host of this GitLab."
+
+
+class NodeTable(_DataTable):
+    """The cluster's nodes (runner.runtime kubernetes, ADR-016): hardware, GPUs allocatable, used
+    and free, and this agent's runner pods on each; pods not scheduled yet in a row of their own."""
+
+    COLUMNS = (
+        Col("node", "Node", 14, 24, grow=True),
+        Col("arch", "Arch", 5, 6),
+        Col("ready", "Ready", 5, 5),
+        Col("gpu", "GPU", 12, 24, grow=True),
+        Col("alloc", "GPUs", 4, 4),
+        Col("used", "Used", 4, 4),
+        Col("free", "Free", 4, 4),
+        Col("pods", "Runner pods (runner: role phase)", 20, 40, fill=True),
+    )
+
+    def build_rows(self) -> list[tuple[str, dict[str, Cell]]]:
+        data: ClusterReport | None = self.data
+        if data is None or not data.known:
+            return []
+        pods: dict[str | None, list[str]] = {}
+        for pod in data.runner_pods:
+            pods.setdefault(pod.node, []).append(f"{pod.runner}: {pod.role} {pod.phase or '?'}")
+        out: list[tuple[str, dict[str, Cell]]] = []
+        for node in data.nodes:
+            free = Text(str(node.gpus_free), style="green" if node.gpus_free else "") if node.gpus_allocatable else ""
+            out.append((node.name, {
+                "node": node.name,
+                "arch": node.arch or "?",
+                "ready": Text("yes", style="green") if node.ready else Text("NO", style="red"),
+                "gpu": node.gpu_product or (", ".join(node.gpu_resources) or "-"),
+                "alloc": str(node.gpus_allocatable) if node.gpus_allocatable else "",
+                "used": str(node.gpus_used) if node.gpus_allocatable else "",
+                "free": free,
+                "pods": "; ".join(pods.pop(node.name, [])),
+            }))
+        for where, lines in sorted(pods.items(), key=lambda item: item[0] or ""):
+            key = where or "(not scheduled)"
+            out.append((f"~{key}", {"node": Text(key, style="bright_black"), "arch": "", "ready": "", "gpu": "", "alloc": "", "used": "",
+                                    "free": "", "pods": "; ".join(lines)}))  # fmt: skip
+        return out
+
+    def empty_text(self) -> str | None:
+        data: ClusterReport | None = self.data
+        if data is None:
+            return None
+        if not data.known:
+            return f"Cluster inventory UNKNOWN: {data.unknown_reason or '?'}. Nothing is planned until the nodes are listed."
+        selector = f" matching {data.node_selector}" if data.node_selector else ""
+        return f"No nodes{selector}: the agent plans for the nodes runner.kubernetes.node_selector selects."
