@@ -79,8 +79,9 @@ def create_nodes(cluster: Cluster, nodes: list[dict[str, Any]], mark: str) -> No
 
 async def listed_read(core: CoreV1Api, selector: str) -> int:
     """The baseline: the LIST-per-pass read the watch replaced (two requests, models, node_hardware)."""
-    nodes_raw = await core.list_node(label_selector=selector, _preload_content=False)
-    pods_raw = await core.list_pod_for_all_namespaces(field_selector=POD_FILTER, _preload_content=False)
+    # _preload_content=False: the raw aiohttp response (the generated signature says the model)
+    nodes_raw: Any = await core.list_node(label_selector=selector, _preload_content=False)
+    pods_raw: Any = await core.list_pod_for_all_namespaces(field_selector=POD_FILTER, _preload_content=False)
     nodes = [Node.model_validate(n) for n in json.loads(await nodes_raw.read())["items"]]
     pods = [Pod.model_validate(p) for p in json.loads(await pods_raw.read())["items"]]
     return len(node_hardware(nodes, pods))
