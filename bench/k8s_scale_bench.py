@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import json
 import statistics
 import sys
@@ -59,6 +61,7 @@ from autogit.agent.state import AgentState  # noqa: E402
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator  # noqa: E402
 
 LABEL = "autogit.bench/scale"
+PROFILE = False  # --profile: where a quick pass spends its time (cProfile, cumulative)
 TAG_SETS = [[], ["amd64"], ["arm64"], ["gpu"], ["gpu", "vram-ge-40g"], ["gpu", "h100"], ["gpu", "l4"], ["mig-1g.10gb"], ["rocm"],
             ["gpu", "vram-ge-40g", "cc-ge-9.0"], ["s390x"]]  # fmt: skip  (s390x: no node has it, the job waits)
 
@@ -129,10 +132,17 @@ async def measure(cluster: Cluster, namespace: str, mark: str, expected: int, si
             full.append(time.perf_counter() - t0)
         before_inv, before_rt = dict(inventory.api.counts), dict(runtime_api.counts)
         quick = []
+        profiler = cProfile.Profile() if PROFILE else None
         for _ in range(passes):
             t0 = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             await reconciler.reconcile_once(full_poll=False)
+            if profiler is not None:
+                profiler.disable()
             quick.append(time.perf_counter() - t0)
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
         out["full_ms"], out["quick_ms"] = statistics.median(full) * 1000, statistics.median(quick) * 1000
         out["inventory_per_pass"] = {k: (n - before_inv.get(k, 0)) / passes for k, n in inventory.api.counts.items() if n - before_inv.get(k, 0)}
         out["runtime_per_pass"] = {k: (n - before_rt.get(k, 0)) / passes for k, n in runtime_api.counts.items() if n - before_rt.get(k, 0)}
@@ -195,7 +205,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--passes", type=int, default=10, help="quick passes (and LIST-based reads) timed per node count")
     parser.add_argument("--large", type=int, default=1000, help="the larger node count (the smaller is 10)")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions of the quick passes")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     asyncio.run(run(Cluster(args.dir), args.jobs, args.passes, args.large))
     return 0
 

@@ -76,6 +76,7 @@ class ClusterInventory:
         self.nodes: Informer[Node] | None = None
         self.pods: Informer[Pod] | None = None
         self._derived: tuple[tuple[int, int], list[NodeHardware]] | None = None
+        self._reported: tuple[tuple[int, int], ClusterReport] | None = None
 
     async def start(self) -> None:
         """Build the client and start both informers (returns at once; `known` once listed)."""
@@ -133,7 +134,12 @@ class ClusterInventory:
         return self._derived[1]
 
     def report(self) -> ClusterReport:
-        return report(self)
+        """report(), rebuilt only when an informer's objects changed (the request counts are always fresh)."""
+        key = (self.nodes.generation if self.nodes else -1, self.pods.generation if self.pods else -1)
+        if self._reported is None or self._reported[0] != key or self._reported[1].known != (self.why_unknown() is None):
+            self._reported = (key, report(self))
+        counts = {f"{verb} {path}": n for (verb, path), n in sorted(self.api.counts.items())}
+        return self._reported[1].model_copy(update={"api_requests": counts, "unknown_reason": self.why_unknown()})
 
 
 def _runner_pods(pods: list[Pod], hostname: str) -> list[ClusterPod]:

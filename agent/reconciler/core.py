@@ -64,6 +64,7 @@ class ReconcilerCore:
         # runner.runtime kubernetes: the planner's host is the cluster's nodes, read from memory.
         self.cluster = cluster
         self._cluster_gpus: list[Gpu] | None = None  # the free GPU units the latest plan was made from
+        self._cluster_host_cache: tuple[list[NodeHardware], Host, Host] | None = None
         self.hostname = runtime.hostname
         self.started_at = self.clock()
         self.backoffs = Backoffs(self.monotonic, self.BACKOFF_MIN_S, self.BACKOFF_MAX_S)

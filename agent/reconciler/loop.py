@@ -9,7 +9,7 @@ from datetime import datetime
 
 from ..errors import AdapterError
 from ..gitlab.adapter import GitLabError, QueueSnapshot
-from ..inventory.kubernetes import NodeHardware, cluster_host, unservable
+from ..inventory.kubernetes import NodeHardware, Unservable, cluster_host, unservable
 from ..model import Host, Job, JobWait, Observation, Plan, Runner, WaitReason
 from ..planner import decide
 from ..runtime.base import RunnerInstance
@@ -151,7 +151,7 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
         runners = self._runners(instances, queue, now)
         host_view = host.model_copy(update={"gpus": state.gpus()})
         if hardware is not None:
-            host_view = cluster_host(host, hardware)
+            host_view = self._cluster_host(host, hardware)
             self._cluster_gpus = host_view.gpus
         policy = self.config.scaling.model_copy(update={"paused": state.intents.paused or self.config.scaling.paused})
         if self.config.fleet.enabled:
@@ -164,6 +164,14 @@ class Reconciler(ObserveStep, ActStep, FleetStep):
         if hardware is not None:
             plan = _cluster_reasons(plan, pending, hardware)
         return plan, pending, runners
+
+    def _cluster_host(self, host: Host, hardware: list[NodeHardware]) -> Host:
+        """cluster_host(), rebuilt only when the inventory's hardware list (the same object while
+        nothing changed) or the agent's host changed."""
+        cached = self._cluster_host_cache
+        if cached is None or cached[0] is not hardware or cached[1] != host:
+            cached = self._cluster_host_cache = (hardware, host, cluster_host(host, hardware))
+        return cached[2]
 
     # --- shutdown ---------------------------------------------------------------------------------------------
     async def drain_for_shutdown(self) -> None:
@@ -178,8 +186,12 @@ def _cluster_reasons(plan: Plan, jobs: list[Job], hardware: list[NodeHardware]) 
     if not any(w.reason is WaitReason.NO_MATCHING_HARDWARE for w in plan.waiting):
         return plan
     tags = {j.id: frozenset(j.tags) for j in jobs}
+    reasons: dict[frozenset[str], Unservable | None] = {}  # one per tag set: thousands of jobs share a few
     waiting: list[JobWait] = []
     for wait in plan.waiting:
-        why = unservable(tags[wait.job], hardware) if wait.reason is WaitReason.NO_MATCHING_HARDWARE and wait.job in tags else None
+        why = None
+        if wait.reason is WaitReason.NO_MATCHING_HARDWARE and wait.job in tags:
+            job_tags = tags[wait.job]
+            why = reasons[job_tags] if job_tags in reasons else reasons.setdefault(job_tags, unservable(job_tags, hardware))
         waiting.append(wait.model_copy(update={"detail": why.detail, "missing_tags": list(why.missing_tags)}) if why else wait)
     return plan.model_copy(update={"waiting": waiting})
