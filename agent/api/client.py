@@ -242,6 +242,7 @@ def format_cluster(cluster: ClusterReport) -> list[str]:
     alloc, used, free = (sum(getattr(n, f) for n in nodes) for f in ("gpus_allocatable", "gpus_used", "gpus_free"))
     lines = [f"cluster: {len(nodes)} node(s){selector}, {ready} ready; GPUs {alloc} allocatable, {used} used, {free} free"]
     lines += _node_lines(nodes)
+    lines += [f"cluster: could not read {p}" for p in cluster.problems]
     for pod in cluster.runner_pods:
         where = f"on {pod.node}" if pod.node else "not scheduled yet"
         lines.append(f"runner {pod.runner}: {pod.role} pod {pod.pod} {pod.phase or 'phase unknown'} {where}")

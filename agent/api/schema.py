@@ -345,6 +345,7 @@ class ClusterReport(Wire):
     nodes: list[ClusterNode] = Field(default_factory=list)
     runner_pods: list[ClusterPod] = Field(default_factory=list)
     api_requests: dict[str, int] = Field(default_factory=dict, description="API requests of the inventory since start, by verb and path.")
+    problems: list[str] = Field(default_factory=list, description="Objects the inventory could not read (left out, one line each).")
 
 
 class GpuReading(Wire):

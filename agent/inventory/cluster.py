@@ -160,12 +160,14 @@ def _runner_pods(pods: list[Pod], hostname: str) -> list[ClusterPod]:
 def report(inventory: ClusterInventory) -> ClusterReport:
     """What `status`, the socket API and the TUI show, from the inventory's memory."""
     pods = list(inventory.pods.items.values()) if inventory.pods is not None else []
+    refused = sorted({**(inventory.nodes.problems if inventory.nodes else {}), **(inventory.pods.problems if inventory.pods else {})}.values())
     return cluster_report(inventory.hardware(), pods, inventory.hostname, why_unknown=inventory.why_unknown(),
-                          node_selector=inventory.k8s.node_selector, api_counts=inventory.api.counts)  # fmt: skip
+                          node_selector=inventory.k8s.node_selector, api_counts=inventory.api.counts, problems=refused)  # fmt: skip
 
 
 def cluster_report(hardware: list[NodeHardware] | None, pods: list[Pod], hostname: str, *, why_unknown: str | None = None,
-                   node_selector: str = "", api_counts: dict[tuple[str, str], int] | None = None) -> ClusterReport:  # fmt: skip
+                   node_selector: str = "", api_counts: dict[tuple[str, str], int] | None = None,
+                   problems: list[str] | None = None) -> ClusterReport:  # fmt: skip
     """Each node's hardware and GPUs (allocatable, used by its pods, free), the agent's runner
     pods, whether the inventory is known, and the API requests it made. Pure."""
     nodes = []
@@ -180,4 +182,5 @@ def cluster_report(hardware: list[NodeHardware] | None, pods: list[Pod], hostnam
     return ClusterReport(
         known=why_unknown is None and hardware is not None, unknown_reason=why_unknown, node_selector=node_selector, nodes=nodes,
         runner_pods=_runner_pods(pods, hostname), api_requests={f"{verb} {path}": n for (verb, path), n in sorted((api_counts or {}).items())},
+        problems=list(problems or []),
     )  # fmt: skip
