@@ -7,6 +7,7 @@ its tags are a subset of one profile (GitLab's rule: job tags ⊆ runner tags).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -138,26 +139,36 @@ def gpu_tags(gpu: Gpu) -> frozenset[str]:
     A MIG instance does not carry `gpu`: jobs written for a whole GPU (ADR-004) must never land
     on a slice, and GitLab's tags cannot say "not", so only the tag's absence keeps them off;
     a job asks for a slice with `mig` (ADR-006).
+
+    Derived from the fields that say what the GPU is, never its id, and remembered by them: a
+    cluster offers thousands of identical GPU units (ADR-016), each pass.
     """
-    tags = {gpu.vendor.value, _VENDOR_STACK[gpu.vendor], *gpu.tags}
-    if gpu.mig_parent is None:
+    return _gpu_tags(gpu.vendor, tuple(gpu.tags), gpu.mig_parent is not None, gpu.mig_profile, gpu.model, gpu.integrated, gpu.memory_mb,
+                     gpu.compute_capability, gpu.gfx_target, gpu.driver_version)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _gpu_tags(vendor: GpuVendor, extra: tuple[str, ...], mig: bool, mig_profile: str | None, model: str, integrated: bool, memory_mb: int,
+              compute_capability: str | None, gfx_target: str | None, driver_version: str | None) -> frozenset[str]:  # fmt: skip
+    tags = {vendor.value, _VENDOR_STACK[vendor], *extra}
+    if not mig:
         tags.add("gpu")
     else:
         tags.add("mig")
-        if gpu.mig_profile:
-            tags.add(f"mig-{gpu.mig_profile}")
-    if (family := gpu_family(gpu.model)) is not None:
+        if mig_profile:
+            tags.add(f"mig-{mig_profile}")
+    if (family := gpu_family(model)) is not None:
         tags.add(family)
-    if not gpu.integrated:
-        tags |= memory_tags(gpu.memory_mb)
-    if gpu.vendor is GpuVendor.INTEL:
-        tags.add("igpu" if gpu.integrated else "dgpu")
-    if gpu.compute_capability:
-        tags |= compute_capability_tags(gpu.compute_capability)
-    if gpu.gfx_target:
-        tags.add(gpu.gfx_target)
-    if gpu.driver_version:
-        tags.add(f"{gpu.vendor.value}-driver-{gpu.driver_version.split('.')[0]}")
+    if not integrated:
+        tags |= memory_tags(memory_mb)
+    if vendor is GpuVendor.INTEL:
+        tags.add("igpu" if integrated else "dgpu")
+    if compute_capability:
+        tags |= compute_capability_tags(compute_capability)
+    if gfx_target:
+        tags.add(gfx_target)
+    if driver_version:
+        tags.add(f"{vendor.value}-driver-{driver_version.split('.')[0]}")
     return frozenset(tags)
 
 

@@ -45,6 +45,11 @@ unit's tags: 96 ms of it), node_hardware() 66 ms (re-run when any pod of the clu
 cluster_host() 37 ms (cached while nothing changes); the rest is the loaded machine. The
 runtime's own manager-pod and Secret listing in its namespace (4 requests per pass, a handful of
 objects) is still per pass (ADR-016, Consequences).
+
+After that run (not re-run at 1,000 nodes, to spare the shared cluster), the GPU tags are
+remembered by what a GPU is (tags.gpu_tags: thousands of identical units) and the cluster's wait
+reasons are derived only for the jobs that lack hardware: offline, same inputs, warm, decide()
+over 1,902 units and 5,000 jobs went from 53 ms to 27 ms in one process beside the other.
 """
 
 from __future__ import annotations

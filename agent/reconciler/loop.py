@@ -185,7 +185,8 @@ def _cluster_reasons(plan: Plan, jobs: list[Job], hardware: list[NodeHardware]) 
     wording speaks of QEMU handlers and runners 'here')."""
     if not any(w.reason is WaitReason.NO_MATCHING_HARDWARE for w in plan.waiting):
         return plan
-    tags = {j.id: frozenset(j.tags) for j in jobs}
+    lacking = {w.job for w in plan.waiting if w.reason is WaitReason.NO_MATCHING_HARDWARE}
+    tags = {j.id: frozenset(j.tags) for j in jobs if j.id in lacking}
     reasons: dict[frozenset[str], Unservable | None] = {}  # one per tag set: thousands of jobs share a few
     waiting: list[JobWait] = []
     for wait in plan.waiting:
