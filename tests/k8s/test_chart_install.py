@@ -1,6 +1,7 @@
 """The agent's own image (scripts/k8s-agent-image: amd64 and arm64, no registry) and a real
 `helm install` of charts/autogit into the test cluster: the agent pod passes its probes on the
-real kubelet, answers `autogit-agent status` through `kubectl exec`, runs as uid 10001 on a
+real kubelet, answers `autogit-agent status` through `kubectl exec`, opens `autogit-tui` through
+`kubectl exec -it` on a pty (the console in the pod reaching the agent's socket), runs as uid 10001 on a
 read-only root filesystem, reads its token as a file (no secret in its environment), and
 `helm uninstall` leaves nothing in the namespace.
 
