@@ -363,7 +363,7 @@ class KubernetesRuntime:
             await ws.connect_get_namespaced_pod_exec(name, self.namespace, container=_RUNNER_CONTAINER, command=cast(Any, ["kill", f"-{signal}", "1"]),
                                                      stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=self._timeout())  # fmt: skip
         except Exception as exc:
-            error = translate(exc, f"SIG{signal} to runner pod {name}", verb="create", resource="pods/exec")
+            error = translate(exc, f"SIG{signal} to runner pod {name}", verb="get, create", resource="pods/exec")
             if not isinstance(error, NotFound):
                 raise error from None
 

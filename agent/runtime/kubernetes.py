@@ -41,7 +41,10 @@ AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "w
 # token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
     Rule("", ("pods",), ("list", "create", "delete", "patch")),
-    Rule("", ("pods/exec",), ("create",)),
+    # A websocket exec is a GET upgrade: RBAC checks `get`, and since Kubernetes 1.35
+    # (AuthorizePodWebsocketUpgradeCreatePermission, on by default) `create` too. Found by the
+    # chart's HA test (tests/k8s/test_chart_ha.py): with `create` alone every drain was a 403.
+    Rule("", ("pods/exec",), ("create", "get")),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )
 
