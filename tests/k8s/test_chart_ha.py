@@ -166,8 +166,8 @@ def runner_pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
 def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lost_and_nothing_twice(
     k8s_cluster: Cluster,
     k8s_namespace: str,
-    agent_image: str,
-    tmp_path: Path,  # noqa: F811
+    agent_image: str,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     ns, cluster = k8s_namespace, k8s_cluster
     cluster.import_image(runner_stand_in_archive())
