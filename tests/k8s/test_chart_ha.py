@@ -218,6 +218,12 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
             moved = next((t for t, holder in watch.samples if t >= deleted and holder == follower), None)
             assert moved is not None and moved - deleted <= LEASE["leaseDuration"] + LEASE["retryPeriod"], (moved and moved - deleted, took)
 
+            # The Deployment's replacement replica joins as a follower and names the new leader.
+            replacement = wait_for("the replacement replica Ready", lambda: next(
+                (p["metadata"]["name"] for p in agent_pods(cluster, ns) if p["metadata"]["name"] not in names and ready(p)), None), 180, explain)  # fmt: skip
+            logs[replacement] = PodLog(cluster, ns, replacement, tmp_path)
+            wait_for("the replacement to follow", lambda: role_of(cluster, ns, replacement) == ("follower", follower), 60, explain)
+
             # The new leader plans: a job queued after the takeover is served too.
             third = sim.add_job(project_id=1, script=["true"]).id
             wait_for("one manager pod per job, all running",
@@ -232,7 +238,7 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
             # At most one replica acted at any moment.
             now = time.time()
             intervals = sorted((start, end, name) for name, log in logs.items() for start, end in log.acting(now))
-            assert [name for *_, name in intervals] == [leader, follower], (intervals, explain())
+            assert [name for *_, name in intervals] == [leader, follower], (intervals, explain())  # the replacement never acted
             assert intervals[0][1] <= intervals[1][0], f"two replicas acted at once: {intervals}"
             for name, log in logs.items():
                 started = log.times("runner.started")
