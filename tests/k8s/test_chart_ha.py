@@ -1,8 +1,8 @@
 """High availability inside the cluster (issue 22 item 1, ADR-014): `helm install` of
 charts/autogit with two replicas on one Lease, `runner.runtime: kubernetes` (runner manager pods
 of the stand-in image, tests/k8s/images.py: they take no job, so a job stays pending and its
-runner stays up), against the GitLab double on the host. Then `kubectl delete pod` of the
-leader's pod:
+runner stays up), against the GitLab double on the host. The first runner is made busy (a job
+pod of its own), then `kubectl delete pod` of the leader's pod:
 
 - the other replica holds the Lease and reports leader within the lease duration (the deleted
   one hands the Lease back on SIGTERM, so in practice within one retry period);
@@ -11,8 +11,9 @@ leader's pod:
   `runner.started` falls inside its replica's interval; the Lease's holder, sampled throughout,
   names one replica at a time and changes once;
 - no job is lost and nothing is duplicated: the job pending at the deletion and one queued after
-  it each get exactly one registration and one manager pod; the runner the old leader started is
-  adopted, not stopped (no stop request on its pod);
+  it each get exactly one registration and one manager pod; the busy runner the old leader
+  started is adopted, never stopped (no stop request on its pod, although idle ones are reaped
+  after 2 s); the Deployment's replacement replica follows and never acts;
 - nothing leaks: once the jobs are gone the new leader drains and removes every runner and
   unregisters it, and `helm uninstall` leaves nothing of the agent's in the namespace.
 """
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.slow
 RELEASE = "ag"
 NAME = f"{RELEASE}-autogit"  # the chart's fullname: Deployment, Lease, hostname
 OWNER_LABEL = "autogit.io/agent"
+JOB_OF_LABEL = "autogit.io/job-of"
 RUNNER_LABEL = "autogit.io/runner"
 STOP_ANNOTATION = "autogit.io/stop-requested-at"
 LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}
@@ -208,6 +210,17 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
                      lambda: len(sim.runners) == 1 and any(p["status"].get("phase") == "Running" for p in runner_pods(cluster, ns)), 120, explain)  # fmt: skip
             adopted = runner_pods(cluster, ns)[0]["metadata"]["name"]
 
+            # That runner becomes busy: a job pod of its own (Pending for good: no node matches) while
+            # its GitLab job goes. With idle_timeout 2 s an idle runner would be drained within a few
+            # passes; a busy one must never be, by either leader.
+            busy_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "busy-job", "namespace": ns,
+                        "labels": {JOB_OF_LABEL: adopted, OWNER_LABEL: NAME}},
+                        "spec": {"nodeSelector": {"autogit.test/nowhere": "x"}, "containers": [{"name": "build", "image": "autogit.local/busybox:1"}]}}  # fmt: skip
+            cluster.apply(busy_pod)
+            sim.cancel_job(first)
+            time.sleep(3 * 2 + 2)
+            assert STOP_ANNOTATION not in runner_pods(cluster, ns)[0]["metadata"].get("annotations", {}), "a busy runner was stopped"
+
             # A second job queued, then the leader's pod deleted (SIGTERM: the pass in flight ends, the Lease is handed back).
             second = sim.add_job(project_id=1, script=["true"]).id
             cluster.kubectl("delete", "pod", leader, "-n", ns, "--wait=false")
@@ -231,9 +244,9 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
                      120, explain)  # fmt: skip
             time.sleep(3 * LEASE["retryPeriod"] + 2)  # a few more passes: nothing more may be started
             assert len(sim.registered()) == 3 and len(runner_pods(cluster, ns)) == 3, "a registration or a runner duplicated"
-            assert all(sim.job(j).status == "pending" for j in (first, second, third))  # the stand-in takes none: none lost, none run twice
+            assert all(sim.job(j).status == "pending" for j in (second, third))  # the stand-in takes none: none lost, none run twice
             kept = next(p for p in runner_pods(cluster, ns) if p["metadata"]["name"] == adopted)
-            assert STOP_ANNOTATION not in kept["metadata"].get("annotations", {}), "the old leader's runner was stopped, not adopted"
+            assert STOP_ANNOTATION not in kept["metadata"].get("annotations", {}), "the old leader's busy runner was stopped, not adopted"
 
             # At most one replica acted at any moment.
             now = time.time()
@@ -250,7 +263,8 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
             assert watch.holders()[-2:] in ([leader, follower], [None, follower]) and watch.holders().count(follower) == 1, watch.holders()
 
             # Nothing leaks: the jobs go, the new leader drains, removes and unregisters every runner.
-            for job in (first, second, third):
+            cluster.kubectl("delete", "pod", "busy-job", "-n", ns, "--wait=false")  # its job ends: now idle
+            for job in (second, third):
                 sim.cancel_job(job)
             wait_for("every runner removed and unregistered", lambda: not sim.runners and not runner_pods(cluster, ns), 120, explain)
         finally:
