@@ -14,7 +14,8 @@ driver's DeviceClasses as its Helm chart writes them.
   strategic`, the strategicpatch.StrategicMergePatch that doPodSpecMerge calls) is allocated
   the 80 GiB device, never the 24 GiB one; a second one, which no free device fits, stays
   Pending with the scheduler's reason.
-- A ServiceAccount that may not list DeviceClasses: support is unknown, not absent; the runtime
+- The runtime runs as a ServiceAccount holding exactly the rules the chart grants
+  (AGENT_RULES, AGENT_CLUSTER_RULES). One that may not list DeviceClasses: support is unknown, not absent; the runtime
   starts nothing for a GPU runner (no Secret, no pod, no template) and says why.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-import uuid
 from base64 import b64decode
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 from k8s.cluster import Cluster
 from k8s.images import RUNNER_STAND_IN_IMAGE, runner_stand_in_archive
 from k8s.nodes import FAKE_TOLERATION, fake_node
+from k8s.rbac import service_account_kubeconfig
 from k8s.test_dra_scheduler import _unschedulable, _wait, device_class, resource_slice
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
@@ -42,6 +43,7 @@ from autogit.agent.model import Gpu, GpuVendor, RunnerKind
 from autogit.agent.runtime import RunnerSpec
 from autogit.agent.runtime.dra_support import read_support
 from autogit.agent.runtime.k8s_runtime import KubernetesRuntime
+from autogit.agent.runtime.kubernetes import AGENT_CLUSTER_RULES, AGENT_RULES
 
 SLICE_LABEL = "autogit.test/dra-claims"
 H100 = Gpu(id="x/nvidia.com/gpu", vendor=GpuVendor.NVIDIA, model="NVIDIA H100 80GB HBM3", memory_mb=81559, compute_capability="9.0")
@@ -121,11 +123,22 @@ async def test_a_gpu_runners_job_pods_hold_a_claim_allocated_the_80_gib_device_n
         s["metadata"]["labels"] = {SLICE_LABEL: ns}
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [device_class("gpu.nvidia.com", "gpu"),
                                                                                                       device_class("mig.nvidia.com", "mig"), *slices]}))  # fmt: skip
-    rt = runtime(ns, cluster.kubeconfig)
+    try:
+        # exactly what the chart grants: the runtime needs no more
+        with service_account_kubeconfig(cluster, ns, tmp_path, AGENT_RULES, AGENT_CLUSTER_RULES) as kubeconfig:
+            await _claims_on_job_pods(cluster, ns, kubeconfig, tmp_path, h100)
+    finally:
+        cluster.kubectl("delete", "pods", "--all", "-n", ns, "--wait=true", "--timeout=60s", check=False, timeout=90)
+        cluster.kubectl("delete", "resourceslices", "-l", f"{SLICE_LABEL}={ns}", check=False)
+        cluster.kubectl("delete", "deviceclass", "gpu.nvidia.com", "mig.nvidia.com", check=False)
+
+
+async def _claims_on_job_pods(cluster: Cluster, ns: str, kubeconfig: Path, tmp_path: Path, h100: str) -> None:
+    rt = runtime(ns, kubeconfig)
     name = "r-dra"
     try:
         # What the runtime reads: the group is served, the driver's class is there: the DRA path.
-        client = await _client(cluster.kubeconfig)
+        client = await _client(kubeconfig)
         try:
             support = await read_support(client, 10)
         finally:
@@ -172,23 +185,16 @@ async def test_a_gpu_runners_job_pods_hold_a_claim_allocated_the_80_gib_device_n
               "the runner's pods and Secret gone")  # fmt: skip
     finally:
         await rt.close()
-        cluster.kubectl("delete", "pods", "--all", "-n", ns, "--wait=true", "--timeout=60s", check=False, timeout=90)
-        cluster.kubectl("delete", "resourceslices", "-l", f"{SLICE_LABEL}={ns}", check=False)
-        cluster.kubectl("delete", "deviceclass", "gpu.nvidia.com", "mig.nvidia.com", check=False)
 
 
 async def test_dra_support_that_cannot_be_read_is_unknown_and_starts_no_gpu_runner(k8s_cluster: Cluster, k8s_namespace: str, tmp_path: Path) -> None:
     cluster, ns = k8s_cluster, k8s_namespace
-    # A ServiceAccount with the runtime's namespaced rights but no ClusterRole: it may not list DeviceClasses.
-    cluster.kubectl("create", "serviceaccount", "agent", "-n", ns)
-    cluster.kubectl("create", "role", "agent", "-n", ns, "--verb=list,create,delete,patch,get", "--resource=pods,secrets,resourceclaimtemplates.resource.k8s.io")
-    cluster.kubectl("create", "rolebinding", "agent", "-n", ns, "--role=agent", f"--serviceaccount={ns}:agent")
-    token = cluster.kubectl("create", "token", "agent", "-n", ns).stdout.strip()
-    kubeconfig = json.loads(cluster.kubeconfig.read_text())
-    kubeconfig["users"] = [{"name": kubeconfig["users"][0]["name"], "user": {"token": token}}]
-    path = tmp_path / f"sa-{uuid.uuid4().hex[:6]}.kubeconfig"
-    path.write_text(json.dumps(kubeconfig))
+    # A ServiceAccount with the runtime's namespaced rights (AGENT_RULES) but no ClusterRole: it may not list DeviceClasses.
+    with service_account_kubeconfig(cluster, ns, tmp_path, AGENT_RULES) as path:
+        await _unknown_support_starts_nothing(cluster, ns, path)
 
+
+async def _unknown_support_starts_nothing(cluster: Cluster, ns: str, path: Path) -> None:
     client = await _client(path)
     try:
         support = await read_support(client, 10)
