@@ -35,7 +35,7 @@ from ..dra import NoDevice, Undecided, claim_for, claim_template, gpu_path
 from ..errors import AdapterError, InvalidConfiguration, NotFound, Transient
 from ..inventory.kubernetes import GPU_RESOURCES, GpuProfile
 from ..model import Host, RunnerKind
-from ..tags import arch_tags
+from ..tags import gpu_tags
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
 from .dra_support import read_devices, read_support
 from .k8s_errors import translate
@@ -292,8 +292,8 @@ class KubernetesRuntime:
         if path == "extended-resource":
             return None
         devices, _problems = await read_devices(self._client, self._timeout())  # unreadable devices are skipped; the rest serve
-        arch = spec.platform.split("/")[1] if spec.platform.count("/") >= 1 else None
-        plan = claim_for(spec.tags, devices, node_tags=arch_tags(arch) if arch else frozenset())
+        # The claim states the runner's GPU tags; the rest (architecture, scaling.extra_tags) are the node's.
+        plan = claim_for(spec.tags, devices, node_tags=frozenset(spec.tags) - gpu_tags(spec.gpu))
         if isinstance(plan, NoDevice):
             raise InvalidConfiguration(f"runner {spec.name}: {plan.reason}", field="runner.runtime", what=f"runner {spec.name}")
         labels = {RUNNER_LABEL: spec.name, OWNER_LABEL: self.hostname}

@@ -47,7 +47,7 @@ from autogit.agent.runtime.kubernetes import AGENT_CLUSTER_RULES, AGENT_RULES
 
 SLICE_LABEL = "autogit.test/dra-claims"
 H100 = Gpu(id="x/nvidia.com/gpu", vendor=GpuVendor.NVIDIA, model="NVIDIA H100 80GB HBM3", memory_mb=81559, compute_capability="9.0")
-TAGS = ["amd64", "x86_64", "gpu", "nvidia", "vram-ge-40g"]
+TAGS = ["amd64", "x86_64", "gpu", "nvidia", "vram-ge-40g", "ci-pool-a"]  # ci-pool-a: a scaling.extra_tags tag, the node's, not the claim's
 
 
 def runner_spec(name: str) -> RunnerSpec:
