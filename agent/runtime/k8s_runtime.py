@@ -16,6 +16,7 @@ forceful, so drain and abort send those signals to the runner's PID 1 through `p
 from __future__ import annotations
 
 import base64
+import logging
 import builtins
 import contextlib
 import re
@@ -31,10 +32,10 @@ from kubernetes_asyncio.stream import WsApiClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..config import AgentConfig, RunnerConfig
-from ..dra import NoDevice, Undecided, claim_for, claim_template, gpu_path
+from ..dra import GPU_CLASS, NoDevice, Undecided, claim_for, claim_template, gpu_path
 from ..errors import AdapterError, InvalidConfiguration, NotFound, Transient
 from ..inventory.kubernetes import GPU_RESOURCES, GpuProfile
-from ..model import Host, RunnerKind
+from ..model import Gpu, Host, RunnerKind
 from ..tags import gpu_tags
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
 from .dra_support import read_devices, read_support
@@ -57,6 +58,7 @@ STOP_ANNOTATION, ABORT_ANNOTATION = f"{_A}stop-requested-at", f"{_A}abort-reques
 _RUNNER_CONTAINER = "runner"
 CLAIM_SUFFIX = "-gpu"  # a GPU runner's ResourceClaimTemplate: <runner>-gpu
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 # --- the pod as read back (wire models: unknown fields ignored) ---------------------------------------
@@ -510,6 +512,30 @@ class KubernetesRuntime:
                 await self._delete_pod(pod.metadata.name, grace=0)
                 removed.append(pod.metadata.name)
         return removed
+
+    async def cluster_gpus(self) -> builtins.list[Gpu] | None:
+        """The cluster's GPUs the planner may give a runner, where DRA hands them out: each whole
+        GPU in the NVIDIA driver's ResourceSlices, as the host inventory's Gpu (DraDevice.as_gpu:
+        the tags a host GPU of that model carries; id `<node>/<pool>/<device>`). [] where DRA is
+        not served or the `gpu.nvidia.com` class is absent (GPUs behind extended resources reach
+        the planner with the cluster inventory, not yet); None when any of it cannot be read
+        (unknown: the caller keeps what it had). MIG devices are not offered yet."""
+        await self._api()
+        assert self._client is not None
+        support = await read_support(self._client, self._timeout())
+        if support.served is None or (support.served and support.classes is None):
+            log.warning("cluster GPUs not read: %s", support.problem)
+            return None
+        if not support.served or GPU_CLASS not in (support.classes or frozenset()):
+            return []
+        try:
+            devices, problems = await read_devices(self._client, self._timeout())
+        except AdapterError as exc:
+            log.warning("cluster GPUs not read: %s", exc)
+            return None
+        for line in problems:
+            log.warning("%s", line)
+        return [d.as_gpu() for d in devices if d.kind == "gpu"]
 
     def credentials(self, name: str) -> SecretStr | None:
         """The runner's token, as its Secret held it when last listed or created (never logged)."""

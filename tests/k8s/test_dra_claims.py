@@ -22,6 +22,7 @@ driver's DeviceClasses as its Helm chart writes them.
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from base64 import b64decode
 from pathlib import Path
@@ -36,7 +37,8 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
 from pydantic import SecretStr
 
-from autogit.agent.config import RunnerConfig
+from autogit.agent.config import AgentConfig, RunnerConfig
+from autogit.agent.daemon import Agent
 from autogit.agent.dra import GPU_CLASS, Undecided, gpu_path
 from autogit.agent.errors import Transient
 from autogit.agent.model import Gpu, GpuVendor, RunnerKind
@@ -44,10 +46,29 @@ from autogit.agent.runtime import RunnerSpec
 from autogit.agent.runtime.dra_support import read_support
 from autogit.agent.runtime.k8s_runtime import KubernetesRuntime
 from autogit.agent.runtime.kubernetes import AGENT_CLUSTER_RULES, AGENT_RULES
+from autogit.agent.tags import gpu_tags
 
 SLICE_LABEL = "autogit.test/dra-claims"
 H100 = Gpu(id="x/nvidia.com/gpu", vendor=GpuVendor.NVIDIA, model="NVIDIA H100 80GB HBM3", memory_mb=81559, compute_capability="9.0")
 TAGS = ["amd64", "x86_64", "gpu", "nvidia", "vram-ge-40g", "ci-pool-a"]  # ci-pool-a: a scaling.extra_tags tag, the node's, not the claim's
+
+
+def publish_l4_and_h100(cluster: Cluster, ns: str, fake_nodes: Any, prefix: str = "dra") -> tuple[str, str]:
+    """Two kwok nodes whose ResourceSlices hold an L4 24GB and an H100 80GB, and the driver's
+    DeviceClasses; `unpublish` takes them away (the nodes go with the fake_nodes fixture)."""
+    l4, h100 = f"{prefix}-l4-{ns}", f"{prefix}-h100-{ns}"
+    fake_nodes(*(fake_node(n, labels={"autogit.test/dra": ns}) for n in (l4, h100)))
+    slices = [resource_slice(l4, "NVIDIA L4", 23034, "8.9"), resource_slice(h100, "NVIDIA H100 80GB HBM3", 81559, "9.0")]
+    for s in slices:
+        s["metadata"]["labels"] = {SLICE_LABEL: ns}
+    classes = [device_class("gpu.nvidia.com", "gpu"), device_class("mig.nvidia.com", "mig")]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": classes + slices}))
+    return l4, h100
+
+
+def unpublish(cluster: Cluster, ns: str) -> None:
+    cluster.kubectl("delete", "resourceslices", "-l", f"{SLICE_LABEL}={ns}", check=False)
+    cluster.kubectl("delete", "deviceclass", "gpu.nvidia.com", "mig.nvidia.com", check=False)
 
 
 def runner_spec(name: str) -> RunnerSpec:
@@ -116,21 +137,14 @@ async def test_a_gpu_runners_job_pods_hold_a_claim_allocated_the_80_gib_device_n
 ) -> None:
     cluster, ns = k8s_cluster, k8s_namespace
     cluster.import_image(runner_stand_in_archive())
-    l4, h100 = f"dra-l4-{ns}", f"dra-h100-{ns}"
-    fake_nodes(*(fake_node(n, labels={"autogit.test/dra": ns}) for n in (l4, h100)))
-    slices = [resource_slice(l4, "NVIDIA L4", 23034, "8.9"), resource_slice(h100, "NVIDIA H100 80GB HBM3", 81559, "9.0")]
-    for s in slices:
-        s["metadata"]["labels"] = {SLICE_LABEL: ns}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [device_class("gpu.nvidia.com", "gpu"),
-                                                                                                      device_class("mig.nvidia.com", "mig"), *slices]}))  # fmt: skip
+    _, h100 = publish_l4_and_h100(cluster, ns, fake_nodes)
     try:
         # exactly what the chart grants: the runtime needs no more
         with service_account_kubeconfig(cluster, ns, tmp_path, AGENT_RULES, AGENT_CLUSTER_RULES) as kubeconfig:
             await _claims_on_job_pods(cluster, ns, kubeconfig, tmp_path, h100)
     finally:
         cluster.kubectl("delete", "pods", "--all", "-n", ns, "--wait=true", "--timeout=60s", check=False, timeout=90)
-        cluster.kubectl("delete", "resourceslices", "-l", f"{SLICE_LABEL}={ns}", check=False)
-        cluster.kubectl("delete", "deviceclass", "gpu.nvidia.com", "mig.nvidia.com", check=False)
+        unpublish(cluster, ns)
 
 
 async def _claims_on_job_pods(cluster: Cluster, ns: str, kubeconfig: Path, tmp_path: Path, h100: str) -> None:
@@ -216,3 +230,57 @@ async def _unknown_support_starts_nothing(cluster: Cluster, ns: str, path: Path)
         await rt.close()
     left = cluster.kubectl("get", "pods,secrets,resourceclaimtemplates", "-n", ns, "-l", "autogit.io/runner=r-unknown", "-o", "name").stdout
     assert left.strip() == ""
+
+
+async def test_the_agent_plans_with_the_clusters_gpus_and_keeps_them_while_they_cannot_be_read(
+    k8s_cluster: Cluster, k8s_namespace: str, fake_nodes: Any, tmp_path: Path
+) -> None:
+    """The daemon (runner.runtime kubernetes) adds the cluster's DRA GPUs to the planner's host;
+    a device gone from the slices goes from the host; a read that is refused changes nothing
+    (unknown is not absent: the GPUs are not taken for gone)."""
+    cluster, ns = k8s_cluster, k8s_namespace
+    l4, h100 = publish_l4_and_h100(cluster, ns, fake_nodes)
+    try:
+        with service_account_kubeconfig(cluster, ns, tmp_path, AGENT_RULES, AGENT_CLUSTER_RULES) as kubeconfig:
+            config = AgentConfig.model_validate({
+                "hostname": f"dra-{ns}", "api": {"socket": str(tmp_path / "agent.sock")}, "gpu": {"vendors": []}, "fleet": {"enabled": False},
+                "runner": {"runtime": "kubernetes", "kubernetes": {"namespace": ns, "kubeconfig": str(kubeconfig)}},
+            })  # fmt: skip
+            agent = Agent(config, None)
+            try:
+                ours = {f"{l4}/{l4}/gpu-0", f"{h100}/{h100}/gpu-0"}
+
+                def host_gpus() -> set[str]:
+                    return {g.id for g in agent.reconciler.host_source().gpus} & ours  # other tests' slices may be there too
+
+                await agent._read_cluster_gpus()
+                assert host_gpus() == ours and agent.state.wake.is_set()
+                h100_gpu = next(g for g in agent.reconciler.host_source().gpus if g.id == f"{h100}/{h100}/gpu-0")
+                assert {"gpu", "vram-80g", "vram-ge-40g", "cc-9.0"} <= set(gpu_tags(h100_gpu))  # the host's tags for the board
+
+                cluster.kubectl("delete", "resourceslice", f"{l4}-gpu")
+                await agent._read_cluster_gpus()
+                assert host_gpus() == {f"{h100}/{h100}/gpu-0"}  # gone from the slices: gone from the host
+
+                cluster.kubectl("delete", "clusterrolebinding", f"{ns}-agent")  # DeviceClasses can no longer be read
+                await _refused_for_sure(kubeconfig)
+                await agent._read_cluster_gpus()
+                assert host_gpus() == {f"{h100}/{h100}/gpu-0"}, "a refused read was taken for no GPUs"
+            finally:
+                await agent.runtime.close()
+                agent.gpus.close()
+    finally:
+        unpublish(cluster, ns)
+
+
+async def _refused_for_sure(kubeconfig: Path) -> None:
+    """RBAC changes reach the authorizer's cache within moments: wait until the list is refused."""
+    for _ in range(50):
+        client = await _client(kubeconfig)
+        try:
+            if (await read_support(client, 10)).classes is None:
+                return
+        finally:
+            await client.close()
+        time.sleep(0.2)
+    raise AssertionError("listing DeviceClasses still allowed after the ClusterRoleBinding went")
