@@ -141,6 +141,9 @@ class KubernetesRuntimeConfig(Frozen):
         "IfNotPresent", description="imagePullPolicy of the manager pods (runner.image)."
     )
     request_timeout: PositiveFloat = Field(30, description="Seconds one API request may take before it counts as unreachable.")
+    gpu_interval: PositiveFloat = Field(
+        30, description="Seconds between reads of the cluster's DRA GPUs (DeviceClasses, ResourceSlices) for the planner."
+    )
 
 
 # Keys of `runner` that moved to `runner.docker` with the runtime interface (still read, with one line).

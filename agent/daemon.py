@@ -247,9 +247,10 @@ class Agent:
         self.state.wake.set()
 
     async def _watch_cluster_gpus(self) -> None:
-        """Every `gpu.readings_interval` seconds, with runner.runtime kubernetes."""
+        """Every `runner.kubernetes.gpu_interval` seconds, with runner.runtime kubernetes (three
+        list calls each: the API server's load does not follow the pass rate)."""
         while not self._stop.is_set():
-            await asyncio.sleep(self.config.gpu.readings_interval)
+            await asyncio.sleep(self.config.runner.kubernetes.gpu_interval)
             await self._read_cluster_gpus()
 
     # --- inputs -------------------------------------------------------------------------------
