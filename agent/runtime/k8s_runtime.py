@@ -16,9 +16,9 @@ forceful, so drain and abort send those signals to the runner's PID 1 through `p
 from __future__ import annotations
 
 import base64
-import logging
 import builtins
 import contextlib
+import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Collection
@@ -343,6 +343,7 @@ class KubernetesRuntime:
         except BaseException:
             with contextlib.suppress(AdapterError):
                 await self._delete_secret(spec.name)
+            with contextlib.suppress(AdapterError):
                 await self._delete_claim_template(spec.name)
             raise
         self._tokens[spec.name] = spec.token.get_secret_value()
@@ -493,11 +494,13 @@ class KubernetesRuntime:
 
     async def leftovers(self, known: Collection[str]) -> builtins.list[str]:
         """Secrets of this agent's runners with no manager pod and not in `known` (the agent died
-        mid-create, the pod was deleted by hand), with the job pods their runner left; and job pods
-        of runners neither known nor listed."""
+        mid-create, the pod was deleted by hand), with the job pods their runner left and its GPU
+        claim's template; job pods of runners neither known nor listed; and templates of such
+        runners left without a Secret."""
         pods = [ManagedPod.model_validate(p) for p in await self._pods(self._owned())]
         present = {p.metadata.name for p in pods if JOB_OF_LABEL not in p.metadata.labels} | set(known)
         removed: builtins.list[str] = []
+        swept: set[str] = set()  # runners whose Secret went, their template with it
         for secret in await self._secrets():
             runner = secret["metadata"].get("labels", {}).get(RUNNER_LABEL)
             if runner and runner not in present:
@@ -506,12 +509,30 @@ class KubernetesRuntime:
                 await self._delete_claim_template(runner)
                 self._tokens.pop(runner, None)
                 removed.append(f"{runner}-config")
+                swept.add(runner)
         for pod in pods:
             owner = pod.metadata.labels.get(JOB_OF_LABEL)
             if owner and owner not in present and pod.metadata.name not in removed:
                 await self._delete_pod(pod.metadata.name, grace=0)
                 removed.append(pod.metadata.name)
+        for runner in await self._claim_template_runners():
+            if runner not in present and runner not in swept:  # the agent died between the template and the Secret
+                await self._delete_claim_template(runner)
+                removed.append(f"{runner}{CLAIM_SUFFIX}")
         return removed
+
+    async def _claim_template_runners(self) -> builtins.list[str]:
+        """The runners this agent made ResourceClaimTemplates for (where resource.k8s.io/v1 is
+        not served there are none)."""
+        selector = f"{self._owned()},{RUNNER_LABEL}"
+        try:
+            listed = await self._call_resource(
+                lambda api: api.list_namespaced_resource_claim_template(self.namespace, label_selector=selector, _request_timeout=self._timeout()),
+                "listing ResourceClaimTemplates", verb="list", resource="resourceclaimtemplates.resource.k8s.io",
+            )  # fmt: skip
+        except NotFound:
+            return []
+        return [r for t in listed.items or [] if t.metadata and (r := (t.metadata.labels or {}).get(RUNNER_LABEL))]
 
     async def cluster_gpus(self) -> builtins.list[Gpu] | None:
         """The cluster's GPUs the planner may give a runner, where DRA hands them out: each whole

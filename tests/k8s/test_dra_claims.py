@@ -192,6 +192,13 @@ async def _claims_on_job_pods(cluster: Cluster, ns: str, kubeconfig: Path, tmp_p
         assert "claim" in message.lower(), message
         assert not cluster.kubectl_json("get", "pod", "job-b", "-n", ns)["spec"].get("nodeName")
 
+        # A template the agent left when it died before the Secret: swept; the live runner's stays.
+        stray = json.loads(json.dumps(template))
+        stray["metadata"] = {"name": "gone-gpu", "namespace": ns, "labels": {"autogit.io/runner": "gone", "autogit.io/agent": f"dra-{ns}"}}
+        cluster.apply(stray)
+        assert await rt.leftovers({name}) == ["gone-gpu"]
+        assert cluster.kubectl("get", "resourceclaimtemplate", f"{name}-gpu", "-n", ns, check=False).returncode == 0
+
         # Removed with the runner: its job pods (and the claims they own), its Secret, its template.
         await rt.remove(name)
         assert cluster.kubectl("get", "resourceclaimtemplate", f"{name}-gpu", "-n", ns, check=False).returncode != 0
