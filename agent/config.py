@@ -148,6 +148,9 @@ class KubernetesRuntimeConfig(Frozen):
     inventory_stale_after: PositiveFloat = Field(
         60, description="Seconds the node and pod watches may fail before the cluster inventory counts as unknown (then nothing is planned)."
     )
+    gpu_interval: PositiveFloat = Field(
+        30, description="Seconds between reads of the cluster's DRA GPUs (DeviceClasses, ResourceSlices) for the planner."
+    )
 
 
 # Keys of `runner` that moved to `runner.docker` with the runtime interface (still read, with one line).

@@ -43,9 +43,10 @@ from .inventory.cpu import observe_cpu
 from .inventory.gpu import GpuInventory, GpuSnapshot, mig_instance_changes
 from .inventory.host import build_host
 from .metrics import AgentMetrics, start_metrics_listener
-from .model import GpuVendor, Host
+from .model import Gpu, GpuVendor, Host
 from .reconciler import Reconciler
 from .runtime import build_runtime
+from .runtime.k8s_runtime import KubernetesRuntime
 from .state import AgentPhase, AgentState, ConfigReport, Intents
 from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
@@ -128,6 +129,11 @@ class Agent:
         self._hung_vendors: set[str] = set()  # vendors whose last GPU read missed gpu.read_timeout
         self._refresh_wanted = False
         self._refresh_task: asyncio.Task[None] | None = None
+        # runner.runtime kubernetes: the cluster's GPUs (read by the runtime, ADR-015) join the
+        # planner's view; ids ever seen, so that the NVML-broken rule below never keeps one
+        self._cluster_gpus: list[Gpu] = []
+        self._cluster_gpu_ids: set[str] = set()
+        self._snapshots: list[GpuSnapshot] = []
         self._host: Host = self._observe_host()
         secrets = load_secrets()
         self._secrets = secrets
@@ -166,8 +172,9 @@ class Agent:
 
     def _host_from(self, snapshots: list[GpuSnapshot]) -> Host:
         self._report_hung_reads()
+        self._snapshots = snapshots
         self.state.gpu_readings = {s.gpu.id: s.reading for s in snapshots}
-        gpus = [s.gpu for s in snapshots]
+        gpus = [s.gpu for s in snapshots] + self._cluster_gpus
         previous = getattr(self, "_host", None)
         if previous is not None and "nvidia" in self.gpus.problems:
             # NVML broke (e.g. driver upgraded under us) while NVIDIA GPUs are still on the bus:
@@ -177,7 +184,7 @@ class Agent:
             gpus += [
                 g.model_copy(update={"healthy": False})
                 for g in previous.gpus
-                if g.vendor.value == "nvidia" and g.id not in seen
+                if g.vendor.value == "nvidia" and g.id not in seen and g.id not in self._cluster_gpu_ids
             ]
         return build_host(self.config, self.cpu, gpus, self.hostname)
 
@@ -251,6 +258,30 @@ class Agent:
             return
         if not await self.cluster.wait_known(self.config.runner.kubernetes.request_timeout):
             log.warning("cluster inventory: %s", self.cluster.why_unknown())
+
+    async def _read_cluster_gpus(self) -> None:
+        """The cluster's GPUs as the Kubernetes runtime reads them; unknown (None) keeps the last
+        view. A change re-plans at once."""
+        if not isinstance(self.runtime, KubernetesRuntime):
+            return
+        try:
+            read = await self.runtime.cluster_gpus()
+        except Exception as exc:  # noqa: BLE001 - one failed read keeps the last view, like an unknown one
+            log.warning("cluster GPUs not read: %s", exc)
+            return
+        if read is None or read == self._cluster_gpus:
+            return
+        self._cluster_gpus = read
+        self._cluster_gpu_ids |= {g.id for g in read}
+        self._host = self._host_from(self._snapshots)
+        self.state.wake.set()
+
+    async def _watch_cluster_gpus(self) -> None:
+        """Every `runner.kubernetes.gpu_interval` seconds, with runner.runtime kubernetes (three
+        list calls each: the API server's load does not follow the pass rate)."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self.config.runner.kubernetes.gpu_interval)
+            await self._read_cluster_gpus()
 
     # --- inputs -------------------------------------------------------------------------------
     async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:
@@ -392,6 +423,7 @@ class Agent:
         if self.webhook is not None:
             await self.webhook.start()
         metrics_site = await start_metrics_listener(self.metrics, self.config.api.metrics_listen) if self.config.api.metrics_listen else None
+        await self._read_cluster_gpus()
         await self.reconciler.reconcile_once(full_poll=True)
         self._last_pass = time.monotonic()
         self.notifier.ready()
@@ -400,6 +432,7 @@ class Agent:
         loop_task = asyncio.create_task(self.reconciler.run_forever())
         watchdog_task = asyncio.create_task(self._watchdog())
         gpu_task = asyncio.create_task(self._watch_gpus())
+        cluster_gpu_task = asyncio.create_task(self._watch_cluster_gpus()) if isinstance(self.runtime, KubernetesRuntime) else None
         await self._stop.wait()
 
         self.notifier.stopping()
@@ -411,6 +444,8 @@ class Agent:
             log.warning("the pass in flight did not finish within %ss; stopping anyway", self.config.stop_timeout)
         watchdog_task.cancel()
         gpu_task.cancel()
+        if cluster_gpu_task is not None:
+            cluster_gpu_task.cancel()
         if election_task is not None and self.election is not None:
             election_task.cancel()
             await self.election.stop()  # hands the Lease back: the other replica leads at its next retry

@@ -32,22 +32,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .inventory.kubernetes import parse_quantity
+from .inventory.kubernetes import parse_quantity, unit_resource
 from .model import Gpu, GpuVendor
 from .tags import gpu_tags
 
 __all__ = [
+    "CLAIM_NAME",
     "DRIVER",
     "GPU_CLASS",
     "MIG_CLASS",
     "MAX_ALTERNATIVES",
     "ClaimPlan",
     "DraDevice",
+    "DraSupport",
+    "GpuPath",
     "NoDevice",
+    "Undecided",
     "claim_for",
+    "claim_patch",
+    "claim_template",
     "devices_from_slices",
+    "gpu_path",
     "parse_quantity",
 ]
 
@@ -250,3 +257,73 @@ def _product_in(names: Sequence[str]) -> str:
 
 def _whole_gib(memory_bytes: int) -> int:
     return -(-memory_bytes // _GIB)
+
+
+# --- which path a GPU runner's job pods take: a DRA claim, or the extended resource -----------
+
+CLAIM_NAME = "gpu"  # the pod's resourceClaims entry, and the build container's claim
+
+
+@dataclass(frozen=True, slots=True)
+class DraSupport:
+    """What the API server said about DRA, as read (agent/runtime/dra_support.py).
+
+    `served`: resource.k8s.io/v1 is served (None: the discovery could not be read);
+    `classes`: the DeviceClasses listed (None: they could not be read); `problem`: why
+    something is None, one line. Unknown is never absent: None is not False."""
+
+    served: bool | None
+    classes: frozenset[str] | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Undecided:
+    """DRA support is unknown (an error reading it): neither path is taken now."""
+
+    reason: str
+
+
+GpuPath = Literal["dra", "extended-resource"]
+
+
+def gpu_path(support: DraSupport, gpu: Gpu) -> GpuPath | Undecided:
+    """How a runner's job pods get `gpu`: a DRA claim where the cluster serves resource.k8s.io/v1
+    and has the NVIDIA driver's DeviceClass for this kind of device (`mig.nvidia.com` for a MIG
+    instance, `gpu.nvidia.com` for a whole GPU), else the device plugin's extended resource
+    and node affinity (agent/runtime/kubernetes.py placement). AMD and Intel devices are not
+    mapped to DRA (ADR-015): always the extended resource. What could not be read decides
+    nothing: falling back to extended resources on a cluster whose GPUs only DRA hands out
+    would leave every job pending. A GPU the planner took from a node's extended resource
+    (`<node>/<resource>#<n>`, agent/inventory/kubernetes.py) is held as that resource."""
+    if gpu.vendor is not GpuVendor.NVIDIA or unit_resource(gpu.id) is not None:
+        # a unit of a node's device-plugin resource (the cluster inventory offered it as such)
+        return "extended-resource"
+    if support.served is None:
+        return Undecided(f"whether the API server serves resource.k8s.io/v1 is unknown: {support.problem or 'not read'}")
+    if not support.served:
+        return "extended-resource"
+    if support.classes is None:
+        return Undecided(f"the cluster's DeviceClasses could not be read: {support.problem or 'not read'}")
+    wanted = MIG_CLASS if gpu.mig_profile else GPU_CLASS
+    return "dra" if wanted in support.classes else "extended-resource"
+
+
+def claim_template(name: str, namespace: str, labels: Mapping[str, str], plan: ClaimPlan) -> dict[str, Any]:
+    """The ResourceClaimTemplate (resource.k8s.io/v1) a runner's job pods name: one claim per
+    pod, made from it by the resourceclaim controller and deleted with the pod. Its `spec` is a
+    ResourceClaimTemplateSpec, whose own `spec` is the claim's: ClaimPlan.spec as it is."""
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)}, "spec": plan.spec}  # fmt: skip
+
+
+def claim_patch(template: str) -> dict[str, Any]:
+    """The strategic-merge patch of a job pod's spec that makes it hold the claim: the pod's
+    `resourceClaims` entry from the template, and the build container's `resources.claims`
+    (gitlab-runner names its build container `build`; its `pod_spec` patches are applied to the
+    PodSpec with strategicpatch.StrategicMergePatch: executors/kubernetes/kubernetes.go,
+    doPodSpecMerge). Both lists merge by `name`, so the patch adds to what the runner built."""
+    return {
+        "resourceClaims": [{"name": CLAIM_NAME, "resourceClaimTemplateName": template}],
+        "containers": [{"name": "build", "resources": {"claims": [{"name": CLAIM_NAME}]}}],
+    }

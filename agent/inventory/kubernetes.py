@@ -349,6 +349,13 @@ def unit_resource(unit_id: str) -> tuple[str, str] | None:
     return node, resource
 
 
+def _is_dra_device(gpu_id: str) -> bool:
+    """A DRA device's planner id (DraDevice.as_gpu: `<node>/<pool>/<device>`, a pool may hold
+    '/' too); a host GPU's id (NVML's UUID, a PCI address) has none, a node's resource unit
+    ends in `#<n>`."""
+    return "/" in gpu_id and unit_resource(gpu_id) is None
+
+
 def cluster_host(agent: Host, hardware: list[NodeHardware]) -> Host:
     """The cluster as the planner's Host: the agent's own architecture is native, every other
     architecture of a schedulable node is a foreign one (the planner's `emulated` kind: the
@@ -359,6 +366,9 @@ def cluster_host(agent: Host, hardware: list[NodeHardware]) -> Host:
     ready = [h for h in hardware if h.schedulable]
     gpus = [p.gpu.model_copy(update={"id": gpu_unit_id(p.node, p.resource, i)})
             for h in ready for p in h.gpus if p.gpu is not None for i in range(p.free)]  # fmt: skip
+    # the DRA driver's devices the daemon added (`<node>/<pool>/<device>`, agent/dra.py): a
+    # cluster hands a GPU out by DRA or by its device plugin, never both
+    gpus += [g for g in agent.gpus if _is_dra_device(g.id)]
     archs = sorted({h.arch for h in ready if h.arch and h.arch != agent.arch})
     cpus = int(sum((h.cpu_free for h in ready), Decimal(0)))
     memory_mb = int(sum((h.memory_free for h in ready), Decimal(0)) / 2**20)

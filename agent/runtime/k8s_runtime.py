@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Collection
@@ -25,19 +26,23 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import tomli_w
-from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, V1DeleteOptions
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, ResourceV1Api, V1DeleteOptions
 from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 from kubernetes_asyncio.stream import WsApiClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..config import AgentConfig, RunnerConfig
-from ..errors import AdapterError, InvalidConfiguration, NotFound
+from ..dra import GPU_CLASS, NoDevice, Undecided, claim_for, claim_template, gpu_path
+from ..errors import AdapterError, InvalidConfiguration, NotFound, Transient
 from ..inventory.kubernetes import GpuProfile, unit_resource
-from ..model import Host, RunnerKind
+from ..model import Gpu, Host, RunnerKind
+from ..tags import gpu_tags
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
+from .dra_support import read_devices, read_support
 from .k8s_errors import translate
 from .kubernetes import (
     CA_KEY, CONFIG_DIR, CONFIG_KEY, OWNER_LABEL, POD_SPEC_FEATURE_FLAG, RUNNER_LABEL, kubernetes_section, manager_pod, placement, runner_secret,
+    with_gpu_claim,
 )  # fmt: skip
 from .runner_config import render_config, short_tokens
 
@@ -51,7 +56,9 @@ SHORT_TOKEN_LABEL = "manager.runner.gitlab.com/id-short"
 _A = "autogit.io/"
 STOP_ANNOTATION, ABORT_ANNOTATION = f"{_A}stop-requested-at", f"{_A}abort-requested-at"
 _RUNNER_CONTAINER = "runner"
+CLAIM_SUFFIX = "-gpu"  # a GPU runner's ResourceClaimTemplate: <runner>-gpu
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 # --- the pod as read back (wire models: unknown fields ignored) ---------------------------------------
@@ -248,34 +255,61 @@ class KubernetesRuntime:
         self._client = self._ws = None
 
     # --- config.toml and objects ------------------------------------------------------------------
-    def render_config(self, spec: RunnerSpec) -> dict[str, Any]:
+    def render_config(self, spec: RunnerSpec, claim_template: str | None = None) -> dict[str, Any]:
         """gitlab-runner's config.toml for one runner with the Kubernetes executor: the neutral
         keys of runner_config.render_config, its [runners.docker] table replaced by
         [runners.kubernetes] (job pods in this namespace, placed by the job's architecture,
-        labelled with the runner's name)."""
-        gpu, products = _gpu_placement(spec)
+        labelled with the runner's name). A GPU runner's job pods hold their GPU through the
+        DRA claim made from `claim_template` when create() chose that path (gpu_path), else
+        through the GPU's extended resource (its id is `<node>/<resource>#<n>`, as the cluster
+        inventory names it) and node affinity."""
         config = render_config(self.config, spec, gpu_devices=[], gpu_groups=[])
         runner = config["runners"][0]
         runner.pop("docker", None)
         runner["executor"] = "kubernetes"
         arch = spec.platform.split("/")[1] if spec.platform.count("/") >= 1 else None
+        gpu, products = _gpu_placement(spec) if claim_template is None else (None, frozenset[str]())
         where = placement(frozenset(spec.tags), arch, gpu, products)
         k8s = self.config.kubernetes
-        runner["kubernetes"] = kubernetes_section(
+        section = kubernetes_section(
             where, namespace=k8s.namespace, service_account=k8s.service_account, image=self.config.job_image,
             labels={JOB_OF_LABEL: spec.name, OWNER_LABEL: self.hostname},
             cpu=f"{spec.cpus:g}" if spec.cpus else None, memory=f"{spec.memory_mb}Mi" if spec.memory_mb else None,
         )  # fmt: skip
-        if where.limits:
+        if claim_template is not None:
+            section = with_gpu_claim(section, claim_template)
+        runner["kubernetes"] = section
+        if where.limits or claim_template is not None:
             runner["feature_flags"] = {POD_SPEC_FEATURE_FLAG: True}
         if spec.ca_pem:
             # the init step copies the Secret's CA beside config.toml (manager_pod `files`)
             runner["tls-ca-file"] = f"{CONFIG_DIR}/{CA_KEY}"
         return config
 
+    async def _gpu_claim(self, spec: RunnerSpec) -> dict[str, Any] | None:
+        """The ResourceClaimTemplate a GPU runner's job pods are to hold, where the cluster hands
+        its GPU out by DRA (None: the extended-resource path). Unknown support starts nothing
+        (Transient: the next pass reads again); no device carrying the runner's GPU tags refuses it."""
+        assert spec.gpu is not None
+        await self._api()
+        assert self._client is not None
+        path = gpu_path(await read_support(self._client, self._timeout()), spec.gpu)
+        if isinstance(path, Undecided):
+            raise Transient(f"runner {spec.name}: GPU path not decided: {path.reason}", what=f"runner {spec.name}")
+        if path == "extended-resource":
+            return None
+        devices, _problems = await read_devices(self._client, self._timeout())  # unreadable devices are skipped; the rest serve
+        # The claim states the runner's GPU tags; the rest (architecture, scaling.extra_tags) are the node's.
+        plan = claim_for(spec.tags, devices, node_tags=frozenset(spec.tags) - gpu_tags(spec.gpu))
+        if isinstance(plan, NoDevice):
+            raise InvalidConfiguration(f"runner {spec.name}: {plan.reason}", field="runner.runtime", what=f"runner {spec.name}")
+        labels = {RUNNER_LABEL: spec.name, OWNER_LABEL: self.hostname}
+        return claim_template(f"{spec.name}{CLAIM_SUFFIX}", self.namespace, labels, plan)
+
     def _annotations(self, spec: RunnerSpec) -> dict[str, str]:
         return {f"{_A}gitlab-id": str(spec.gitlab_id), f"{_A}tags": ",".join(spec.tags), f"{_A}run-untagged": str(spec.run_untagged).lower(),
-                f"{_A}kind": spec.kind.value, f"{_A}platform": spec.platform, f"{_A}reach": spec.reach or ""}  # fmt: skip
+                f"{_A}kind": spec.kind.value, f"{_A}platform": spec.platform, f"{_A}reach": spec.reach or ""} | (
+                    {f"{_A}gpu": spec.gpu.id} if spec.gpu is not None else {})  # the unit it holds, read back as RunnerInstance.gpus  # fmt: skip
 
     def _pod(self, spec: RunnerSpec) -> dict[str, Any]:
         grace = int(self.config.drain_timeout + self.config.force_timeout)
@@ -289,11 +323,23 @@ class KubernetesRuntime:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def create(self, spec: RunnerSpec) -> RunnerInstance:
-        """The config Secret, then the manager pod; on any failure neither is left."""
-        toml = tomli_w.dumps(self.render_config(spec))
+        """The GPU claim's template (DRA only), the config Secret, then the manager pod; on any
+        failure none of them is left."""
+        template = await self._gpu_claim(spec) if spec.gpu is not None else None
+        name = template["metadata"]["name"] if template is not None else None
+        toml = tomli_w.dumps(self.render_config(spec, claim_template=name))
         secret = runner_secret(spec.name, self.namespace, toml, owner=self.hostname, ca_pem=spec.ca_pem)
-        await self._call(lambda api: api.create_namespaced_secret(self.namespace, cast(Any, secret), _request_timeout=self._timeout()),
-                         f"creating Secret {spec.name}-config", verb="create", resource="secrets")  # fmt: skip
+        if template is not None:
+            await self._call_resource(lambda api: api.create_namespaced_resource_claim_template(self.namespace, cast(Any, template),
+                                                                                                  _request_timeout=self._timeout()),
+                                      f"creating ResourceClaimTemplate {name}", verb="create", resource="resourceclaimtemplates.resource.k8s.io")  # fmt: skip
+        try:
+            await self._call(lambda api: api.create_namespaced_secret(self.namespace, cast(Any, secret), _request_timeout=self._timeout()),
+                             f"creating Secret {spec.name}-config", verb="create", resource="secrets")  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(AdapterError):
+                await self._delete_claim_template(spec.name)
+            raise
         try:
             created = await self._call(
                 lambda api: api.create_namespaced_pod(self.namespace, cast(Any, self._pod(spec)), _request_timeout=self._timeout()),
@@ -302,10 +348,29 @@ class KubernetesRuntime:
         except BaseException:
             with contextlib.suppress(AdapterError):
                 await self._delete_secret(spec.name)
+            with contextlib.suppress(AdapterError):
+                await self._delete_claim_template(spec.name)
             raise
         self._tokens[spec.name] = spec.token.get_secret_value()
         assert self._client is not None
         return self._view(ManagedPod.model_validate(self._client.sanitize_for_serialization(created)), {})
+
+    async def _call_resource(self, request: Callable[[ResourceV1Api], Awaitable[T]], what: str, *, verb: str, resource: str) -> T:
+        """One resource.k8s.io request, failures translated as _call's."""
+        await self._api()
+        assert self._client is not None
+        try:
+            return await request(ResourceV1Api(self._client))
+        except Exception as exc:
+            raise translate(exc, what, verb=verb, resource=resource) from None
+
+    async def _delete_claim_template(self, runner: str) -> None:
+        """The runner's ResourceClaimTemplate, if it has one (claims made from it belong to their
+        job pods and go with them)."""
+        name = f"{runner}{CLAIM_SUFFIX}"
+        with contextlib.suppress(NotFound):
+            await self._call_resource(lambda api: api.delete_namespaced_resource_claim_template(name, self.namespace, _request_timeout=self._timeout()),
+                                      f"deleting ResourceClaimTemplate {name}", verb="delete", resource="resourceclaimtemplates.resource.k8s.io")  # fmt: skip
 
     async def _pods(self, selector: str) -> builtins.list[dict[str, Any]]:
         listed = await self._call(lambda api: api.list_namespaced_pod(self.namespace, label_selector=selector, _request_timeout=self._timeout()),
@@ -346,7 +411,7 @@ class KubernetesRuntime:
             kind=RunnerKind(notes.get(f"{_A}kind", "native")), platform=notes.get(f"{_A}platform", ""), reach=notes.get(f"{_A}reach") or None,
             status=status, status_since=since, created_at=meta.creation_timestamp, started_at=started,
             stop_requested_at=_time(notes.get(STOP_ANNOTATION)), abort_requested_at=_time(notes.get(ABORT_ANNOTATION)),
-            jobs=jobs.get(meta.name, 0),
+            jobs=jobs.get(meta.name, 0), gpus=[notes[f"{_A}gpu"]] if notes.get(f"{_A}gpu") else [],
         )  # fmt: skip
 
     async def drain(self, name: str) -> None:
@@ -381,7 +446,7 @@ class KubernetesRuntime:
             await ws.connect_get_namespaced_pod_exec(name, self.namespace, container=_RUNNER_CONTAINER, command=cast(Any, ["kill", f"-{signal}", "1"]),
                                                      stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=self._timeout())  # fmt: skip
         except Exception as exc:
-            error = translate(exc, f"SIG{signal} to runner pod {name}", verb="create", resource="pods/exec")
+            error = translate(exc, f"SIG{signal} to runner pod {name}", verb="get, create", resource="pods/exec")
             if not isinstance(error, NotFound):
                 raise error from None
 
@@ -407,6 +472,7 @@ class KubernetesRuntime:
         await self._delete_pod(name, grace=0)
         await self.remove_job_pods(name, token)
         await self._delete_secret(name)
+        await self._delete_claim_template(name)
         self._tokens.pop(name, None)
 
     async def _read_token(self, name: str) -> str | None:
@@ -433,24 +499,69 @@ class KubernetesRuntime:
 
     async def leftovers(self, known: Collection[str]) -> builtins.list[str]:
         """Secrets of this agent's runners with no manager pod and not in `known` (the agent died
-        mid-create, the pod was deleted by hand), with the job pods their runner left; and job pods
-        of runners neither known nor listed."""
+        mid-create, the pod was deleted by hand), with the job pods their runner left and its GPU
+        claim's template; job pods of runners neither known nor listed; and templates of such
+        runners left without a Secret."""
         pods = [ManagedPod.model_validate(p) for p in await self._pods(self._owned())]
         present = {p.metadata.name for p in pods if JOB_OF_LABEL not in p.metadata.labels} | set(known)
         removed: builtins.list[str] = []
+        swept: set[str] = set()  # runners whose Secret went, their template with it
         for secret in await self._secrets():
             runner = secret["metadata"].get("labels", {}).get(RUNNER_LABEL)
             if runner and runner not in present:
                 removed += await self.remove_job_pods(runner, _token_of(secret.get("data")))
                 await self._delete_secret(runner)
+                await self._delete_claim_template(runner)
                 self._tokens.pop(runner, None)
                 removed.append(f"{runner}-config")
+                swept.add(runner)
         for pod in pods:
             owner = pod.metadata.labels.get(JOB_OF_LABEL)
             if owner and owner not in present and pod.metadata.name not in removed:
                 await self._delete_pod(pod.metadata.name, grace=0)
                 removed.append(pod.metadata.name)
+        for runner in await self._claim_template_runners():
+            if runner not in present and runner not in swept:  # the agent died between the template and the Secret
+                await self._delete_claim_template(runner)
+                removed.append(f"{runner}{CLAIM_SUFFIX}")
         return removed
+
+    async def _claim_template_runners(self) -> builtins.list[str]:
+        """The runners this agent made ResourceClaimTemplates for (where resource.k8s.io/v1 is
+        not served there are none)."""
+        selector = f"{self._owned()},{RUNNER_LABEL}"
+        try:
+            listed = await self._call_resource(
+                lambda api: api.list_namespaced_resource_claim_template(self.namespace, label_selector=selector, _request_timeout=self._timeout()),
+                "listing ResourceClaimTemplates", verb="list", resource="resourceclaimtemplates.resource.k8s.io",
+            )  # fmt: skip
+        except NotFound:
+            return []
+        return [r for t in listed.items or [] if t.metadata and (r := (t.metadata.labels or {}).get(RUNNER_LABEL))]
+
+    async def cluster_gpus(self) -> builtins.list[Gpu] | None:
+        """The cluster's GPUs the planner may give a runner, where DRA hands them out: each whole
+        GPU in the NVIDIA driver's ResourceSlices, as the host inventory's Gpu (DraDevice.as_gpu:
+        the tags a host GPU of that model carries; id `<node>/<pool>/<device>`). [] where DRA is
+        not served or the `gpu.nvidia.com` class is absent (GPUs behind extended resources reach
+        the planner with the cluster inventory, not yet); None when any of it cannot be read
+        (unknown: the caller keeps what it had). MIG devices are not offered yet."""
+        await self._api()
+        assert self._client is not None
+        support = await read_support(self._client, self._timeout())
+        if support.served is None or (support.served and support.classes is None):
+            log.warning("cluster GPUs not read: %s", support.problem)
+            return None
+        if not support.served or GPU_CLASS not in (support.classes or frozenset()):
+            return []
+        try:
+            devices, problems = await read_devices(self._client, self._timeout())
+        except AdapterError as exc:
+            log.warning("cluster GPUs not read: %s", exc)
+            return None
+        for line in problems:
+            log.warning("%s", line)
+        return [d.as_gpu() for d in devices if d.kind == "gpu"]
 
     def credentials(self, name: str) -> SecretStr | None:
         """The runner's token, as its Secret held it when last listed or created (never logged)."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
+from ..dra import claim_patch
 from ..inventory.kubernetes import GpuProfile
 
 __all__ = [
     "AGENT_CLUSTER_RULES", "AGENT_RULES", "POD_SPEC_FEATURE_FLAG", "RUNNER_RULES", "Placement", "Rule",
-    "CA_KEY", "CONFIG_DIR", "kubernetes_section", "manager_pod", "placement", "runner_secret",
+    "CA_KEY", "CONFIG_DIR", "kubernetes_section", "manager_pod", "placement", "runner_secret", "with_gpu_claim",
 ]  # fmt: skip
 
 
@@ -33,8 +34,13 @@ class Rule(NamedTuple):
 
 # Cluster-wide: the nodes' labels and allocatable resources are the hardware inventory; the pods
 # of every namespace that have not ended are what is not free on each node (capacity =
-# allocatable minus what runs). Both by list and watch (agent/inventory/cluster.py, ADR-016).
-AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "watch")), Rule("", ("pods",), ("list", "watch")))
+# allocatable minus what runs), both by list and watch (agent/inventory/cluster.py, ADR-016); the
+# DeviceClasses and ResourceSlices say whether GPUs are handed out by DRA, and which (dra_support.py).
+AGENT_CLUSTER_RULES: tuple[Rule, ...] = (
+    Rule("", ("nodes",), ("get", "list", "watch")),
+    Rule("", ("pods",), ("list", "watch")),
+    Rule("resource.k8s.io", ("deviceclasses", "resourceslices"), ("list",)),
+)
 
 # In the runners' namespace, exactly the calls of agent/runtime/k8s_runtime.py: runner manager
 # pods (created, listed with their job pods, annotated with when a stop was asked for, deleted,
@@ -43,8 +49,13 @@ AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "w
 # token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
     Rule("", ("pods",), ("list", "create", "delete", "patch")),
-    Rule("", ("pods/exec",), ("create",)),
+    # A websocket exec is a GET upgrade: RBAC checks `get`, and since Kubernetes 1.35
+    # (AuthorizePodWebsocketUpgradeCreatePermission, on by default) `create` too. Found by the
+    # chart's HA test (tests/k8s/test_chart_ha.py): with `create` alone every drain was a 403.
+    Rule("", ("pods/exec",), ("create", "get")),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
+    # a GPU runner's ResourceClaimTemplate where DRA hands out GPUs (agent/dra.py, ADR-015)
+    Rule("resource.k8s.io", ("resourceclaimtemplates",), ("list", "create", "delete")),
 )
 
 # The runner managers' ServiceAccount: gitlab-runner's Kubernetes executor with its default
@@ -159,6 +170,16 @@ def kubernetes_section(where: Placement, *, namespace: str, service_account: str
         patch = {"containers": [{"name": "build", "resources": {"limits": dict(where.limits)}}]}
         section["pod_spec"] = [{"name": "autogit-gpu", "patch_type": "strategic", "patch": json.dumps(patch, sort_keys=True)}]
     return section
+
+
+def with_gpu_claim(section: dict[str, object], template: str) -> dict[str, object]:
+    """`section` whose job pods hold a DRA claim made from ResourceClaimTemplate `template`
+    (agent/dra.py claim_patch), as one more strategic `pod_spec` patch (gitlab-runner applies
+    them in order; FF_USE_ADVANCED_POD_SPEC_CONFIGURATION must be on). Used instead of the
+    extended-resource limit, never with it."""
+    patch = {"name": "autogit-gpu-claim", "patch_type": "strategic", "patch": json.dumps(claim_patch(template), sort_keys=True)}
+    existing = section.get("pod_spec")
+    return section | {"pod_spec": [*(existing if isinstance(existing, list) else []), patch]}
 
 
 # --- one runner's objects: its config Secret and its manager pod -------------------------------

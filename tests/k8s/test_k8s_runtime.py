@@ -16,11 +16,13 @@ import json
 import tomllib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from k8s.rbac import service_account_kubeconfig
 from k8s.cluster import Cluster
 from k8s.images import BUSYBOX_IMAGE, RUNNER_STAND_IN_IMAGE, runner_stand_in_archive
 from pydantic import SecretStr
@@ -30,7 +32,7 @@ from autogit.agent.errors import InvalidConfiguration, PermissionRefused
 from autogit.agent.model import RunnerKind
 from autogit.agent.runtime import RunnerInstance, RunnerSpec, RunnerStatus
 from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, SHORT_TOKEN_LABEL, KubernetesRuntime, label_value
-from autogit.agent.runtime.kubernetes import OWNER_LABEL, RUNNER_LABEL, runner_secret
+from autogit.agent.runtime.kubernetes import AGENT_RULES, OWNER_LABEL, RUNNER_LABEL, runner_secret
 from autogit.agent.runtime.runner_config import short_tokens
 
 TOKEN = "glrt-t1_SECRETTOKENabcdefghij"
@@ -269,3 +271,27 @@ async def test_a_refused_pod_leaves_no_secret_and_a_pending_one_drains_quietly(k
 async def _waiting(cluster: Cluster, ns: str, name: str) -> bool:
     statuses = cluster.kubectl_json("get", "pod", name, "-n", ns)["status"].get("initContainerStatuses") or []
     return any((s.get("state") or {}).get("waiting", {}).get("reason") == "ErrImageNeverPull" for s in statuses)
+
+
+async def test_the_declared_rules_carry_a_runner_from_create_to_remove(k8s_cluster: Cluster, k8s_namespace: str, stand_in: str,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    """AGENT_RULES, exactly what the chart grants in the runners' namespace, are enough for every
+    call of the runtime, the stops through pods/exec included: a websocket exec is a GET upgrade,
+    checked as `get` and (Kubernetes >= 1.35) `create`; with `create` alone every drain was refused."""
+    ns = k8s_namespace
+    with service_account_kubeconfig(k8s_cluster, ns, tmp_path, AGENT_RULES) as kubeconfig:
+        runtime = runtime_for(k8s_cluster, ns, stand_in, kubeconfig)
+        try:
+            for name in ("r1", "r2"):
+                await runtime.create(spec(name))
+                await until(f"{name} running", partial(_running, runtime, name))
+            await runtime.drain("r1")
+            await runtime.abort("r2")
+            for name in ("r1", "r2"):
+                await until(f"{name} exited", partial(_exited, runtime, name))
+            assert await runtime.leftovers({"r1", "r2"}) == []
+            for name in ("r1", "r2"):
+                await runtime.remove(name)
+            assert owned_objects(k8s_cluster, ns) == ""
+        finally:
+            await runtime.close()

@@ -163,6 +163,11 @@ def test_the_cluster_as_the_planners_host_offers_each_free_gpu_unit_of_a_ready_n
     assert sorted(g.id for g in host.gpus) == ["h100/nvidia.com/gpu#0", "l4/nvidia.com/gpu#0"]
     assert host.emulated == ["arm64"] and host.arch == "amd64" and host.cpus == 32 * 3 and host.memory_mb == 256 * 1024 * 3
     assert unit_resource("h100/nvidia.com/gpu#0") == ("h100", "nvidia.com/gpu") and unit_resource("GPU-0") is None
+    # the DRA driver's devices the daemon adds (`<node>/<pool>/<device>`) stay; a host's own GPU does not
+    dra = Gpu(id="b200/b200/gpu-0", vendor=GpuVendor.NVIDIA, model="NVIDIA B200", memory_mb=183359)
+    own = Gpu(id="GPU-1234", vendor=GpuVendor.NVIDIA, model="NVIDIA T4", memory_mb=15360)
+    with_dra = cluster_host(agent.model_copy(update={"gpus": [dra, own]}), hardware)
+    assert sorted(g.id for g in with_dra.gpus) == ["b200/b200/gpu-0", "h100/nvidia.com/gpu#0", "l4/nvidia.com/gpu#0"]
     now = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
     jobs = [Job(id=1, project_id=1, tags=["gpu", "vram-ge-40g"], created_at=now), Job(id=2, project_id=1, tags=["gpu", "vram-ge-40g"], created_at=now)]
     plan = decide(Observation(host=host, jobs=jobs, policy=Policy(max_runners=4, runner_cpus=0, runner_memory_mb=0), now=now))

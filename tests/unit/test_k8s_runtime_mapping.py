@@ -143,11 +143,11 @@ def test_config_toml_uses_the_kubernetes_executor() -> None:
     assert (section["cpu_limit"], section["memory_limit"]) == ("2", "1024Mi")
 
 
-def test_a_host_gpu_is_refused_on_a_cluster() -> None:
-    gpu = Gpu(id="GPU-0", vendor=GpuVendor.NVIDIA, model="NVIDIA H100", memory_mb=81559)
+def test_a_gpu_runner_whose_gpu_is_not_a_cluster_resource_is_refused_naming_it() -> None:
+    gpu = Gpu(id="GPU-0", vendor=GpuVendor.NVIDIA, model="NVIDIA H100", memory_mb=81559)  # a host's GPU, no <node>/<resource>
     with pytest.raises(InvalidConfiguration) as refused:
         runtime().render_config(spec(gpu=gpu))
-    assert refused.value.field == "runner.runtime"
+    assert refused.value.field == "runner.runtime" and "GPU-0" in str(refused.value)
 
 
 def test_a_cluster_gpu_unit_becomes_the_resource_limit_and_the_node_labels_it_needs() -> None:
