@@ -247,6 +247,7 @@ class KubernetesRuntime:
             where, namespace=k8s.namespace, service_account=k8s.service_account, image=self.config.job_image,
             labels={JOB_OF_LABEL: spec.name, OWNER_LABEL: self.hostname},
             cpu=f"{spec.cpus:g}" if spec.cpus else None, memory=f"{spec.memory_mb}Mi" if spec.memory_mb else None,
+            helper_image=self.config.helper_image, pull_policy=self.config.pull_policy,
         )  # fmt: skip
         if where.limits:
             runner["feature_flags"] = {POD_SPEC_FEATURE_FLAG: True}
