@@ -41,7 +41,10 @@ AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "w
 # token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
     Rule("", ("pods",), ("list", "create", "delete", "patch")),
-    Rule("", ("pods/exec",), ("create",)),
+    # an exec through kubernetes_asyncio is a WebSocket upgrade, an HTTP GET: authorized as `get`
+    # (and, with AuthorizePodWebsocketUpgradeCreatePermission, also as `create`); create alone is
+    # refused 403 (found by the chart's end-to-end test)
+    Rule("", ("pods/exec",), ("create", "get")),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )
 
@@ -210,7 +213,10 @@ def manager_pod(name: str, namespace: str, *, image: str, service_account: str, 
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {RUNNER_LABEL: name, OWNER_LABEL: owner}, "annotations": dict(annotations)},
         "spec": {
-            "serviceAccountName": service_account, "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
+            # the runners' ServiceAccount mounts no token by default (the chart's), so that job pods
+            # get none; the manager alone needs one, to create its job pods (in-cluster config)
+            "serviceAccountName": service_account, "automountServiceAccountToken": True,
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
             "enableServiceLinks": False, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "initContainers": [{
                 "name": "config", "image": image, "command": ["cp", *(f"/run/secrets/runner/{f}" for f in files), f"{config_dir}/"],

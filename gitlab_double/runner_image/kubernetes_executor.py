@@ -59,7 +59,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -542,7 +542,7 @@ async def run_job_pod(entry: dict[str, Any], built: JobPod, *, write: Callable[[
     async with api_client:
         api = k8s_client.CoreV1Api(api_client)
         try:
-            created = await api.create_namespaced_pod(namespace, built.pod)
+            created = await api.create_namespaced_pod(namespace, cast(Any, built.pod))
         except ApiException as exc:
             raise PodFailure("runner_system_failure", f"creating the job pod: {exc.status} {_api_message(exc)}") from None
         try:
@@ -550,14 +550,18 @@ async def run_job_pod(entry: dict[str, Any], built: JobPod, *, write: Callable[[
             secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": built.scripts,
                       "metadata": {"name": f"{name}-scripts", "namespace": namespace, "labels": dict(meta["labels"]), "ownerReferences": [owner]}}  # fmt: skip
             try:
-                await api.create_namespaced_secret(namespace, secret)
+                await api.create_namespaced_secret(namespace, cast(Any, secret))
             except ApiException as exc:
                 raise PodFailure("runner_system_failure", f"creating the job's scripts Secret: {exc.status} {_api_message(exc)}") from None
             write(f"Waiting for pod {namespace}/{name} to be running, status is Pending\n")
             return await _follow(api, name, namespace, write=write, stop=stop, deadline=deadline, interval=interval, poll_timeout=poll_timeout)
         finally:
             with contextlib.suppress(ApiException):  # cleanupResources: the pod goes whatever happened
-                await api.delete_namespaced_pod(name, namespace, grace_period_seconds=k8s.get("cleanup_grace_period_seconds"))
+                grace = k8s.get("cleanup_grace_period_seconds")
+                if grace is None:
+                    await api.delete_namespaced_pod(name, namespace)
+                else:
+                    await api.delete_namespaced_pod(name, namespace, grace_period_seconds=int(grace))
             with contextlib.suppress(ApiException):
                 await api.delete_namespaced_secret(f"{name}-scripts", namespace)
 
