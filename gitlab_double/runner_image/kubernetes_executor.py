@@ -526,9 +526,9 @@ async def _client(k8s: dict[str, Any]) -> Any:
 
 async def run_job_pod(entry: dict[str, Any], built: JobPod, *, write: Callable[[str | bytes], None], stop: Callable[[], str | None],
                       deadline: float) -> int:  # fmt: skip
-    """Create the job pod and its scripts' Secret, wait for it to start, stream the build
-    container's log, and return its exit code; the pod (and with it the Secret, which it owns)
-    is deleted whatever happens. `stop()` names why to stop now (aborted, canceled, timeout) or
+    """Create the job's scripts Secret and pod, wait for it to start, stream the build
+    container's log, and return its exit code; the pod and the Secret (which it owns) are deleted
+    whatever happens. `stop()` names why to stop now (aborted, canceled, timeout) or
     is None. Raises PodFailure."""
     from kubernetes_asyncio import client as k8s_client
     from kubernetes_asyncio.client.exceptions import ApiException
@@ -541,18 +541,23 @@ async def run_job_pod(entry: dict[str, Any], built: JobPod, *, write: Callable[[
     api_client = await _client(k8s)
     async with api_client:
         api = k8s_client.CoreV1Api(api_client)
+        # The Secret first, so that the kubelet finds it when it mounts the pod's volumes (a missing
+        # one is retried with a back-off, seconds added to the start); then the pod; then the pod
+        # becomes the Secret's owner, as gitlab-runner owns what it made for a job
+        # (kubernetes.go setupBuildPod → setOwnerReferencesForResources: `secrets, update`).
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": built.scripts,
+                  "metadata": {"name": f"{name}-scripts", "namespace": namespace, "labels": dict(meta["labels"])}}  # fmt: skip
         try:
-            created = await api.create_namespaced_pod(namespace, cast(Any, built.pod))
+            await api.create_namespaced_secret(namespace, cast(Any, secret))
         except ApiException as exc:
-            raise PodFailure("runner_system_failure", f"creating the job pod: {exc.status} {_api_message(exc)}") from None
+            raise PodFailure("runner_system_failure", f"creating the job's scripts Secret: {exc.status} {_api_message(exc)}") from None
         try:
-            owner = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": created.metadata.uid}
-            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": built.scripts,
-                      "metadata": {"name": f"{name}-scripts", "namespace": namespace, "labels": dict(meta["labels"]), "ownerReferences": [owner]}}  # fmt: skip
             try:
-                await api.create_namespaced_secret(namespace, cast(Any, secret))
+                created = await api.create_namespaced_pod(namespace, cast(Any, built.pod))
+                secret["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": created.metadata.uid}]  # type: ignore[index]
+                await api.replace_namespaced_secret(f"{name}-scripts", namespace, cast(Any, secret))
             except ApiException as exc:
-                raise PodFailure("runner_system_failure", f"creating the job's scripts Secret: {exc.status} {_api_message(exc)}") from None
+                raise PodFailure("runner_system_failure", f"creating the job pod: {exc.status} {_api_message(exc)}") from None
             write(f"Waiting for pod {namespace}/{name} to be running, status is Pending\n")
             return await _follow(api, name, namespace, write=write, stop=stop, deadline=deadline, interval=interval, poll_timeout=poll_timeout)
         finally:

@@ -100,13 +100,13 @@ def _values(agent_image: str, runner_image: str, gitlab: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _wait(what: str, done: Callable[[], bool], cluster: Cluster, ns: str, timeout: float) -> None:
+def _wait(what: str, done: Callable[[], bool], cluster: Cluster, ns: str, timeout: float, sim: GitLabSimulator) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
             logs = cluster.kubectl("logs", "-n", ns, "-l", "app.kubernetes.io/name=autogit", "--tail=40", "--prefix", check=False).stdout
             pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
-            raise AssertionError(f"waited {timeout:.0f} s for {what}\n{pods}\n{logs[-4000:]}")
+            raise AssertionError(f"waited {timeout:.0f} s for {what}; registrations {sim.runners}\n{pods}\n{logs[-4000:]}")
         time.sleep(1)
 
 
@@ -135,7 +135,7 @@ def test_helm_install_serves_a_job_on_the_real_kubelet_scales_to_zero_and_uninst
                     job_pods[pod["metadata"]["name"]] = pod
                 return sim.job(job.id).status in ("success", "failed")
 
-            _wait("the job to finish", job_done, k8s_cluster, ns, 300)
+            _wait("the job to finish", job_done, k8s_cluster, ns, 300, sim)
             trace = bytes(sim.job(job.id).trace).decode()
             assert sim.job(job.id).status == "success", trace
             assert "job pod runner-" in trace and 'Preparing the "kubernetes" executor' in trace
@@ -145,7 +145,7 @@ def test_helm_install_serves_a_job_on_the_real_kubelet_scales_to_zero_and_uninst
                 left = [k8s_cluster.kubectl("get", "pods,secrets", "-n", ns, "-l", label, "-o", "name").stdout.split() for label in (RUNNER_LABEL, JOB_OF_LABEL)]
                 return not sim.runners and left == [[], []]
 
-            _wait("everything to scale back to zero", scaled_to_zero, k8s_cluster, ns, 240)
+            _wait("everything to scale back to zero", scaled_to_zero, k8s_cluster, ns, 240, sim)
         finally:  # cluster-scoped objects outlive the namespace: uninstall whatever happened
             uninstall = k8s_cluster.helm("uninstall", "ag", "-n", ns, "--wait", "--timeout", "120s", check=False, timeout=180)
         assert uninstall.returncode == 0, uninstall.stderr

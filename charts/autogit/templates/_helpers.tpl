@@ -71,12 +71,15 @@ runners' ServiceAccount, the API server from the agent's own in-cluster ServiceA
 {{- toYaml $runner }}
 {{- end }}
 
-{{/* agent.yaml: the chart's paths and listeners, then the operator's `config` on top. */}}
+{{/* agent.yaml: the chart's paths and listeners, then the operator's `config` on top. The fleet's
+presence registration is off: the cluster is one logical agent (its replicas share a Lease), and a
+presence outlives `helm uninstall`; config.fleet.enabled=true joins a fleet of hosts (ADR-009). */}}
 {{- define "autogit.agentConfig" -}}
 {{- $chart := dict
   "api" (dict "socket" "/run/autogit/agent.sock" "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)))
   "webhook" (dict "enabled" .Values.webhook.enabled "listen" (printf "0.0.0.0:%d" (int .Values.webhook.port)) "path" .Values.webhook.path)
   "runner" (include "autogit.runnerConfig" . | fromYaml)
+  "fleet" (dict "enabled" false)
   "state_file" "/var/lib/autogit/state.json" }}
 {{- if .Values.gitlab.url }}
 {{- $_ := set $chart "gitlab" (dict "url" .Values.gitlab.url) }}
