@@ -484,11 +484,12 @@ def _go_duration(seconds: int) -> str:
     return f"{h}h{m}m{s}s" if h else f"{m}m{s}s" if m else f"{s}s"
 
 
-def stage_scripts(exports: str, sources: str, step: str, after: str) -> dict[str, str]:
-    """The helper gets the sources and records how that went; the build container waits for it,
-    runs the job's script, then after_script (its failure ignored), and exits with the script's code."""
-    status = f"{BUILDS_DIR}/.autogit-sources-status"
-    get_sources = f"{exports}\n( set -e\n{sources}\n)\necho $? > {status}\n"
+def stage_scripts(exports: str, sources: str, step: str, after: str, builds_dir: str = BUILDS_DIR) -> dict[str, str]:
+    """The helper gets the sources, records how that went and exits with it; the build container
+    waits for that, runs the job's script, then after_script (its failure ignored), and exits with
+    the script's code (97 when the sources failed: the helper's code then fails the job)."""
+    status = f"{builds_dir}/.autogit-sources-status"
+    get_sources = f"{exports}\n( set -e\n{sources}\n)\nrc=$?\necho $rc > {status}\nexit $rc\n"
     step_script = (f'{exports}\nwhile [ ! -e {status} ]; do sleep 0.1; done\nif [ "$(cat {status})" != 0 ]; then exit 97; fi\n'
                    f"( {step}\n)\nrc=$?\n" + (f"( {after}\n) || true\n" if after else "") + "exit $rc\n")  # fmt: skip
     return {"get_sources": get_sources, "step_script": step_script}

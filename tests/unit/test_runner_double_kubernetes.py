@@ -12,6 +12,7 @@ import importlib.util
 import json
 import random
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -193,3 +194,22 @@ def test_the_double_refuses_kubernetes_keys_gitlab_runner_would_not_read(table: 
     doc = tomllib.loads(f'[[runners]]\nname = "r"\nexecutor = "kubernetes"\n[runners.kubernetes]\nnamespace = "ci"\n{table}\n')
     with pytest.raises(runner_double.ConfigProblem, match=re.escape(why)):
         runner_double.validate(doc)
+
+
+def _stage(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+
+
+def test_the_stage_scripts_order_the_helper_before_the_build_and_keep_the_scripts_code(tmp_path: Path) -> None:
+    builds = str(tmp_path)
+    scripts = kx.stage_scripts("export GREETING='hi there'", "echo sources", 'echo "$GREETING"\nexit 3', "echo after\nexit 9", builds)
+    helper = _stage(scripts["get_sources"], tmp_path)
+    assert helper.returncode == 0 and helper.stdout == "sources\n"
+    build = _stage(scripts["step_script"], tmp_path)
+    assert build.returncode == 3 and build.stdout == "hi there\nafter\n"  # after_script runs; its own failure is ignored
+    (tmp_path / ".autogit-sources-status").unlink()
+    failing = kx.stage_scripts("", "false\necho not reached", "echo never", "", builds)
+    helper = _stage(failing["get_sources"], tmp_path)
+    assert helper.returncode == 1 and "not reached" not in helper.stdout  # set -e: the helper's code is the failure
+    build = _stage(failing["step_script"], tmp_path)
+    assert build.returncode == 97 and "never" not in build.stdout
