@@ -41,9 +41,9 @@ AGENT_CLUSTER_RULES: tuple[Rule, ...] = (Rule("", ("nodes",), ("get", "list", "w
 # token, only in a Secret (read back for the token when it was not listed yet).
 AGENT_RULES: tuple[Rule, ...] = (
     Rule("", ("pods",), ("list", "create", "delete", "patch")),
-    # an exec through kubernetes_asyncio is a WebSocket upgrade, an HTTP GET: authorized as `get`
-    # (and, with AuthorizePodWebsocketUpgradeCreatePermission, also as `create`); create alone is
-    # refused 403 (found by the chart's end-to-end test)
+    # an exec through kubernetes_asyncio is a WebSocket upgrade, an HTTP GET, which the API server
+    # authorizes as `get pods/exec`: with `create` alone the test cluster (v1.37) refused it 403
+    # (found by the chart's end-to-end test); `create` is what a POST (SPDY) exec is checked for
     Rule("", ("pods/exec",), ("create", "get")),
     Rule("", ("secrets",), ("get", "list", "create", "delete")),
 )
