@@ -23,7 +23,7 @@ import yaml
 from k8s.cluster import REPO, Cluster
 from k8s.images import BUSYBOX_IMAGE
 
-from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL
+from autogit.agent.runtime.k8s_runtime import JOB_OF_LABEL, SHORT_TOKEN_LABEL
 from autogit.agent.runtime.kubernetes import RUNNER_LABEL
 from autogit.gitlab_double import GitLabSimulator
 
@@ -70,6 +70,7 @@ def check_the_running_agent(cluster: Cluster, ns: str, token: str) -> None:
     name = pod["metadata"]["name"]
     status = json.loads(cluster.kubectl("exec", "-n", ns, name, "--", "autogit-agent", "status", "--json").stdout)
     assert status["hostname"] == "ag-autogit"  # two replicas, one logical agent (highAvailability)
+    assert status["phase"] == "running", status  # the kubernetes runtime answers (no Docker needed in the pod)
     assert cluster.kubectl("exec", "-n", ns, name, "--", "id", "-u").stdout.strip() == "10001"
     # the console is in the image too (`kubectl exec -it deploy/… -- autogit-tui`): its app and Textual import
     tui = cluster.kubectl("exec", "-n", ns, name, "--", "python3", "-c", "import autogit.tui.app, textual; print(textual.__version__)")
@@ -140,6 +141,8 @@ def test_helm_install_serves_a_job_on_the_real_kubelet_scales_to_zero_and_uninst
             assert sim.job(job.id).status == "success", trace
             assert "job pod runner-" in trace and 'Preparing the "kubernetes" executor' in trace
             assert job_pods and all(p["spec"].get("nodeName") == "localhost" for p in job_pods.values())
+            assert all(SHORT_TOKEN_LABEL in p["metadata"]["labels"] for p in job_pods.values())  # made by the runner's executor
+            assert token not in json.dumps(list(job_pods.values())) and "CI_JOB_TOKEN" not in json.dumps(list(job_pods.values()))
 
             def scaled_to_zero() -> bool:
                 left = [k8s_cluster.kubectl("get", "pods,secrets", "-n", ns, "-l", label, "-o", "name").stdout.split() for label in (RUNNER_LABEL, JOB_OF_LABEL)]
