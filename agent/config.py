@@ -232,13 +232,13 @@ class RunnerConfig(Frozen):
     )
     helper_image: str | None = Field(
         None,
-        description="Helper image of the docker executor (git, artifacts, cache); None: gitlab-runner's "
-        "default from registry.gitlab.com, matching the runner's version.",
+        description="Helper image of the docker executor and of Kubernetes job pods (git, artifacts, cache); None: "
+        "gitlab-runner's default from registry.gitlab.com, matching the runner's version.",
     )
     pull_policy: Literal["always", "if-not-present", "never"] = Field(
         "if-not-present",
-        description="When the docker executor pulls job and helper images: if-not-present starts jobs "
-        "without a registry round trip; always suits moving tags; never uses local images only.",
+        description="When the docker executor (or a Kubernetes job pod) pulls job and helper images: if-not-present "
+        "starts jobs without a registry round trip; always suits moving tags; never uses local images only.",
     )
     unhealthy_interval: PositiveFloat = Field(
         15,

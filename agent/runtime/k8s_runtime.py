@@ -275,6 +275,7 @@ class KubernetesRuntime:
             where, namespace=k8s.namespace, service_account=k8s.service_account, image=self.config.job_image,
             labels={JOB_OF_LABEL: spec.name, OWNER_LABEL: self.hostname},
             cpu=f"{spec.cpus:g}" if spec.cpus else None, memory=f"{spec.memory_mb}Mi" if spec.memory_mb else None,
+            helper_image=self.config.helper_image, pull_policy=self.config.pull_policy,
         )  # fmt: skip
         if claim_template is not None:
             section = with_gpu_claim(section, claim_template)

@@ -146,17 +146,32 @@ def placement(tags: frozenset[str], arch: str | None, gpu: GpuProfile | None, pr
 POD_SPEC_FEATURE_FLAG = "FF_USE_ADVANCED_POD_SPEC_CONFIGURATION"
 
 
+# How often gitlab-runner looks at a job pod that has not started (common/config.go
+# GetPollInterval; its default, common/consts.go KubernetesPollInterval, is 3 s): each look it
+# misses is up to that much added to a job's start.
+POLL_INTERVAL_S = 1
+
+
 def kubernetes_section(where: Placement, *, namespace: str, service_account: str, image: str, labels: dict[str, str],
-                       tolerations: dict[str, str] | None = None, cpu: str | None = None, memory: str | None = None) -> dict[str, object]:  # fmt: skip
+                       tolerations: dict[str, str] | None = None, cpu: str | None = None, memory: str | None = None,
+                       helper_image: str | None = None, pull_policy: str | None = None) -> dict[str, object]:  # fmt: skip
     """The `[runners.kubernetes]` table of one runner's config.toml (keys of gitlab-runner's
-    common/config.go KubernetesConfig): its job pods in `namespace` under `service_account`,
-    placed by `where`, never privileged. `tolerations`: gitlab-runner's form, `"key=value" =
-    "Effect"`. A GPU limit is a strategic-merge patch of the build container, so the device
-    plugin, not the runner, hands the device over."""
+    common/config.go KubernetesConfig, checked by the gitlab-runner double's table): its job pods
+    in `namespace` under `service_account`, placed by `where`, never privileged. `tolerations`:
+    gitlab-runner's form, `"key=value" = "Effect"`. A GPU limit is a strategic-merge patch of the
+    build container, so the device plugin, not the runner, hands the device over (the caller
+    turns POD_SPEC_FEATURE_FLAG on: without it gitlab-runner ignores pod_spec). `helper_image`:
+    the job pods' helper container (gitlab-runner's default is on registry.gitlab.com);
+    `pull_policy`: always, if-not-present or never, the job pods' imagePullPolicy."""
     section: dict[str, object] = {
         "namespace": namespace, "service_account": service_account, "image": image, "privileged": False,
         "allow_privilege_escalation": False, "pod_labels": dict(labels), "node_selector": dict(where.node_selector),
+        "poll_interval": POLL_INTERVAL_S,
     }  # fmt: skip
+    if helper_image:
+        section["helper_image"] = helper_image
+    if pull_policy:
+        section["pull_policy"] = [pull_policy]
     if tolerations:
         section["node_tolerations"] = dict(tolerations)
     if cpu:
@@ -218,7 +233,10 @@ def manager_pod(name: str, namespace: str, *, image: str, service_account: str, 
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {RUNNER_LABEL: name, OWNER_LABEL: owner}, "annotations": dict(annotations)},
         "spec": {
-            "serviceAccountName": service_account, "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
+            # the runners' ServiceAccount mounts no token by default (the chart's), so that job pods
+            # get none; the manager alone needs one, to create its job pods (in-cluster config)
+            "serviceAccountName": service_account, "automountServiceAccountToken": True,
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": grace_seconds,
             "enableServiceLinks": False, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "initContainers": [{
                 "name": "config", "image": image, "command": ["cp", *(f"/run/secrets/runner/{f}" for f in files), f"{config_dir}/"],

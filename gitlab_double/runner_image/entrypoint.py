@@ -45,6 +45,8 @@ differ, and is at least as strict. Each rule names the gitlab-runner source file
   (helpers/container/helperimage/info.go), which this machine cannot pull;
 - ``pre_build_script`` runs in the build container before the script (common/build.go); the
   job's containers are removed after the job, its cache volumes are kept;
+- the kubernetes executor (executors/kubernetes/): each job a pod created through the API from
+  ``[runners.kubernetes]``, then deleted: kubernetes_executor.py beside this file, with its rules;
 - TLS (network/client.go): the CA of <host> is /etc/gitlab-runner/certs/<host>.crt;
 - the job protocol (network/gitlab.go): POST /api/v4/jobs/request, PATCH /api/v4/jobs/:id/trace with
   Content-Range, PUT /api/v4/jobs/:id with state, failure_reason, exit_code and output checksum.
@@ -53,6 +55,7 @@ differ, and is at least as strict. Each rule names the gitlab-runner source file
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import hashlib
 import os
@@ -383,7 +386,7 @@ class Runner:
 
     # --- the loop ----------------------------------------------------------------------------
     def serve(self, max_builds: int) -> int:
-        log(f"Starting runner for {self.url} with token {short_token(self.token)} ... (executor docker)")
+        log(f"Starting runner for {self.url} with token {short_token(self.token)} ... (executor {self.entry.get('executor')})")
         done = 0
         while not self.draining.is_set():
             if self.failures >= self.unhealthy_limit and not self.single:
@@ -425,7 +428,7 @@ class Runner:
             "info": {
                 "name": "gitlab-runner", "version": VERSION, "revision": REVISION, "platform": "linux",
                 "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-                "executor": "docker", "shell": "bash",
+                "executor": str(self.entry.get("executor") or "docker"), "shell": "bash",
                 "features": {"variables": True, "image": True, "services": True, "artifacts": True, "cache": True,
                              "shared": False, "upload_multiple_artifacts": True, "upload_raw_artifacts": True,
                              "session": False, "terminal": False, "refspecs": True, "masking": True, "proxy": False,
@@ -761,6 +764,8 @@ class Runner:
     def execute(self, job: Job) -> None:
         if self.entry.get("executor") == "shell":
             return self.execute_shell(job)
+        if self.entry.get("executor") == "kubernetes":
+            return self.execute_kubernetes(job)
         payload = job.payload
         image_def = payload.get("image") or {}
         image = image_def.get("name") or self.docker_table.get("image")
@@ -799,6 +804,48 @@ class Runner:
         if code != 0:
             raise JobFailure("script_failure", f"exit code {code}", exit_code=code)
 
+    def execute_kubernetes(self, job: Job) -> None:
+        """The job as a job pod (kubernetes_executor.py), deleted after the job."""
+        kx = kubernetes_executor()
+        payload = job.payload
+        deadline = time.monotonic() + float((payload.get("runner_info") or {}).get("timeout") or 3600)
+        project_dir = f"{kx.BUILDS_DIR}/{job.variable('CI_PROJECT_PATH', 'project')}"
+        variables = [(str(v["key"]), str(v.get("value") or "")) for v in payload.get("variables") or []]
+        variables += [("CI_PROJECT_DIR", project_dir), ("CI_BUILDS_DIR", kx.BUILDS_DIR)]
+        exports = "\n".join(f"export {k}={shell_quote(v)}" for k, v in variables if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k))
+        if job.variable("GIT_STRATEGY", "fetch") == "none":
+            sources = 'echo "Skipping Git repository setup"; mkdir -p "$CI_PROJECT_DIR"'
+        else:
+            git = payload.get("git_info") or {}
+            repo = remote_url(self.entry.get("clone_url"), str(git.get("repo_url", "")), job.variable("CI_PROJECT_PATH"), job.token)
+            sources = (f'rm -rf "$CI_PROJECT_DIR" && git clone --depth {int(git.get("depth") or 20)} -b {git.get("ref", "main")} '
+                       f'{shell_quote(repo)} "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && git checkout -q {git.get("sha", "HEAD")}')  # fmt: skip
+        lines, after = self.script_lines(job)
+        scripts = kx.stage_scripts(exports, sources, "\n".join(lines), "\n".join(after))
+        try:
+            built = kx.job_pod(self.entry, payload, short_token=short_token(self.token), version=VERSION, scripts=scripts)
+        except kx.ExecutorProblem as exc:
+            raise JobFailure("runner_system_failure", str(exc)) from None
+        self.write(job, f"Preparing the \"kubernetes\" executor\nUsing Kubernetes namespace: {built.pod['metadata']['namespace']}\n")
+        for warning in built.warnings:
+            self.write(job, f"WARNING: {warning}\n")
+
+        def stop() -> str | None:
+            return "aborted" if self.aborting.is_set() else "canceled" if job.canceled.is_set() else None
+
+        try:
+            code = asyncio.run(kx.run_job_pod(self.entry, built, write=lambda text: self.write(job, text), stop=stop, deadline=deadline))
+        except kx.ExecutorProblem as exc:
+            raise JobFailure("runner_system_failure", str(exc)) from None
+        except kx.PodFailure as exc:
+            if exc.reason == "aborted":
+                raise Aborted() from None
+            if exc.reason == "canceled":
+                raise Canceled() from None
+            raise JobFailure(exc.reason, str(exc), exc.exit_code) from None
+        if code != 0:
+            raise JobFailure("script_failure", f"exit code {code}", exit_code=code)
+
     def execute_shell(self, job: Job) -> None:
         deadline = time.monotonic() + float((job.payload.get("runner_info") or {}).get("timeout") or 3600)
         if job.variable("GIT_STRATEGY", "fetch") != "none":
@@ -810,6 +857,17 @@ class Runner:
             self.run_local(job, "\n".join(after), deadline)
         if code != 0:
             raise JobFailure("script_failure", f"exit code {code}", exit_code=code)
+
+
+def kubernetes_executor() -> Any:
+    """kubernetes_executor.py beside this file (it needs kubernetes_asyncio, which only the image
+    of the Kubernetes manager pod has: imported when a runner uses that executor)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import kubernetes_executor as module
+
+    return module
 
 
 def platform_aware_lookup(version: str, api: tuple[int, int]) -> bool:
@@ -893,8 +951,8 @@ def main(argv: list[str] | None = None) -> int:
             fatal("Missing Executor")
         runner = Runner(entry, single=True, shutdown_timeout_s=DEFAULT_SHUTDOWN_TIMEOUT_S, check_interval_s=CHECK_INTERVAL_S)
         max_builds = opts.max_builds
-    if entry.get("executor") not in ("docker", "shell"):
-        fatal(f"this double implements the docker and shell executors only, not {entry.get('executor')!r}")
+    if entry.get("executor") not in ("docker", "shell", "kubernetes"):
+        fatal(f"this double implements the docker, shell and kubernetes executors only, not {entry.get('executor')!r}")
     signal.signal(signal.SIGQUIT, runner.on_quit)
     signal.signal(signal.SIGTERM, runner.on_term)
     signal.signal(signal.SIGINT, runner.on_term)

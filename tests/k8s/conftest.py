@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from ci_policy import IN_CI, require
 from k8s.cluster import REPO, Cluster, build_binaries, down, up
+from k8s.images import agent_test_archive, busybox_archive, runner_double_archive
 
 LOCK = Path("/run/lock/autogit-k8s.lock")
 
@@ -113,3 +114,29 @@ def helm_binary() -> Path:
         cached = build_binaries()
     require((cached / "bin/helm").exists(), "helm is not built yet: run scripts/k8s-build")
     return cached / "bin/helm"
+
+
+@pytest.fixture(scope="session")
+def agent_image_archive() -> Path:
+    """scripts/k8s-agent-image's archive of this checkout (amd64 and arm64)."""
+    out = subprocess.run([str(REPO / "scripts/k8s-agent-image")], capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def agent_image(k8s_cluster: Cluster, agent_image_archive: Path) -> str:
+    """The agent image in the cluster's containerd, named by its content (tests/k8s/images.py
+    agent_test_archive): other checkouts' tests on the shared cluster import their own."""
+    name, archive = agent_test_archive(agent_image_archive)
+    k8s_cluster.import_image(archive, all_platforms=True)
+    return name
+
+
+@pytest.fixture(scope="session")
+def runner_double_image(k8s_cluster: Cluster, agent_image_archive: Path) -> str:
+    """The gitlab-runner double as a manager pod's image (tests/k8s/images.py), and busybox for job pods."""
+    name, archive = runner_double_archive(agent_image_archive)
+    k8s_cluster.import_image(archive, all_platforms=True)
+    k8s_cluster.import_image(busybox_archive())
+    return name

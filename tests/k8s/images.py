@@ -145,3 +145,75 @@ def runner_stand_in_archive(busybox: Path = Path("/bin/busybox")) -> bytes:
     links = {f"bin/{applet}": "busybox" for applet in applets}
     layer = _layer(files, links, ("bin", "usr", "usr/bin", "tmp", "etc"))
     return bytes(docker_archive(layer, RUNNER_STAND_IN_IMAGE, "linux/amd64", {"Entrypoint": ["/usr/bin/stand-in"], "Env": [_PATH]}))
+
+
+# --- the gitlab-runner double as a manager pod's image (test only) -----------------------------------
+
+RUNNER_DOUBLE_REPO = "autogit.local/runner-double"
+AGENT_TEST_REPO = "autogit.local/agent"
+_SITE = "/opt/autogit/site"
+# What gitlab-runner's image gives a manager pod (k8s_runtime manager_pod): `gitlab-runner` as the
+# entry point (`run --config … --working-directory …`) and `kill`, which the agent's stops run
+# through pods/exec (`kill -QUIT 1`, `kill -TERM 1`). The double itself is in the agent image's
+# autogit package (package data); this layer only names it. The product image gets neither.
+_GITLAB_RUNNER = f"""#!/usr/bin/python3
+# AutoGit's gitlab-runner DOUBLE (test image only; not GitLab Runner)
+import runpy, sys
+sys.argv[0] = "gitlab-runner"
+runpy.run_path("{_SITE}/autogit/gitlab_double/runner_image/entrypoint.py", run_name="__main__")
+""".encode()
+_KILL = b"""#!/usr/bin/python3
+# kill [-SIGNAL] PID...: procps is not in the agent's minbase rootfs
+import os, signal, sys
+args = sys.argv[1:]
+sig = signal.SIGTERM
+if args and args[0].startswith("-"):
+    name = args.pop(0)[1:]
+    sig = int(name) if name.isdigit() else signal.Signals["SIG" + name.upper().removeprefix("SIG")]
+for pid in args:
+    os.kill(int(pid), sig)
+"""
+
+
+def _amd64_image(agent_oci: Path) -> tuple[list[bytes], dict[str, object]]:
+    """The layers and image config of the agent image's linux/amd64 manifest."""
+    import json
+
+    with tarfile.open(agent_oci) as archive:
+        def blob(digest: str) -> bytes:
+            member = archive.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            assert member is not None
+            return member.read()
+
+        top = json.loads(archive.extractfile("index.json").read())  # type: ignore[union-attr]
+        index = json.loads(blob(top["manifests"][0]["digest"]))
+        entry = next(m for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+        manifest = json.loads(blob(entry["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))["config"]
+        return [blob(layer["digest"]) for layer in manifest["layers"]], config
+
+
+def _tag(*layers: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"".join(hashlib.sha256(layer).digest() for layer in layers)).hexdigest()[:16]
+
+
+def agent_test_archive(agent_oci: Path) -> tuple[str, bytes]:
+    """(name, OCI archive): the agent image's amd64 layers under a name of their content, so that
+    tests on the shared cluster never run another checkout's agent image of the same version."""
+    layers, config = _amd64_image(agent_oci)
+    name = f"{AGENT_TEST_REPO}:{_tag(*layers)}"
+    return name, oci_archive(name, [("linux/amd64", layers, config)])
+
+
+def runner_double_archive(agent_oci: Path) -> tuple[str, bytes]:
+    """(name, OCI archive): the agent image's amd64 layers plus one test-only layer making the
+    gitlab-runner double (with its Kubernetes executor) the entry point, as gitlab-runner's image
+    has it."""
+    layers, config = _amd64_image(agent_oci)
+    extra = _layer({"usr/bin/gitlab-runner": (_GITLAB_RUNNER, 0o755), "usr/bin/kill": (_KILL, 0o755)}, {}, ("usr", "usr/bin"))
+    # root, as gitlab-runner's own image runs: the manager pod's Secret volume is 0400 root's (manager_pod)
+    image_config = dict(config) | {"Entrypoint": ["/usr/bin/gitlab-runner"], "Cmd": ["run"], "WorkingDir": "/tmp", "User": "0:0"}
+    name = f"{RUNNER_DOUBLE_REPO}:{_tag(*layers, extra)}"
+    return name, oci_archive(name, [("linux/amd64", [*layers, extra], image_config)])

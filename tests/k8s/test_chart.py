@@ -145,6 +145,23 @@ def test_the_rendered_agent_yaml_is_accepted_by_the_agents_own_parser(helm_binar
     assert str(config.state_file).startswith("/var/lib/autogit/")  # on the writable emptyDir, not the read-only root
 
 
+def test_the_runners_values_become_the_kubernetes_runtimes_settings(helm_binary: Path) -> None:
+    def agent_config(*sets: str) -> Any:
+        [cm] = [d for d in by_kind(render(helm_binary, *FULL, *sets), "ConfigMap") if "agent.yaml" in d["data"]]
+        return parse_config(cm["data"]["agent.yaml"], "chart")
+
+    config = agent_config("runners.namespace=ci-jobs", "runners.image=local/runner:1", "runners.helperImage=local/helper:1",
+                          "runners.jobImage=local/job:1", "runners.jobPullPolicy=never", "runners.imagePullPolicy=Never")  # fmt: skip
+    runner = config.runner
+    assert runner.runtime == "kubernetes" and runner.kubernetes.kubeconfig is None  # the agent's in-cluster ServiceAccount
+    assert (runner.kubernetes.namespace, runner.kubernetes.service_account, runner.kubernetes.image_pull_policy) == ("ci-jobs", "rel-autogit-runner", "Never")
+    assert (runner.image, runner.helper_image, runner.job_image, runner.pull_policy) == ("local/runner:1", "local/helper:1", "local/job:1", "never")
+    assert config.fleet.enabled is False  # a presence registration would outlive `helm uninstall`
+    assert agent_config("config.fleet.enabled=true").fleet.enabled is True
+    docker = agent_config("runners.runtime=docker").runner
+    assert docker.runtime == "docker" and str(docker.docker.config_dir) == "/var/lib/autogit/runners"
+
+
 def test_ingress_routes_only_the_webhook_with_cert_manager_tls(helm_binary: Path) -> None:
     [ingress] = by_kind(render(helm_binary, *FULL), "Ingress")
     assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"

@@ -35,22 +35,8 @@ async def test_a_pending_job_gets_a_runner_pod_which_is_drained_and_removed_when
     sim = GitLabSimulator(host="127.0.0.1")
     await sim.start()
     hostname = f"t{uuid.uuid4().hex[:8]}"
-    config = AgentConfig.model_validate({
-        "hostname": hostname,
-        "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 3, "max_retries": 0},
-        "scaling": {"max_runners": 2, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
-        "fleet": {"enabled": False},
-        "runner": {"runtime": "kubernetes", "image": RUNNER_STAND_IN_IMAGE, "drain_timeout": 600, "force_timeout": 10,
-                   "kubernetes": {"namespace": k8s_namespace, "kubeconfig": str(k8s_cluster.kubeconfig), "service_account": "default",
-                                  "image_pull_policy": "Never"}},
-    })  # fmt: skip
-    cpu = observe_cpu()
-    host = Host(hostname=hostname, arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
-    runtime = build_runtime(config, hostname, host)
-    assert isinstance(runtime, KubernetesRuntime)
-    gitlab = GitLabAdapter(config.gitlab, SecretStr(sim.private_token))
-    state = AgentState()
-    reconciler = Reconciler(config, state, runtime, gitlab, lambda: host)
+    runtime, state, reconciler = agent_on(k8s_cluster, sim, sim.url, hostname, {"image": RUNNER_STAND_IN_IMAGE},
+                                          {"namespace": k8s_namespace, "service_account": "default"})  # fmt: skip
 
     async def until(what: str, done: Callable[[list[RunnerInstance]], bool], timeout: float = 120) -> list[RunnerInstance]:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -78,15 +64,36 @@ async def test_a_pending_job_gets_a_runner_pod_which_is_drained_and_removed_when
         left = k8s_cluster.kubectl("get", "pods,secrets", "-n", k8s_namespace, "-l", f"{OWNER_LABEL}={hostname}", "-o", "name")
         assert left.stdout.strip() == ""
     finally:
-        for r in await _safe_list(runtime):
-            await runtime.remove(r.name)
-        await runtime.close()
+        await remove_all(runtime)
         await sim.stop()
 
 
-async def _safe_list(runtime: KubernetesRuntime) -> list[Any]:
-    """What is left after a failure, for the clean-up (the namespace's deletion takes the rest)."""
+def agent_on(cluster: Cluster, sim: GitLabSimulator, gitlab_url: str, hostname: str, runner: dict[str, Any],
+             kubernetes: dict[str, Any]) -> tuple[KubernetesRuntime, AgentState, Reconciler]:  # fmt: skip
+    """The agent's runtime and reconciler as the daemon builds them, on the test cluster through its
+    kubeconfig, with short timeouts; `runner` and `kubernetes` add to its runner settings."""
+    config = AgentConfig.model_validate({
+        "hostname": hostname,
+        "gitlab": {"url": gitlab_url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 0.5, "request_timeout": 3, "max_retries": 0},
+        "scaling": {"max_runners": 2, "idle_timeout": 2, "runner_cpus": 0, "runner_memory_mb": 0, "reserved_cpus": 0, "reserved_memory_mb": 0},
+        "fleet": {"enabled": False},
+        "runner": {"runtime": "kubernetes", "drain_timeout": 600, "force_timeout": 10,
+                   "kubernetes": {"kubeconfig": str(cluster.kubeconfig), "image_pull_policy": "Never"} | kubernetes} | runner,
+    })  # fmt: skip
+    cpu = observe_cpu()
+    host = Host(hostname=hostname, arch=cpu.arch, emulated=cpu.emulated, cpus=cpu.cpus, memory_mb=cpu.memory_mb)
+    runtime = build_runtime(config, hostname, host)
+    assert isinstance(runtime, KubernetesRuntime)
+    state = AgentState()
+    return runtime, state, Reconciler(config, state, runtime, GitLabAdapter(config.gitlab, SecretStr(sim.private_token)), lambda: host)
+
+
+async def remove_all(runtime: KubernetesRuntime) -> None:
+    """Remove what is left after a failure and close the runtime (the namespace's deletion takes the rest)."""
     try:
-        return await runtime.list()
+        left = await runtime.list()
     except AdapterError:
-        return []
+        left = []
+    for r in left:
+        await runtime.remove(r.name)
+    await runtime.close()

@@ -11,7 +11,7 @@ Each row: the table's path (`config`, `runners`, `runners.docker`, ...), the key
 and the field's Go type as written in the source, with named non-struct types of config.go
 resolved to what they are (`DockerPullPolicy` -> `string`); `StringOrArray` stays itself (its
 UnmarshalTOML takes a string or an array of strings). A struct type this table does not expand
-(the executors AutoScaling never writes: kubernetes, ssh, machine, ...) keeps its Go name; the
+(the executors AutoScaling never writes: ssh, machine, ...; of kubernetes, the tables the agent writes) keeps its Go name; the
 double and the Go decoding test take it as a table they do not model.
 """
 
@@ -30,6 +30,16 @@ TABLES = {
     "runners.docker.services": "Service", "runners.cache": "CacheConfig", "runners.cache.s3": "CacheS3Config",
     "runners.cache.gcs": "CacheGCSConfig", "runners.cache.azure": "CacheAzureConfig",
     "runners.custom_build_dir": "CustomBuildDir", "runners.instance": "InstanceConfig",
+    # the Kubernetes executor's keys AutoGit writes (agent/runtime/kubernetes.py kubernetes_section)
+    "runners.kubernetes": "KubernetesConfig", "runners.kubernetes.affinity": "KubernetesAffinity",
+    "runners.kubernetes.affinity.node_affinity": "KubernetesNodeAffinity",
+    "runners.kubernetes.affinity.node_affinity.required_during_scheduling_ignored_during_execution": "NodeSelector",
+    "runners.kubernetes.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms": "NodeSelectorTerm",
+    "runners.kubernetes.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms.match_expressions":
+        "NodeSelectorRequirement",
+    "runners.kubernetes.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms.match_fields":
+        "NodeSelectorRequirement",
+    "runners.kubernetes.pod_spec": "KubernetesPodSpec",
 }  # fmt: skip
 
 

@@ -6,6 +6,8 @@ a missing label fails); tests/k8s/test_k8s_placement.py holds the real scheduler
 
 from __future__ import annotations
 
+import tomllib
+
 from typing import Any
 
 from hypothesis import given
@@ -91,9 +93,11 @@ def test_no_gpu_means_only_the_architecture() -> None:
 # gitlab-runner's KubernetesConfig keys (common/config.go, `toml:` tags) that the agent writes,
 # and the nested NodeSelectorRequirement / KubernetesPodSpec keys: a key outside these would be
 # ignored by the real runner (the double refuses unknown keys, as ADR-007 asks).
-RUNNER_KUBERNETES_KEYS = {"namespace", "service_account", "image", "privileged", "allow_privilege_escalation", "pod_labels",
-                          "node_selector", "node_tolerations", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
-                          "affinity", "pod_spec"}  # fmt: skip
+def _runner_kubernetes_keys() -> set[str]:
+    """gitlab-runner's KubernetesConfig keys (common/config.go), as the gitlab-runner double's table has them."""
+    from unit.test_runner_config import runner_double
+
+    return set(runner_double.CONFIG_TYPES["runners.kubernetes"])
 
 
 def test_the_runner_section_uses_only_gitlab_runner_keys_and_patches_the_gpu_limit_in() -> None:
@@ -108,7 +112,7 @@ def test_the_runner_section_uses_only_gitlab_runner_keys_and_patches_the_gpu_lim
     where = placement(frozenset({"gpu", "vram-ge-40g", "cc-ge-9.0"}), "amd64", gpu)
     section = kubernetes_section(where, namespace="ci", service_account="autogit-runner", image="debian:bookworm-slim",
                                  labels={"autogit.io/runner": "r1"}, tolerations={"nvidia.com/gpu": "NoSchedule"}, cpu="1", memory="2Gi")  # fmt: skip
-    assert set(section) <= RUNNER_KUBERNETES_KEYS
+    assert set(section) <= _runner_kubernetes_keys()
     assert section["privileged"] is False and section["allow_privilege_escalation"] is False
     terms = section["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]["node_selector_terms"]
     assert len(terms) == 2 and all({"key", "operator"} <= set(e) <= {"key", "operator", "values"} for t in terms for e in t["match_expressions"])
@@ -117,5 +121,8 @@ def test_the_runner_section_uses_only_gitlab_runner_keys_and_patches_the_gpu_lim
     assert json.loads(patch["patch"]) == {"containers": [{"name": "build", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
     text = tomli_w.dumps({"runners": [{"name": "r1", "executor": "kubernetes", "kubernetes": section}]})
     assert "[runners.kubernetes]" in text and "hostPath" not in text and "/dev/" not in text
+    from unit.test_runner_config import runner_double
+
+    runner_double.validate(tomllib.loads(text))  # every key and type as gitlab-runner decodes them
     plain = kubernetes_section(placement(frozenset({"arm64"}), "arm64", None), namespace="ci", service_account="sa", image="i", labels={})
     assert "pod_spec" not in plain and "affinity" not in plain and plain["node_selector"] == {"kubernetes.io/arch": "arm64"}

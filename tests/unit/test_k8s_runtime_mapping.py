@@ -246,9 +246,8 @@ def test_a_private_ca_travels_in_the_secret_and_is_copied_beside_the_config() ->
 
 
 def test_every_key_written_is_one_gitlab_runner_knows() -> None:
-    """The gitlab-runner double's tables (from common/config.go): the top-level and [[runners]] keys
-    and its validation. The [runners.kubernetes] keys are checked where the double gains the
-    Kubernetes executor (ADR-013, what remains)."""
+    """The gitlab-runner double's tables (from common/config.go): the top-level, [[runners]] and
+    [runners.kubernetes] keys (with its affinity and pod_spec tables) and their Go types."""
     from unit.test_runner_config import runner_double
 
     for variant in (spec(), spec(ca_pem="-----BEGIN CERTIFICATE-----\n"), spec(platform="linux/riscv64", kind=RunnerKind.EMULATED)):

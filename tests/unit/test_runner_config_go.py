@@ -23,7 +23,10 @@ from pydantic import SecretStr
 
 from autogit.agent.config import RunnerConfig
 from autogit.agent.model import Gpu, RunnerKind
+from autogit.agent.inventory.kubernetes import GpuProfile
 from autogit.agent.runtime.docker import DockerRuntime, RunnerSpec
+from autogit.agent.runtime.k8s_runtime import KubernetesRuntime
+from autogit.agent.runtime.kubernetes import POD_SPEC_FEATURE_FLAG, kubernetes_section, placement
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKER = REPO / "tests" / "real_runner" / "configcheck"
@@ -123,6 +126,16 @@ def variants() -> dict[str, dict]:
                 out[f"{label}-cdi{cdi}-{gpu.id if gpu else 'cpu'}"] = runtime.render_config(spec(gpu, clone_url="http://gitlab.lan/gitlab", ca_pem=CA))
             for platform in ("linux/arm64", "linux/riscv64"):
                 out[f"{label}-cdi{cdi}-emulated-{platform}"] = runtime.render_config(spec(kind=RunnerKind.EMULATED, platform=platform))
+    # the Kubernetes runtime's [runners.kubernetes], and a GPU one as kubernetes_section writes it
+    k8s = KubernetesRuntime(RunnerConfig(runtime="kubernetes", helper_image="local/helper:1"), "h")
+    for platform in ("linux/amd64", "linux/arm64"):
+        out[f"kubernetes-{platform}"] = k8s.render_config(spec(platform=platform, ca_pem=CA))
+    gpu_doc = k8s.render_config(spec())
+    profile = GpuProfile(node="n", resource="nvidia.com/gpu", tags=frozenset(), allocatable=1, used=0, memory_mb=40960)
+    gpu_doc["runners"][0]["kubernetes"] = kubernetes_section(placement(frozenset({"vram-ge-40g", "cc-ge-8.0"}), "amd64", profile), namespace="ci",
+                                                             service_account="sa", image="i", labels={"a": "b"}, tolerations={"k=v": "NoSchedule"})  # fmt: skip
+    gpu_doc["runners"][0]["feature_flags"] = {POD_SPEC_FEATURE_FLAG: True}
+    out["kubernetes-gpu"] = gpu_doc
     return out
 
 
@@ -146,7 +159,8 @@ def test_every_config_toml_the_agent_writes_decodes_in_gitlab_runners_types(conf
         ('[[runners]]\nname = "r"\nunhealthy_interval = "1e+06s"\n', "decoding"),  # not ParseDuration's
         ('[[runners]]\nname = "r"\n[runners.docker]\ncpus = 2\n', "decoding"),  # cpus is a string
         ('[[runners]]\nname = "r"\nplatform = "linux/arm64"\n', "does not read"),  # no such key
-        ('[[runners]]\nname = "r"\n[runners.kubernetes]\nimage = "x"\n', "does not read"),  # a table not modelled
+        ('[[runners]]\nname = "r"\n[runners.kubernetes.dns_config]\nnameservers = ["x"]\n', "does not read"),  # a table not modelled
+        ('[[runners]]\nname = "r"\n[runners.kubernetes]\npoll_interval = "1s"\n', "decoding"),  # an int of seconds
     ],
 )
 def test_the_checker_refuses_what_gitlab_runner_would_not_read(configcheck: Path, tmp_path: Path, toml: str, why: str):

@@ -57,12 +57,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* agent.yaml: the chart's paths and listeners, then the operator's `config` on top. */}}
+{{/* agent.yaml's runner: the runtime (ADR-013: manager pods in the runners' namespace under the
+runners' ServiceAccount, the API server from the agent's own in-cluster ServiceAccount) and images. */}}
+{{- define "autogit.runnerConfig" -}}
+{{- $r := .Values.runners }}
+{{- $runner := dict "runtime" $r.runtime "docker" (dict "config_dir" "/var/lib/autogit/runners") "pull_policy" $r.jobPullPolicy }}
+{{- if eq $r.runtime "kubernetes" }}
+{{- $_ := set $runner "kubernetes" (dict "namespace" (include "autogit.runnersNamespace" .) "service_account" (include "autogit.runnerServiceAccountName" .) "image_pull_policy" $r.imagePullPolicy) }}
+{{- end }}
+{{- with $r.image }}{{ $_ := set $runner "image" . }}{{ end }}
+{{- with $r.jobImage }}{{ $_ := set $runner "job_image" . }}{{ end }}
+{{- with $r.helperImage }}{{ $_ := set $runner "helper_image" . }}{{ end }}
+{{- toYaml $runner }}
+{{- end }}
+
+{{/* agent.yaml: the chart's paths and listeners, then the operator's `config` on top. The fleet's
+presence registration is off: the cluster is one logical agent (its replicas share a Lease), and a
+presence outlives `helm uninstall`; config.fleet.enabled=true joins a fleet of hosts (ADR-009). */}}
 {{- define "autogit.agentConfig" -}}
 {{- $chart := dict
   "api" (dict "socket" "/run/autogit/agent.sock" "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)))
   "webhook" (dict "enabled" .Values.webhook.enabled "listen" (printf "0.0.0.0:%d" (int .Values.webhook.port)) "path" .Values.webhook.path)
-  "runner" (dict "docker" (dict "config_dir" "/var/lib/autogit/runners"))
+  "runner" (include "autogit.runnerConfig" . | fromYaml)
+  "fleet" (dict "enabled" false)
   "state_file" "/var/lib/autogit/state.json" }}
 {{- if .Values.gitlab.url }}
 {{- $_ := set $chart "gitlab" (dict "url" .Values.gitlab.url) }}
