@@ -20,7 +20,6 @@ from typing import Any
 from k8s.cluster import REPO, Cluster
 from k8s.images import runner_stand_in_archive
 from k8s.test_chart_ha import NAME, RELEASE, PodLog, agent_pods, ready, runner_pods, values, wait_for
-from k8s.test_chart_install import agent_image, agent_image_archive  # noqa: F401 - fixtures
 from k8s.test_dra_claims import publish_l4_and_h100, unpublish
 
 from autogit.gitlab_double import GitLabSimulator

@@ -33,7 +33,6 @@ from typing import Any
 import pytest
 from k8s.cluster import REPO, Cluster
 from k8s.images import RUNNER_STAND_IN_IMAGE, runner_stand_in_archive
-from k8s.test_chart_install import agent_image, agent_image_archive  # noqa: F401 - fixtures
 
 from autogit.gitlab_double import GitLabSimulator
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import subprocess
 import time
 from pathlib import Path
 from collections.abc import Callable
