@@ -16,3 +16,12 @@ def test_ruff_is_clean():
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_test_module_has_a_name_of_its_own():
+    """pytest imports test modules by basename (rootdir-relative, no packages): two files of one
+    name in different folders stop the whole collection with "import file mismatch"."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}
