@@ -18,6 +18,7 @@ shared/research/kubernetes.md.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -31,7 +32,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,6 +92,7 @@ class State:
     netns_before: list[str] = field(default_factory=list)
     chains_before: dict[str, list[str]] = field(default_factory=dict)
     host_paths_before: list[str] = field(default_factory=list)
+    etcd_port: int = 0
 
     def save(self) -> None:
         Path(self.dir, "cluster.json").write_text(json.dumps(asdict(self), indent=1))
@@ -128,6 +130,21 @@ class Cluster:
         """Load a `docker save` archive into the cluster's containerd (namespace k8s.io)."""
         extra = ["--all-platforms"] if all_platforms else []
         _run("ctr", "--address", self.dir / "containerd.sock", "-n", "k8s.io", "images", "import", *extra, "-", input=archive, text=False)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd to its current revision (what kube-apiserver does every 5 minutes), so that
+        a watch from an older resourceVersion of an uncached resource (nodes: see the apiserver's
+        --watch-cache-sizes) gets 410 Gone. Returns the revision."""
+        url = f"http://127.0.0.1:{self.state.etcd_port}/v3/kv"
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            req = urllib.request.Request(f"{url}/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return cast(dict[str, Any], json.loads(resp.read()))
+
+        revision = int(post("range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        post("compaction", {"revision": str(revision), "physical": True})
+        return revision
 
     def images(self) -> list[str]:
         out = _run("ctr", "--address", self.dir / "containerd.sock", "-n", "k8s.io", "images", "ls", "-q")
@@ -266,6 +283,8 @@ def _bring_up(state: State, b: Path) -> None:
         _kubeconfig(d / f"{name}.kubeconfig", api_url, pki / "ca.crt", tokens[name], user)
 
     etcd_port, etcd_peer = _free_port(), _free_port()
+    state.etcd_port = etcd_port
+    state.save()
     _start(state, "etcd", [b / "bin/etcd", "--name", "default", "--data-dir", d / "etcd",
         "--listen-client-urls", f"http://127.0.0.1:{etcd_port}", "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
         "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
@@ -319,6 +338,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         "--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", SERVICE_CIDR,
         "--kubelet-preferred-address-types", "Hostname,InternalIP",
         "--kubelet-client-certificate", pki / "apiserver-kubelet-client.crt", "--kubelet-client-key", pki / "apiserver-kubelet-client.key",
+        # nodes are watched from etcd itself (no watch cache): compacting etcd (Cluster.compact_etcd)
+        # then expires an old resourceVersion at once, as a long-running cluster's cache window
+        # does after hours; on a fresh one the cache still holds every event since revision 1
+        "--watch-cache-sizes", "nodes#0",
         "--allow-privileged=true", "--profiling=false", "--v", "1"])  # fmt: skip
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
 

@@ -227,7 +227,10 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
             took = wait_for("the follower to lead", lambda: (r := role_of(cluster, ns, follower)) and r[0] == "leader" and time.monotonic() - deleted,
                             LEASE["leaseDuration"] + 30, explain)  # fmt: skip
             # the status poll (an exec) adds its own seconds: the Lease's own record is the exact bound
-            moved = next((t for t, holder in watch.samples if t >= deleted and holder == follower), None)
+            # (the watch samples with a kubectl call of its own: wait for its sample after the change;
+            # a sample's time is when its read returned, so it bounds the change from above)
+            moved = wait_for("the Lease's sample naming the follower", lambda: next(
+                (t for t, holder in list(watch.samples) if t >= deleted and holder == follower), None), LEASE["leaseDuration"] + 30, explain)  # fmt: skip
             assert moved is not None and moved - deleted <= LEASE["leaseDuration"] + LEASE["retryPeriod"], (moved and moved - deleted, took)
 
             # The Deployment's replacement replica joins as a follower and names the new leader.

@@ -276,8 +276,17 @@ async def test_an_expired_resource_version_is_listed_again(k8s_cluster: Cluster,
     try:
         assert await inventory.wait_known(30), inventory.why_unknown()
         assert inventory.nodes is not None and inventory.nodes.lists == 1
-        inventory.nodes.resource_version = "1"  # as if the agent had been cut off since the cluster's start
-        await _until("the LIST after 410 Gone", lambda: inventory.nodes is not None and inventory.nodes.lists == 2)
+        k8s_cluster.compact_etcd()  # revision 1 is gone from etcd (nodes are not cached: cluster.py)
+        nodes = inventory.nodes
+
+        def cut_off() -> bool:
+            # As if the agent had been cut off since the cluster's start; set again until a watch
+            # starts from it, since an event in the watch in flight moves the version on.
+            if nodes.lists < 2:
+                nodes.resource_version = "1"
+            return nodes.lists == 2
+
+        await _until("the LIST after 410 Gone", cut_off)
         assert inventory.nodes.known and inventory.nodes.resource_version != "1"
         name = own_nodes(nvidia_node(f"view-{mark}-late", count=1))
         await _until("the node created after the re-list", lambda: _node(inventory, name) is not None)
