@@ -212,9 +212,12 @@ async def test_a_network_cut_host_comes_back_without_duplicates(sim_everywhere: 
             after = {h.hostname: set(job_runners(sim, h.hostname)) for h in group.hosts}
             assert any(host_of_job(sim, j) == cut.hostname for j in later), f"the returning host took no share: {after}"
             # Ranked last until its peers have read it again, the returning host started for
-            # nothing they started for too: every runner it registered after its return ran a job.
+            # nothing they started for too: had it duplicated its peers' starts it would have left
+            # one idle runner per job of the burst. One at most: GitLab hands a job to whichever
+            # matching runner asks first, so under load a peer's runner that finished early can take
+            # the job one of its runners was just started for (CI saw it once).
             new_idle = {h.hostname: set(idle_registrations(sim, h.hostname)) - before[h.hostname] for h in group.hosts}
-            assert new_idle[cut.hostname] == set(), f"runners that ran no job after the return: {new_idle}"
+            assert len(new_idle[cut.hostname]) <= 1, f"runners that ran no job after the return: {new_idle}"
             # Between the two that never left, the documented bound: views read at different
             # moments may differ in a host's room (docs/runners/fleet.md, "Duplicates").
             assert sum(len(idle_registrations(sim, h.hostname)) for h in group.hosts) <= 2, after
