@@ -746,6 +746,16 @@ class Runner:
             kwargs["device_requests"] = [request]
         return kwargs
 
+    def sources_script(self, job: Job) -> str:
+        """get_sources, as the helper runs it: nothing with GIT_STRATEGY none, else a shallow
+        clone of the job's ref checked out at its sha (either executor)."""
+        if job.variable("GIT_STRATEGY", "fetch") == "none":
+            return 'echo "Skipping Git repository setup"; mkdir -p "$CI_PROJECT_DIR"'
+        git = job.payload.get("git_info") or {}
+        repo = remote_url(self.entry.get("clone_url"), str(git.get("repo_url", "")), job.variable("CI_PROJECT_PATH"), job.token)
+        return (f'rm -rf "$CI_PROJECT_DIR" && git clone --depth {int(git.get("depth") or 20)} -b {git.get("ref", "main")} '
+                f'{shell_quote(repo)} "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && git checkout -q {git.get("sha", "HEAD")}')  # fmt: skip
+
     def script_lines(self, job: Job) -> tuple[list[str], list[str]]:
         """The build script (pre_build_script, the job's lines echoed, post_build_script) and the
         after_script lines (common/build.go, shells/abstract.go)."""
@@ -780,14 +790,7 @@ class Runner:
         create_platform = self.ensure_image(job, image, image_platform)
 
         # get_sources in the helper (predefined) container
-        strategy = job.variable("GIT_STRATEGY", "fetch")
-        if strategy == "none":
-            sources = 'echo "Skipping Git repository setup"; mkdir -p "$CI_PROJECT_DIR"'
-        else:
-            git = payload.get("git_info") or {}
-            repo = remote_url(self.entry.get("clone_url"), str(git.get("repo_url", "")), job.variable("CI_PROJECT_PATH"), job.token)
-            sources = (f'rm -rf "$CI_PROJECT_DIR" && git clone --depth {int(git.get("depth") or 20)} -b {git.get("ref", "main")} '
-                       f'"{repo}" "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && git checkout -q {git.get("sha", "HEAD")}')  # fmt: skip
+        sources = self.sources_script(job)
         self.write(job, "Getting source from Git repository\n")
         # the helper gets the same host settings as the build container (docker.go createHostConfig),
         # on its native platform
@@ -813,15 +816,8 @@ class Runner:
         variables = [(str(v["key"]), str(v.get("value") or "")) for v in payload.get("variables") or []]
         variables += [("CI_PROJECT_DIR", project_dir), ("CI_BUILDS_DIR", kx.BUILDS_DIR)]
         exports = "\n".join(f"export {k}={shell_quote(v)}" for k, v in variables if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k))
-        if job.variable("GIT_STRATEGY", "fetch") == "none":
-            sources = 'echo "Skipping Git repository setup"; mkdir -p "$CI_PROJECT_DIR"'
-        else:
-            git = payload.get("git_info") or {}
-            repo = remote_url(self.entry.get("clone_url"), str(git.get("repo_url", "")), job.variable("CI_PROJECT_PATH"), job.token)
-            sources = (f'rm -rf "$CI_PROJECT_DIR" && git clone --depth {int(git.get("depth") or 20)} -b {git.get("ref", "main")} '
-                       f'{shell_quote(repo)} "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && git checkout -q {git.get("sha", "HEAD")}')  # fmt: skip
         lines, after = self.script_lines(job)
-        scripts = kx.stage_scripts(exports, sources, "\n".join(lines), "\n".join(after))
+        scripts = kx.stage_scripts(exports, self.sources_script(job), "\n".join(lines), "\n".join(after))
         try:
             built = kx.job_pod(self.entry, payload, short_token=short_token(self.token), version=VERSION, scripts=scripts)
         except kx.ExecutorProblem as exc:
