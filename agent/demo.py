@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,9 +39,11 @@ from .state import AgentState
 if TYPE_CHECKING:
     from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
-__all__ = ["DOUBLE_MISSING", "run_demo"]
+__all__ = ["DOUBLE_MISSING", "run_demo", "start_double"]
 
 DEMO_JOB_IMAGE = "debian:bookworm-slim"
+DOUBLE_HOST = "127.0.0.1"  # the double is reached by the agent and by runners on the host network only
+TOKEN_FILE = "gitlab-admin-token"
 # The doubles are not in the product package (autogit-agent): they come with autogit-agent-demo,
 # or with a source checkout (ADR-012).
 DOUBLE_MISSING = "the GitLab double is not installed: apt install autogit-agent-demo (in a source checkout: ./scripts/dev-setup)"
@@ -137,18 +140,15 @@ def _view(state: AgentState, sim: GitLabSimulator, events: list[Event], started:
 
 
 async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
-    from autogit.gitlab_double.gitlab_sim import GitLabSimulator
-
-    sim = GitLabSimulator(host="127.0.0.1")
-    await sim.start()
+    workdir = Path(tempfile.mkdtemp(prefix="autogit-demo-"))  # 0700
+    sim = await start_double(workdir, console)
     cpu = observe_cpu()
-    workdir = Path(tempfile.mkdtemp(prefix="autogit-demo-"))
     config = AgentConfig.model_validate(
         {
             "hostname": "demo",
             "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 2, "max_retries": 1},
             "scaling": {"max_runners": max(2, min(6, cpu.cpus * 2)), "idle_timeout": 5, "runner_cpus": 0, "runner_memory_mb": 0},
-            "runner": {"image": images["RUNNER_IMAGE"], "job_image": images["JOB_IMAGE"], "network": "host", "config_dir": str(workdir),
+            "runner": {"image": images["RUNNER_IMAGE"], "job_image": images["JOB_IMAGE"], "network": "host", "config_dir": str(workdir / "runners"),
                        "check_interval": 1, "drain_timeout": 600}
                       # the local double: its own helper, and nothing pulled
                       | ({"helper_image": images["HELPER_IMAGE"], "pull_policy": "never"} if "HELPER_IMAGE" in images else {}),
@@ -168,7 +168,7 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
         status, job = await gitlab.get_job(project_id, job_id)
         reconciler.hint_job(status, job)
 
-    secret = SecretStr("demo-webhook-secret")
+    secret = SecretStr(secrets.token_urlsafe(32))  # this run's, as the admin token: nothing well known
     webhook = WebhookListener(config.webhook, secret, state.bus, on_job)
     await webhook.start()
     sim.add_webhook(f"http://127.0.0.1:{webhook.port}{config.webhook.path}", secret.get_secret_value())
@@ -200,6 +200,23 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
     ok = sum(1 for j in sim.jobs if j.status == "success")
     console.print(f"[bold]{ok} jobs succeeded; runners scaled up and back to zero; nothing left behind.[/]")
     return 0 if ok == n_jobs else 1
+
+
+async def start_double(workdir: Path, console: Console) -> GitLabSimulator:
+    """The GitLab double on loopback with a fresh admin token, written for the operator to
+    `workdir`/TOKEN_FILE (0600; mkdtemp makes `workdir` 0700) and said where, never shown. The
+    token reaches the agent in memory and is in no argument, environment variable or log line:
+    whoever holds it can queue jobs that the demo's runners run on this host's network."""
+    from autogit.gitlab_double.admin_token import write_token_file
+    from autogit.gitlab_double.gitlab_sim import GitLabSimulator
+
+    sim = GitLabSimulator(host=DOUBLE_HOST)
+    await sim.start()
+    token_file = workdir / TOKEN_FILE
+    write_token_file(token_file, sim.private_token)
+    console.print(f"[dim]GitLab double (a test double, not GitLab) at {sim.url}, loopback only; its admin token "
+                  f"(PRIVATE-TOKEN for /api/v4 and /_sim/) is in {token_file} until the demo ends[/]")
+    return sim
 
 
 async def _until_scaled_back(live: Live, state: AgentState, sim: GitLabSimulator, events: list[Event], started: float, unservable: list[int]) -> None:

@@ -30,7 +30,8 @@ has no repositories to clone.
 Not modelled: pipelines as objects, artifacts, caches, protected refs (access_level is stored but
 not enforced), subgroups, keyset pagination. (The jobs index is rate-limited per user, as GitLab does.)
 
-Control surface for tests and the demo. This is not GitLab API; it lives under /_sim/:
+Control surface for tests and the demo. This is not GitLab API; it lives under /_sim/ and needs
+the double's admin token (PRIVATE-TOKEN or `Authorization: Bearer`, as the user API), else 401:
   POST /_sim/jobs {project_id, tags, name, script, image_platform?} -> 201 job
   GET  /_sim/state -> jobs (status, runner) and runners (tags)
   POST /_sim/faults {"mode": "500"|"timeout"|"reset"|"none", "seconds": N}: GitLab API answers 500,
@@ -58,6 +59,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from .admin_token import new_admin_token
 from .access import (
     MAINTAINER, OWNER, READ_SCOPES, REPORTER, WRITE_SCOPES, Access, Denied, SimToken, SimUser, not_found,
 )
@@ -67,6 +69,7 @@ __all__ = ["GitLabSimulator", "SimJob", "SimRunner", "SimProject", "WebhookTarge
 log = logging.getLogger(__name__)
 
 API = "/api/v4"
+SIM = "/_sim"  # the double's own control surface, not GitLab API
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 JOB_SCOPES = frozenset(
@@ -224,7 +227,7 @@ class GitLabSimulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        private_token: str = "sim-admin-token",
+        private_token: str | None = None,
         stuck_timeout_s: float = 3600.0,
         runner_online_timeout_s: float = 7200.0,
         trace_update_interval_s: int = 3,
@@ -236,7 +239,10 @@ class GitLabSimulator:
         runner_token_ttl_s: float | None = None,
     ) -> None:
         self.host, self._port = host, port
-        self.private_token = private_token
+        if private_token == "":
+            raise ValueError("private_token is empty: give a token, or None for a fresh random one")
+        # root's token, and the key to /_sim/: a fresh one each run unless given (admin_token.py)
+        self.private_token = private_token if private_token is not None else new_admin_token()
         self.stuck_timeout_s = stuck_timeout_s
         self.runner_online_timeout_s = runner_online_timeout_s
         self.trace_update_interval_s = trace_update_interval_s
@@ -248,7 +254,7 @@ class GitLabSimulator:
         self.access = access or Access()
         if not any(u.username == "root" for u in self.access.users.values()):
             root = self.access.add_user("root", admin=True)
-            self.access.add_token(root, {"api", "read_api", "create_runner", "manage_runner", "admin_mode"}, value=private_token)
+            self.access.add_token(root, {"api", "read_api", "create_runner", "manage_runner", "admin_mode"}, value=self.private_token)
             self.access.add_member(root, group=1, role=OWNER)  # root made the default group
         # lib/api/ci/jobs.rb check_rate_limit!(:jobs_index, scope: current_user): 600 a minute by
         # default (lib/gitlab/application_rate_limiter.rb), self-managed included.
@@ -332,6 +338,11 @@ class GitLabSimulator:
         """Base URL (no /api/v4). A wildcard bind is reached through 127.0.0.1."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self._port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The headers that authenticate as this run's root, on /api/v4 and on /_sim/."""
+        return {"PRIVATE-TOKEN": self.private_token}
 
     def _base(self) -> str:
         """The URL the current request used (a container may reach us by another address)."""
@@ -734,9 +745,13 @@ class GitLabSimulator:
         r.add_route("POST", API + "/jobs/request", self._request_job)
         r.add_route("PATCH", API + "/jobs/{jid:\\d+}/trace", self._patch_trace)
         r.add_route("PUT", API + "/jobs/{jid:\\d+}", self._update_job)
-        r.add_route("POST", "/_sim/jobs", self._sim_add_job)
-        r.add_route("GET", "/_sim/state", self._sim_state)
-        r.add_route("POST", "/_sim/faults", self._sim_faults)
+        control: list[tuple[str, str, Handler]] = [
+            ("POST", "/jobs", self._sim_add_job),
+            ("GET", "/state", self._sim_state),
+            ("POST", "/faults", self._sim_faults),
+        ]
+        for method, path, handler in control:
+            r.add_route(method, SIM + path, self._control(handler))
 
     def _authed(self, handler: Handler) -> Handler:
         """PRIVATE-TOKEN or Bearer: the token's user, and the token's scopes for this request
@@ -744,10 +759,7 @@ class GitLabSimulator:
         api; POST /user/runners also takes create_runner, /runners/:id also manage_runner."""
 
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            token = request.headers.get("PRIVATE-TOKEN") or ""
-            auth = request.headers.get("Authorization", "")
-            if not token and auth.lower().startswith("bearer "):
-                token = auth[7:].strip()
+            token = _presented_token(request)
             route = f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}"
             self.calls[route] = self.calls.get(route, 0) + 1
             try:
@@ -766,6 +778,19 @@ class GitLabSimulator:
                 return await handler(request)
             except Denied as exc:
                 return web.json_response(exc.body, status=exc.status)
+
+        return wrapper
+
+    def _control(self, handler: Handler) -> Handler:
+        """/_sim/ is not GitLab API, and what it queues a runner runs: it answers the holder of
+        this run's admin token only (PRIVATE-TOKEN or Bearer, compared in constant time), so
+        the double is never looser than GitLab, whose admin API wants a token on every call."""
+
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            given = _presented_token(request).encode("utf-8", "surrogateescape")
+            if not given or not secrets.compare_digest(given, self.private_token.encode()):
+                return _error(401, "401 Unauthorized - /_sim/ needs the double's admin token (PRIVATE-TOKEN)")
+            return await handler(request)
 
         return wrapper
 
@@ -1405,6 +1430,15 @@ class GitLabSimulator:
         except ValueError as exc:
             return _error(400, str(exc), key="error")
         return web.json_response({"mode": p.get("mode", "none"), "seconds": float(p.get("seconds", 0))})
+
+
+def _presented_token(request: web.Request) -> str:
+    """The PRIVATE-TOKEN header, else an `Authorization: Bearer` one (lib/gitlab/auth/auth_finders.rb)."""
+    token = request.headers.get("PRIVATE-TOKEN") or ""
+    auth = request.headers.get("Authorization", "")
+    if not token and auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+    return token
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -30,6 +30,8 @@ from ci_policy import require
 from conftest import COMPOSE, DOMAIN, HERE, REPO, STACKS, run_compose
 from dns_wire import query
 
+from autogit.gitlab_double.admin_token import write_token_file
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 LIVE = HERE / "live"
@@ -91,9 +93,11 @@ def live(compose_bin, coredns_bin, traefik_bin, tmp_path_factory):
     gen = subprocess.run([sys.executable, str(root / "scripts/gen-secrets"), "--dev"], capture_output=True, text=True, timeout=120)
     assert gen.returncode == 0, gen.stderr
     shutil.copy(LIVE / "compose.standin.yaml", root / "compose.standin.yaml")
-    env = {"STANDIN_IMAGE": image, "STANDIN_SESSION": secrets.token_urlsafe(24), "GITLAB_DOUBLE_TOKEN": secrets.token_urlsafe(24),
-           "AUTOGIT_REPO": str(REPO)}  # fmt: skip
-    lv = Live(root, [*STACKS["dev"], "compose.standin.yaml"], env, {}, env["STANDIN_SESSION"], env["GITLAB_DOUBLE_TOKEN"], project)
+    # the GitLab double's admin token: a compose secret file in the 0700 secrets/ folder (0600: the double runs as root)
+    token = secrets.token_urlsafe(24)
+    write_token_file(root / "secrets/gitlab_double_token", token)
+    env = {"STANDIN_IMAGE": image, "STANDIN_SESSION": secrets.token_urlsafe(24), "AUTOGIT_REPO": str(REPO)}
+    lv = Live(root, [*STACKS["dev"], "compose.standin.yaml"], env, {}, env["STANDIN_SESSION"], token, project)
     try:
         up = lv.compose(compose_bin, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
         if up.returncode != 0:
@@ -141,6 +145,7 @@ def test_standin_stack_gitlab_double_through_traefik_tls(live):
     assert status == 401 and json.loads(body) == {"message": "401 Unauthorized"}
     status, headers, body = https(live, f"gitlab.{DOMAIN}", "/api/v4/user", {"PRIVATE-TOKEN": live.token})
     assert status == 200 and "username" in json.loads(body)
+    assert https(live, f"gitlab.{DOMAIN}", "/_sim/state")[0] == 401, "the double's control surface wants its token"
     assert headers.get("strict-transport-security", "").startswith("max-age=31536000")  # security-headers middleware
 
 
@@ -224,7 +229,8 @@ def test_standin_stack_redis_requires_its_password(live, compose_bin):
 
 def _post_job(live: Live, job: dict) -> dict:
     """A pending job, added through Traefik with the simulator's own /_sim/jobs (docs/runners/simulator.md)."""
-    status, _, body = https(live, f"gitlab.{DOMAIN}", "/_sim/jobs", {"Content-Type": "application/json"}, "POST", json.dumps(job).encode())
+    status, _, body = https(live, f"gitlab.{DOMAIN}", "/_sim/jobs", {"Content-Type": "application/json", "PRIVATE-TOKEN": live.token},
+                            "POST", json.dumps(job).encode())  # fmt: skip
     assert status == 201, body
     return json.loads(body)
 

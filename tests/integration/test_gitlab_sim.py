@@ -4,6 +4,7 @@ python-gitlab, the real client, and by plain HTTP where the headers themselves a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -294,13 +295,13 @@ def test_job_hooks_carry_the_secret_and_no_tag_list(gitlab_sim: GitLabSimulator,
 # ---------------------------------------------------------------------------------------- faults
 def test_fault_injection_500_then_recovery(gitlab_sim: GitLabSimulator) -> None:
     runner = gl_for(gitlab_sim).user.runners.create({"runner_type": "instance_type"})
-    set_fault = requests.post(f"{gitlab_sim.url}/_sim/faults", json={"mode": "500", "seconds": 1.0}, timeout=10)
+    set_fault = requests.post(f"{gitlab_sim.url}/_sim/faults", json={"mode": "500", "seconds": 1.0}, headers=gitlab_sim.admin_headers, timeout=10)
     assert set_fault.status_code == 200
     with pytest.raises(gitlab.GitlabGetError) as err:
         gl_for(gitlab_sim, retry_transient_errors=False)
     assert err.value.response_code == 500
     assert request_job(gitlab_sim, runner.token).status_code == 500, "runner endpoints fail too"
-    assert requests.get(f"{gitlab_sim.url}/_sim/state", timeout=10).json()["fault"] == "500"
+    assert requests.get(f"{gitlab_sim.url}/_sim/state", headers=gitlab_sim.admin_headers, timeout=10).json()["fault"] == "500"
     wait_for(lambda: request_job(gitlab_sim, runner.token).status_code == 204, timeout=5, what="recovery")
     assert gl_for(gitlab_sim).user is not None
 
@@ -309,7 +310,7 @@ def test_fault_injection_timeout_hangs_the_api(gitlab_sim: GitLabSimulator) -> N
     gitlab_sim.set_fault("timeout", 1.5)
     with pytest.raises(requests.Timeout):
         requests.get(f"{gitlab_sim.url}{API}/user", headers={"PRIVATE-TOKEN": gitlab_sim.private_token}, timeout=0.3)
-    state = requests.get(f"{gitlab_sim.url}/_sim/state", timeout=2)  # the control surface stays up
+    state = requests.get(f"{gitlab_sim.url}/_sim/state", headers=gitlab_sim.admin_headers, timeout=2)  # the control surface stays up
     assert state.status_code == 200 and state.json()["fault"] == "timeout"
     gitlab_sim.set_fault("none")
     assert requests.get(f"{gitlab_sim.url}{API}/user", headers={"PRIVATE-TOKEN": gitlab_sim.private_token},
@@ -319,18 +320,19 @@ def test_fault_injection_timeout_hangs_the_api(gitlab_sim: GitLabSimulator) -> N
 def test_control_surface_enqueues_and_reports(gitlab_sim: GitLabSimulator) -> None:
     made = requests.post(f"{gitlab_sim.url}/_sim/jobs", json={"project_id": 3, "tags": ["riscv64"], "name": "rv",
                                                              "script": ["uname -m"],
-                                                             "image_platform": "linux/riscv64"}, timeout=10)
+                                                             "image_platform": "linux/riscv64"}, headers=gitlab_sim.admin_headers, timeout=10)
     assert made.status_code == 201 and made.json()["tag_list"] == ["riscv64"]
-    state = requests.get(f"{gitlab_sim.url}/_sim/state", timeout=10).json()
+    state = requests.get(f"{gitlab_sim.url}/_sim/state", headers=gitlab_sim.admin_headers, timeout=10).json()
     assert state["jobs"] == [{"id": made.json()["id"], "project_id": 3, "name": "rv", "status": "pending",
                               "tag_list": ["riscv64"], "image_platform": "linux/riscv64", "runner_id": None,
                               "failure_reason": None, "trace_bytes": 0}]
-    bad = requests.post(f"{gitlab_sim.url}/_sim/faults", json={"mode": "explode"}, timeout=10)
+    bad = requests.post(f"{gitlab_sim.url}/_sim/faults", json={"mode": "explode"}, headers=gitlab_sim.admin_headers, timeout=10)
     assert bad.status_code == 400
 
 
 def test_module_entry_point_serves() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "autogit.gitlab_double", "--token", "t0k"],
+    env = {**os.environ, "GITLAB_DOUBLE_TOKEN": "t0k"}  # never on the command line (admin_token.py)
+    proc = subprocess.Popen([sys.executable, "-m", "autogit.gitlab_double"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
