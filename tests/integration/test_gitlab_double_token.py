@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from ci_policy import require
 from rich.console import Console
 
 from autogit.gitlab_double import GitLabSimulator
@@ -31,9 +32,10 @@ SIM_ROUTES = [("POST", "/_sim/jobs", {"project_id": 1, "tags": [], "script": ["i
               ("POST", "/_sim/faults", {"mode": "500", "seconds": 30})]  # fmt: skip
 
 
-def listen_addresses(pid: int, port: int) -> set[str]:
-    """The local addresses `pid` listens on at `port`: its sockets (/proc/<pid>/fd) matched by
-    inode against the kernel's TCP tables, so another process's listener is never counted."""
+def listen_addresses(pid: int, port: int | None) -> set[str]:
+    """The local addresses `pid` listens on at `port` (None: any port): its sockets
+    (/proc/<pid>/fd) matched by inode against the kernel's TCP tables, so another process's
+    listener is never counted."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -47,7 +49,7 @@ def listen_addresses(pid: int, port: int) -> set[str]:
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
             address, hex_port = fields[1].split(":")
-            if fields[3] == "0A" and int(hex_port, 16) == port and fields[9] in inodes:  # 0A: LISTEN
+            if fields[3] == "0A" and port in (None, int(hex_port, 16)) and fields[9] in inodes:  # 0A: LISTEN
                 raw = bytes.fromhex(address)
                 # /proc prints each 32-bit word in host (little-endian) order
                 raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
@@ -295,3 +297,38 @@ async def _token_of_a_demo_double(workdir: Path) -> str:
     sim = await start_double(workdir, Console(file=io.StringIO()))
     await sim.stop()
     return sim.private_token
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_running_demo_keeps_its_double_on_loopback_and_its_token_off_argv_and_env(tmp_path: Path) -> None:
+    """`autogit-agent demo` itself, on this machine's Docker engine: while it runs, every socket
+    it listens on is loopback, its token file is 0600 in a 0700 directory, the token opens /_sim/
+    and is in neither its command line nor its environment; the token never reaches its output,
+    and the file is gone once the demo ends."""
+    require(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no Docker engine (scripts/dev-setup starts it)")
+    require(os.geteuid() == 0, "the demo builds the gitlab-runner double with debootstrap: root")
+    demo = subprocess.Popen([sys.executable, "-m", "autogit.agent.cli", "demo", "--jobs", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=module_env({"COLUMNS": "400"}))  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        line = next((ln for ln in iter(demo.stdout.readline, "") if "admin token" in ln), "")
+        assert "loopback only" in line, line
+        url = line.split(" at ")[1].split(",")[0]
+        token_file = Path(line.rsplit(" is in ", 1)[1].split()[0])
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+        assert token.encode() not in Path(f"/proc/{demo.pid}/cmdline").read_bytes()
+        assert token.encode() not in Path(f"/proc/{demo.pid}/environ").read_bytes()
+        assert listen_addresses(demo.pid, int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
+        assert listen_addresses(demo.pid, None) <= {"127.0.0.1", "::1"}, "the demo listens on loopback only (double and webhook)"
+        assert requests.get(f"{url}/_sim/state", timeout=10).status_code == 401
+        assert requests.get(f"{url}/_sim/state", headers={"PRIVATE-TOKEN": token}, timeout=10).status_code == 200
+        out, err = demo.communicate(timeout=400)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.wait(timeout=60)
+    assert demo.returncode == 0, err[-2000:]
+    assert token not in line + out + err
+    assert not token_file.exists(), "the token file goes with the demo"
