@@ -59,10 +59,10 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from .admin_token import new_admin_token
 from .access import (
     MAINTAINER, OWNER, READ_SCOPES, REPORTER, WRITE_SCOPES, Access, Denied, SimToken, SimUser, not_found,
 )
+from .admin_token import new_admin_token
 
 __all__ = ["GitLabSimulator", "SimJob", "SimRunner", "SimProject", "WebhookTarget", "JOB_SCOPES"]
 
