@@ -99,7 +99,9 @@ class Access:
 
     # --- authentication (lib/gitlab/auth/auth_finders.rb) ----------------------------------------
     def authenticate(self, value: str, today: date) -> tuple[SimUser, SimToken]:
-        token = next((t for t in self.tokens if secrets.compare_digest(t.value.encode(), value.encode())), None)
+        # A header that is not UTF-8 arrives surrogate-escaped; it matches no token (401, not a 500).
+        presented = value.encode("utf-8", "surrogateescape")
+        token = next((t for t in self.tokens if secrets.compare_digest(t.value.encode(), presented)), None)
         if token is None:
             raise Denied(401, {"message": "401 Unauthorized"})
         if token.revoked:

@@ -332,3 +332,11 @@ def test_the_running_demo_keeps_its_double_on_loopback_and_its_token_off_argv_an
     assert demo.returncode == 0, err[-2000:]
     assert token not in line + out + err
     assert not token_file.exists(), "the token file goes with the demo"
+
+
+def test_api_refuses_a_non_utf8_token_with_401(sim: GitLabSimulator) -> None:
+    """GitLab's API answers a token header it cannot match with 401 (lib/gitlab/auth/auth_finders.rb);
+    the double did the same only for UTF-8 headers and gave a 500 for others."""
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=10) as raw:
+        raw.sendall(b"GET " + API.encode() + b"/user HTTP/1.1\r\nHost: x\r\nPRIVATE-TOKEN: \xff\xfe\r\nConnection: close\r\n\r\n")
+        assert raw.recv(64).startswith(b"HTTP/1.1 401"), "a non-UTF-8 API token header is refused"
