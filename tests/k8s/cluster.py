@@ -115,6 +115,10 @@ class Cluster:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return _run(self.bin / "kubectl", "--kubeconfig", self.kubeconfig, *args, input=input, check=check, timeout=timeout)
 
+    def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """A Secret sent on kubectl's stdin: `--from-literal` would put its value in argv, which every user sees."""
+        self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "stringData": data})
+
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 

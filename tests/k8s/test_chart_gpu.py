@@ -34,7 +34,7 @@ def test_the_agent_in_its_pod_plans_a_gpu_job_onto_the_clusters_80_gib_device_th
     installed = False
     try:
         with GitLabSimulator(host="0.0.0.0").running_in_thread() as sim:
-            cluster.kubectl("create", "secret", "generic", "gitlab", "-n", ns, f"--from-literal=gitlab-token={sim.private_token}")
+            cluster.create_secret(ns, "gitlab", {"gitlab-token": sim.private_token})
             chart_values = values(ns, agent_image, f"http://10.244.0.1:{sim.port}")
             chart_values["highAvailability"] = {"enabled": False}
             chart_values["config"]["hostname"] = NAME  # the runners' owner label (HA sets it; one replica would use the pod's name)

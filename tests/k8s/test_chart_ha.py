@@ -175,7 +175,7 @@ def test_deleting_the_leaders_pod_hands_over_to_the_other_replica_with_no_job_lo
     logs: dict[str, PodLog] = {}
     watch = LeaseWatch(cluster, ns)
     with GitLabSimulator(host="0.0.0.0").running_in_thread() as sim:
-        cluster.kubectl("create", "secret", "generic", "gitlab", "-n", ns, f"--from-literal=gitlab-token={sim.private_token}")
+        cluster.create_secret(ns, "gitlab", {"gitlab-token": sim.private_token})
         (tmp_path / "values.json").write_text(json.dumps(values(ns, agent_image, f"http://10.244.0.1:{sim.port}")))
         installed = False
 

@@ -149,7 +149,7 @@ def test_helm_install_serves_a_job_on_the_real_kubelet_scales_to_zero_and_uninst
     with GitLabSimulator(host="0.0.0.0").running_in_thread() as sim:
         gitlab = f"http://10.244.0.1:{sim.port}"  # the host, from a pod, through the CNI bridge
         token = sim.private_token
-        k8s_cluster.kubectl("create", "secret", "generic", "gitlab", "-n", ns, f"--from-literal=gitlab-token={token}")
+        k8s_cluster.create_secret(ns, "gitlab", {"gitlab-token": token})
         values = tmp_path / "values.yaml"
         values.write_text(yaml.safe_dump(_values(agent_image, runner_double_image, gitlab)))
         try:
