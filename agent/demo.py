@@ -148,8 +148,8 @@ async def _demo(n_jobs: int, images: dict[str, str], console: Console) -> int:
             "hostname": "demo",
             "gitlab": {"url": sim.url, "scope": {"kind": "projects", "projects": [1]}, "poll_interval": 2, "max_retries": 1},
             "scaling": {"max_runners": max(2, min(6, cpu.cpus * 2)), "idle_timeout": 5, "runner_cpus": 0, "runner_memory_mb": 0},
-            "runner": {"image": images["RUNNER_IMAGE"], "job_image": images["JOB_IMAGE"], "network": "host", "config_dir": str(workdir / "runners"),
-                       "check_interval": 1, "drain_timeout": 600}
+            "runner": {"image": images["RUNNER_IMAGE"], "job_image": images["JOB_IMAGE"], "check_interval": 1, "drain_timeout": 600,
+                       "docker": {"network": "host", "config_dir": str(workdir / "runners")}}
                       # the local double: its own helper, and nothing pulled
                       | ({"helper_image": images["HELPER_IMAGE"], "pull_policy": "never"} if "HELPER_IMAGE" in images else {}),
             "webhook": {"enabled": True, "listen": "127.0.0.1:0"},

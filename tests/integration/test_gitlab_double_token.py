@@ -331,6 +331,7 @@ def test_the_running_demo_keeps_its_double_on_loopback_and_its_token_off_argv_an
             demo.wait(timeout=60)
     assert demo.returncode == 0, err[-2000:]
     assert token not in line + out + err
+    assert "moved to" not in out + err, "the demo's own config uses the current keys"
     assert not token_file.exists(), "the token file goes with the demo"
 
 
