@@ -84,7 +84,7 @@ def test_a_reader_holding_idle_connections_cannot_lock_out_root(server, read_gro
         # The 32 beyond its quota: at most 4 wait for an answer, the rest are closed at once, and
         # the 4 are closed when their answer deadline passes (they never sent a request).
         wait_for(lambda: hog.check()["closed"] == 32, "the refused connections to be closed", timeout=REFUSAL_TIMEOUT + 5)
-        assert slots(server) == (8, 0)
+        wait_for(lambda: slots(server) == (8, 0), "only the reader's quota held (root's request is over)")
         assert refusals(server, "uid-connections") == 32
         # Its next connection is told why, in one line.
         status, body = request_as(server.path, reader(read_group, 61001))
@@ -100,6 +100,7 @@ def test_readers_filling_every_general_slot_leave_the_admin_reserve(server, read
         status, body = request_as(server.path, reader(read_group, 61004))
         assert status == 503 and "too many connections (limit 16)" in json.loads(body)["error"]["message"]
         assert http(server.path, "GET", "/v1/status")[0] == 200  # root uses the reserve
+        wait_for(lambda: slots(server)[0] == 16, "root's connection to be given back")
         held = []
         try:
             for _ in range(4):  # the whole reserve (4)
