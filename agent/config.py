@@ -20,6 +20,7 @@ from pydantic import (
     AnyHttpUrl,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -286,7 +287,17 @@ class ApiConfig(Frozen):
     admin_group: str = Field("autogit-admin", description="Members (and root) may act through the socket.")
     metrics_listen: str | None = Field(None, description="host:port of an optional TCP listener serving /metrics only.")
     max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest accepted request body.")
-    max_connections: PositiveInt = Field(256, description="Most concurrent socket connections.")
+    max_connections: PositiveInt = Field(
+        256, description="Most concurrent socket connections of readers and admins together (refused peers never hold one)."
+    )
+    max_connections_per_uid: PositiveInt = Field(
+        32, description="Most concurrent socket connections of one uid, root included; event streams count."
+    )
+    admin_reserved_connections: NonNegativeInt = Field(
+        16,
+        description="Connections beyond max_connections that only admins (root, the agent's user, admin_group) may "
+        "open, so readers holding every general slot cannot lock them out.",
+    )
     event_history: PositiveInt = Field(1000, description="Events kept for ?since= replay.")
 
 

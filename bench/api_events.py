@@ -224,7 +224,7 @@ def main() -> None:
     n, subs = args.events, args.subscribers
     expect = str(len(PHASES) * n)
 
-    srv = ServerThread(make_state(history=1000, queue_size=4 * n), api_config(socket_dir(), max_connections=1024)).start()
+    srv = ServerThread(make_state(history=1000, queue_size=4 * n), api_config(socket_dir(), max_connections=1024, max_connections_per_uid=1024)).start()
     try:
         bus = srv.state.bus
         agent = measure(

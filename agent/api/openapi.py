@@ -37,8 +37,8 @@ _SINCE = {
     "name": "since",
     "in": "query",
     "required": False,
-    "description": "Replay kept events with a sequence number above this one first.",
-    "schema": {"type": "integer", "minimum": 0},
+    "description": "Replay kept events with a sequence number above this one first. ASCII digits only, at most 18.",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -69,7 +69,7 @@ _ERROR_TEXT = {
     408: "The request body did not arrive in time.",
     409: "Refused; the agent keeps its current state.",
     413: "Request body too large.",
-    503: "Too many connections, or the agent is stopping.",
+    503: "Too many connections (this uid's api.max_connections_per_uid, or every slot it may use), or the agent is stopping.",
 }
 
 

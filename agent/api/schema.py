@@ -17,11 +17,12 @@ in an action body is an error, not a silent no-op.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..model import BusyEvidence, GpuVendor, RunnerKind, RunnerStatus, WaitReason
 from ..state import AgentPhase, LeaderRole
@@ -530,18 +531,44 @@ class ErrorResponse(Wire):
     error: ErrorBody
 
 
+# Category Cf characters a line may keep: Persian, Indic scripts and emoji sequences need them.
+_JOINERS = frozenset("\u200c\u200d")
+_HIDDEN_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible format character", "Cs": "a surrogate",
+                      "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
+def _hidden_character(text: str) -> str | None:
+    """What the first character of `text` that cannot be shown as it is, is; None: there is none."""
+    for char in text:
+        kind = _HIDDEN_CATEGORIES.get(unicodedata.category(char))
+        if kind is not None and char not in _JOINERS:
+            return f"{kind} (U+{ord(char):04X})"
+    return None
+
+
 class ActionRequest(BaseModel):
     """Optional body of every POST action. Strict: unknown fields are a 400 naming the field."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # One printable line: it ends up in events and the journal, where a newline could forge entries.
     reason: str | None = Field(
         None,
         max_length=500,
-        pattern=r"^[^\x00-\x1f\x7f]*$",
-        description="Why, in one line; recorded in the action's event and the logs.",
+        description="Why, in one line; recorded in the action's event and the logs. Refused (400): control characters "
+        "(C0, DEL, C1), line and paragraph separators, surrogates and invisible format characters (Unicode category Cf: "
+        "bidi overrides, isolates and marks, zero-width spaces, ...) except the zero-width (non-)joiners U+200C and "
+        "U+200D that some scripts and emoji need.",
     )
+
+    @field_validator("reason")
+    @classmethod
+    def _one_visible_line(cls, value: str | None) -> str | None:
+        # It ends up in events, the journal and terminals, where a newline could forge an entry and
+        # a bidi override could show an operator text other than what was stored.
+        bad = None if value is None else _hidden_character(value)
+        if bad is not None:
+            raise ValueError(f"must be one visible line: it holds {bad}")
+        return value
 
 
 class ActionResponse(Wire):

@@ -3,8 +3,12 @@
 It only reads AgentState and calls its action methods; it never calls the reconciler, so a slow
 or hostile client can never slow a reconcile pass. Guards, outermost first:
 
-- socket file 0660, group `api.group` (the kernel's gate), then SO_PEERCRED per connection;
-- connections beyond `api.max_connections` get a 503 JSON answer and are closed;
+- socket file 0660, group `api.group` (the kernel's gate), then the peer's credentials
+  (SO_PEERCRED, SO_PEERGROUPS), read once when the connection opens;
+- connection slots (admission.py): a peer without access never holds one (403, closed); each uid
+  holds at most `api.max_connections_per_uid`; readers share `api.max_connections` and admins
+  may use `api.admin_reserved_connections` more. A refused connection gets a 403/503 JSON answer
+  within `refusal_timeout` and is closed, or is closed at once when many refusals are pending;
 - request line / header sizes (aiohttp's max_line_size / max_field_size / max_headers);
 - slowloris: aiohttp arms its keep-alive timer when a connection opens and data does not
   re-arm it, so a client that trickles headers is closed after `keepalive_timeout`; bodies are
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import stat
 import time
@@ -41,6 +46,7 @@ from ..metrics import AgentMetrics
 from ..state import AgentState, reload_summary
 from ..systemd import listen_fds
 from . import views
+from .admission import Admission, ConnectionSlots, Verdict
 from .auth import Access, Peer, access_for, peer_of
 from .openapi import ROUTES, openapi_document
 from .schema import ActionRequest, ActionResponse, ErrorBody, ErrorResponse, ErrorType, QueueTime
@@ -64,6 +70,7 @@ _STATUS_TYPES = {
 }
 _PEER = web.RequestKey("peer", Peer)
 _ACCESS = web.RequestKey("access", Access)
+_SEQ = re.compile(r"[0-9]{1,18}")  # an event sequence number in a query (never \d: it is Unicode)
 _REFUSAL_EVENT_INTERVAL = 10.0  # seconds between 'api.refused' events per uid (bounded history)
 
 
@@ -82,15 +89,36 @@ def _model_response(model: Any) -> web.Response:
 
 
 class _AgentHandler(RequestHandler):
-    """aiohttp's per-connection protocol, plus: the peer's credentials (read once per
-    connection), whether it is over the connection cap, and JSON for protocol-level errors."""
+    """aiohttp's per-connection protocol, plus: the peer's credentials and its slot, judged once
+    when the connection opens (before any byte is read), and JSON for protocol-level errors."""
+
+    admission: Admission | None = None
+    peer: Peer | None = None
+    access: Access = Access.NONE
+    _refusal_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         server = self._manager
-        limit = getattr(server, "max_connections", None)
-        self.over_limit = server is not None and limit is not None and len(server.connections) > limit
-        self.peer: Peer | None = None
+        if not isinstance(server, _AgentServer) or server.gate is None:
+            return  # no gate: the _guard middleware refuses every request
+        self.peer, self.access, self.admission = server.gate.admit_connection(transport)
+        if self.admission.verdict is Verdict.ADMITTED:
+            return
+        if not self.admission.polite:
+            self.force_close()  # too many refusals pending: no answer, no file descriptor held
+            return
+        # Refused politely: the answer goes out with the first request, which must come soon.
+        self._refusal_deadline = self._loop.call_later(server.gate.refusal_timeout, self.force_close)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        server = self._manager
+        if self._refusal_deadline is not None:
+            self._refusal_deadline.cancel()
+        if self.admission is not None and isinstance(server, _AgentServer) and server.gate is not None:
+            server.gate.release_connection(self.admission)
+            self.admission = None
+        super().connection_lost(exc)
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None):
         if status >= 500:
@@ -110,25 +138,25 @@ class _AgentHandler(RequestHandler):
 
 
 class _AgentServer(web.Server):
-    max_connections: int | None = None
+    gate: ApiServer | None = None
 
     def __call__(self) -> RequestHandler:
         return _AgentHandler(self, loop=self._loop, **self._kwargs)
 
 
 class _Runner(web.AppRunner):
-    def __init__(self, app: web.Application, max_connections: int, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, gate: ApiServer, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._max_connections = max_connections
+        self._gate = gate
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # aiohttp builds its Server inside Application; swapping in our subclass (no new slots,
         # only __call__ differs) is the one place we reach past aiohttp's public surface. The
-        # integration tests for the cap and JSON protocol errors guard it on upgrades.
+        # integration tests for the slots and JSON protocol errors guard it on upgrades.
         server.__class__ = _AgentServer
         assert isinstance(server, _AgentServer)
-        server.max_connections = self._max_connections
+        server.gate = self._gate
         return server
 
 
@@ -208,6 +236,7 @@ class ApiServer:
         write_timeout: float = 10.0,
         heartbeat: float = 15.0,
         shutdown_timeout: float = 3.0,
+        refusal_timeout: float = 2.0,
     ) -> None:
         self.state = state
         self.config = config
@@ -218,6 +247,8 @@ class ApiServer:
         self.write_timeout = write_timeout
         self.heartbeat = heartbeat
         self.shutdown_timeout = shutdown_timeout
+        self.refusal_timeout = refusal_timeout  # seconds a refused connection has to send its request
+        self.slots = ConnectionSlots(config.max_connections, config.max_connections_per_uid, config.admin_reserved_connections)
         self.socket_path: Path | None = None
         self._runner: _Runner | None = None
         self._bound_inode: int | None = None
@@ -248,7 +279,7 @@ class ApiServer:
             self._bound_inode = os.stat(self.config.socket).st_ino
         self._runner = _Runner(
             self.build_app(),
-            self.config.max_connections,
+            self,
             access_log=None,  # request lines go to metrics, not to the journal
             keepalive_timeout=self.keepalive_timeout,
             max_line_size=8190,
@@ -295,40 +326,75 @@ class ApiServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         protocol = request.protocol
-        if getattr(protocol, "over_limit", False):
-            self.metrics.api_refusals.labels(reason="connections").inc()
-            resp = error_response(503, f"too many connections (limit {self.config.max_connections}); retry shortly", headers={"Retry-After": "1"})
+        if not isinstance(protocol, _AgentHandler) or protocol.admission is None:
+            # Not opened through the gate (cannot happen with _Runner): nobody is let in unjudged.
+            return self._forbid(request, Admission(Verdict.FORBIDDEN, -1, polite=True), "cannot identify the peer")
+        admission = protocol.admission
+        peer = protocol.peer
+        if admission.verdict in (Verdict.UID_QUOTA, Verdict.FULL):
+            text = self._refusal_text(admission, peer)
+            self._refusal_event(admission.uid, admission.verdict, text, request)
+            resp = error_response(503, text, headers={"Retry-After": "1"})
             resp.force_close()
             return resp
-        peer = getattr(protocol, "peer", None)
         if peer is None:
-            sock = request.transport.get_extra_info("socket") if request.transport else None
-            if sock is None:  # asyncio's TransportSocket, which has getsockopt like a socket
-                return self._refuse(request, None, "cannot identify the peer")
-            try:
-                peer = peer_of(sock)
-            except (OSError, TypeError, AttributeError):
-                return self._refuse(request, None, "cannot identify the peer")
-            if isinstance(protocol, _AgentHandler):
-                protocol.peer = peer
-        access = access_for(peer, self.config.group, self.config.admin_group)
+            return self._forbid(request, admission, "cannot identify the peer")
         needed = Access.ADMIN if request.method not in ("GET", "HEAD") else Access.READ
-        if access < needed:
+        if protocol.access < needed:
             what = f"act (root or group {self.config.admin_group} needed)" if needed is Access.ADMIN else f"read (group {self.config.group} needed)"
-            return self._refuse(request, peer, f"{peer.label} may not {what}")
+            return self._forbid(request, admission, f"{peer.label} may not {what}")
         request[_PEER] = peer
-        request[_ACCESS] = access
+        request[_ACCESS] = protocol.access
         return await handler(request)
 
-    def _refuse(self, request: web.Request, peer: Peer | None, message: str) -> web.Response:
-        self.metrics.api_refusals.labels(reason="forbidden").inc()
-        uid = peer.uid if peer else -1
+    def _refusal_text(self, admission: Admission, peer: Peer | None) -> str:
+        who = peer.label if peer else "an unidentified peer"
+        if admission.verdict is Verdict.UID_QUOTA:
+            return f"{who} has {self.config.max_connections_per_uid} connections open (api.max_connections_per_uid); close one and retry"
+        if admission.verdict is Verdict.FULL:
+            return f"too many connections (limit {self.config.max_connections}); retry shortly"
+        return f"{who} may not use this socket (group {self.config.group} needed)"
+
+    # --- connection slots (called by _AgentHandler) ---
+    def admit_connection(self, transport: asyncio.BaseTransport) -> tuple[Peer | None, Access, Admission]:
+        """Who the new connection's peer is, what it may do, and whether it gets a slot."""
+        sock = transport.get_extra_info("socket")
+        peer: Peer | None = None
+        try:
+            peer = peer_of(sock) if sock is not None else None
+        except (OSError, TypeError, AttributeError):
+            pass
+        access = access_for(peer, self.config.group, self.config.admin_group) if peer else Access.NONE
+        admission = self.slots.admit(peer.uid if peer else -1, access)
+        if admission.verdict is not Verdict.ADMITTED:
+            # Counted once per refused connection, whether it is answered or not.
+            self.metrics.api_refusals.labels(reason=admission.verdict.value).inc()
+            if not admission.polite:
+                why = self._refusal_text(admission, peer)
+                self._refusal_event(admission.uid, admission.verdict, f"{why}; closed without an answer (too many refused connections pending)")
+        return peer, access, admission
+
+    def release_connection(self, admission: Admission) -> None:
+        self.slots.release(admission)
+
+    def _refusal_event(self, uid: int, reason: Verdict, message: str, request: web.Request | None = None) -> None:
         now = time.monotonic()
         # Rate-limited per uid so a refused client cannot flush real events out of the history.
-        if now - self._refusal_times.get(uid, -1e9) >= _REFUSAL_EVENT_INTERVAL:
-            self._refusal_times[uid] = now
-            self.state.bus.publish("api.refused", f"refused {request.method} {request.path[:100]}: {message}", uid=uid, path=request.path[:200], method=request.method)
-        return error_response(403, message)
+        if now - self._refusal_times.get(uid, -1e9) < _REFUSAL_EVENT_INTERVAL:
+            return
+        self._refusal_times[uid] = now
+        method, path = (request.method, request.path[:200]) if request is not None else ("", "")
+        what = f"{method} {path[:100]}" if request is not None else "a connection"
+        self.state.bus.publish("api.refused", f"refused {what}: {message}", uid=uid, path=path, method=method, reason=reason.value)
+
+    def _forbid(self, request: web.Request, admission: Admission, message: str) -> web.Response:
+        if admission.verdict is Verdict.ADMITTED:  # a reader asking to act (refused connections were counted when they opened)
+            self.metrics.api_refusals.labels(reason=Verdict.FORBIDDEN.value).inc()
+        self._refusal_event(admission.uid, Verdict.FORBIDDEN, message, request)
+        resp = error_response(403, message)
+        if admission.verdict is not Verdict.ADMITTED:
+            resp.force_close()  # it may do nothing here: it keeps no connection either
+        return resp
 
     # --- reads ---
     async def _h_status(self, request: web.Request) -> web.Response:
@@ -364,8 +430,9 @@ class ApiServer:
         raw = request.query.get("since")
         since: int | None = None
         if raw is not None:
-            if not raw.isdigit() or len(raw) > 18:
-                return error_response(400, f"since must be a non-negative integer, got {raw[:40]!r}")
+            # ASCII digits only: str.isdigit() also takes '²' or '١', which int() refuses or reads.
+            if _SEQ.fullmatch(raw) is None:
+                return error_response(400, f"since must be a non-negative integer of at most 18 ASCII digits, got {raw[:40]!r}")
             since = int(raw)
         sub = self.state.bus.subscribe(since=since)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})

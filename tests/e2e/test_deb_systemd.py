@@ -187,7 +187,7 @@ def test_the_product_has_no_doubles_and_the_demo_package_adds_them(box: Box, deb
     box.sh(f"apt-get install -y --no-install-recommends /debs/{debs['demo'].name}", timeout=300)
     box.sh(f"{venv_python} -c 'import autogit.gitlab_double.gitlab_sim'")
     box.sh("test -f /usr/lib/autogit-agent/lib/python3.11/site-packages/autogit/gitlab_double/runner_image/build.sh")
-    box.sh(f"{venv_python} -c 'import autogit.gitlab_double.admin_token'")  # its per-run admin token (ADR-060)
+    box.sh(f"{venv_python} -c 'import autogit.gitlab_double.admin_token'")  # its per-run admin token (ADR-018)
     # Past the double: the demo now stops at what this container lacks (Docker), not at the package.
     demo = box.sh("autogit-agent demo", check=False)
     assert "autogit-agent-demo" not in demo.stderr, demo.stderr

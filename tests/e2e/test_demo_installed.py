@@ -1,7 +1,7 @@
 """`autogit-agent demo` from the two binary packages of `make deb`, unpacked away from the
 checkout (dpkg-deb -x: the bundled venv runs from wherever it lies):
 - the product alone (autogit-agent) carries no GitLab double and no gitlab-runner double recipe
-  (the double has no fixed admin token to carry: a fresh one each run, ADR-060), and
+  (the double has no fixed admin token to carry: a fresh one each run, ADR-018), and
   `autogit-agent demo` says in one line what to install (exit 69);
 - with autogit-agent-demo beside it, the demo runs: with no image registry here it builds the
   local gitlab-runner double, then runs its scripted jobs through real runner containers."""

@@ -4,6 +4,7 @@ Needs root (CI runs as root)."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -14,6 +15,9 @@ import subprocess
 import pytest
 from ci_policy import needs
 from api_harness import GPU_BIG, ServerThread, api_config, make_state, socket_dir
+from peer_process import As, request_as
+
+NOBODY_GID = 65534
 
 pytestmark = needs(
     os.geteuid() == 0 and all(shutil.which(t) for t in ("useradd", "groupadd", "runuser", "curl")),
@@ -67,9 +71,11 @@ def curl(user: str, path: str, method: str = "GET", url: str = "/v1/status") -> 
     return result.returncode, int(code or 0), body
 
 
-def test_socket_file_belongs_to_the_read_group(server, people):
-    import grp
+def grp_gid(name: str) -> int:
+    return grp.getgrnam(name).gr_gid
 
+
+def test_socket_file_belongs_to_the_read_group(server, people):
     st = os.stat(server.path)
     assert grp.getgrgid(st.st_gid).gr_name == people["read_group"] and st.st_mode & 0o777 == 0o660
 
@@ -110,3 +116,39 @@ def test_admin_acts_and_is_named_in_the_event(server, people):
     assert GPU_BIG in server.state.intents.drained_gpus
     event = server.state.bus.history()[-1]
     assert event.type == "gpu.drained" and people["admin"] in event.data["actor"]
+
+
+# --- group membership is the connecting process's (SO_PEERGROUPS), not /etc/group's -----------
+
+
+def test_a_group_in_the_process_counts_without_an_etc_group_entry(server, people):
+    read_gid, admin_gid = grp_gid(people["read_group"]), grp_gid(people["admin_group"])
+    # uid 61010 has no passwd entry and is in no group of /etc/group: only its process's groups say.
+    reader = As(uid=61010, gid=NOBODY_GID, groups=(read_gid,))
+    assert request_as(server.path, reader) == 200
+    status, body = request_as(server.path, reader, "POST", f"/v1/gpus/{GPU_BIG}/drain")
+    assert status == 403 and people["admin_group"] in json.loads(body)["error"]["message"]
+    admin = As(uid=61011, gid=NOBODY_GID, groups=(read_gid, admin_gid))
+    assert request_as(server.path, admin, "POST", f"/v1/gpus/{GPU_BIG}/drain") == 200
+    assert server.state.bus.history()[-1].data["actor"] == "uid 61011"
+
+
+def test_a_group_the_process_dropped_does_not_count(server, people):
+    # The reader is in the read group in /etc/group, but this process of theirs dropped it
+    # (setgroups): the kernel's gate and the agent's must agree that it is not a member.
+    user = pwd.getpwnam(people["reader"])
+    dropped = As(uid=user.pw_uid, gid=user.pw_gid, groups=())
+    assert request_as(server.path, dropped) == "PermissionError"  # the file mode keeps it out
+    os.chmod(server.path, 0o666)
+    status, body = request_as(server.path, dropped)
+    assert status == 403 and json.loads(body)["error"]["type"] == "forbidden"
+    assert request_as(server.path, As(user.pw_uid, user.pw_gid, (grp_gid(people["read_group"]),))) == 200
+
+
+def test_more_groups_than_the_first_buffer_holds(server, people):
+    # 300 groups: past the agent's first guess (64) and past CPython's getsockopt buffer (256
+    # gids); the read group sorts last, so a truncated list would miss it.
+    read_gid = grp_gid(people["read_group"])
+    many = tuple(gid for gid in range(100, 400) if gid not in (read_gid, grp_gid(people["admin_group"]))) + (read_gid,)
+    assert read_gid > 400
+    assert request_as(server.path, As(uid=61012, gid=NOBODY_GID, groups=many)) == 200

@@ -5,13 +5,16 @@ document. After the abuse the agent must still answer correctly and its state mu
 from __future__ import annotations
 
 import asyncio
+import http.client as http_client
 import json
+import logging
 import os
+import re
 import socket
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jsonschema_rs
 import pytest
@@ -45,7 +48,10 @@ def assert_error(status: int, headers: dict[str, str], body: bytes, code: int, k
 
 @pytest.fixture
 def server():
-    srv = ServerThread(make_state(), api_config(socket_dir(), max_connections=64), keepalive_timeout=2.0, body_timeout=1.0).start()
+    # Every client here is root (one uid, an admin): its quota is the cap and there is no reserve,
+    # so these tests see the general cap. Per-uid quotas and the reserve: test_api_slots.py.
+    config = api_config(socket_dir(), max_connections=64, max_connections_per_uid=64, admin_reserved_connections=0)
+    srv = ServerThread(make_state(), config, keepalive_timeout=2.0, body_timeout=1.0).start()
     yield srv
     srv.stop()
 
@@ -130,13 +136,56 @@ def test_reload_reports_refusal_as_409_and_success_as_200(server):
         ("POST", "/v1/scaling/pause", b"x" * (64 * 1024 + 1), 413, "payload_too_large", "too large"),
         ("GET", "/v1/events?since=-1", None, 400, "bad_request", "since"),
         ("GET", "/v1/events?since=abc", None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=" + "9" * 19, None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=" + quote("²"), None, 400, "bad_request", "since"),  # isdigit(), but int() raises
+        ("GET", "/v1/events?since=" + quote("١٢"), None, 400, "bad_request", "since"),  # Arabic-Indic: int() reads 12
+        ("GET", "/v1/events?since=" + quote("１"), None, 400, "bad_request", "since"),  # fullwidth
+        ("GET", "/v1/events?since=" + quote("7\n"), None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=%FF", None, 400, "bad_request", "since"),  # not UTF-8
+        ("GET", "/v1/events?since=nan", None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=1e3", None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=+1", None, 400, "bad_request", "since"),
+        ("GET", "/v1/events?since=", None, 400, "bad_request", "since"),
+        ("POST", "/v1/gpus/%FF%FE/drain", None, 404, "not_found", "no GPU"),
+        ("POST", "/v1/runners/%00/drain", None, 404, "not_found", "no runner"),
+        ("POST", "/v1/gpus/" + quote("²") + "/undrain", None, 404, "not_found", "no GPU"),
     ],
 )
-def test_bad_requests_get_json_errors_and_change_nothing(server, method, url, body, code, kind, needle):
+def test_bad_requests_get_json_errors_and_change_nothing(server, method, url, body, code, kind, needle, caplog):
     before = fingerprint(server.state)
     err = assert_error(*http(server.path, method, url, body), code, kind)
     assert needle in err["message"]
     assert fingerprint(server.state) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "bad input must not log a traceback"
+
+
+# Every character class a `reason` refuses, by example. They would forge journal lines (C0, C1,
+# DEL, separators) or show an operator other text than the event holds (bidi controls, invisible
+# format characters).
+FORBIDDEN_IN_REASON = {
+    "C0 (NUL)": "\x00", "C0 (tab)": "\t", "C0 (ESC)": "\x1b[31m", "DEL": "\x7f", "C1 (NEL)": "\x85", "C1 (CSI)": "\x9b",
+    "line separator": "\u2028", "paragraph separator": "\u2029",
+    "LRE": "\u202a", "RLE": "\u202b", "PDF": "\u202c", "LRO": "\u202d", "RLO": "\u202e",
+    "LRI": "\u2066", "RLI": "\u2067", "FSI": "\u2068", "PDI": "\u2069",
+    "LRM": "\u200e", "RLM": "\u200f", "ALM": "\u061c",
+    "zero-width space": "\u200b", "BOM": "\ufeff", "soft hyphen": "\u00ad", "word joiner": "\u2060",
+}
+
+
+@pytest.mark.parametrize("char", FORBIDDEN_IN_REASON.values(), ids=FORBIDDEN_IN_REASON.keys())
+def test_reason_refuses_hidden_characters(server, char):
+    before = fingerprint(server.state)
+    body = json.dumps({"reason": f"fan {char}noisy"}).encode()  # JSON escapes them: they arrive intact
+    err = assert_error(*http(server.path, "POST", "/v1/scaling/pause", body), 400, "bad_request")
+    assert err["message"].startswith("reason: ") and f"U+{ord(char[0]):04X}" in err["message"]
+    assert fingerprint(server.state) == before
+
+
+@pytest.mark.parametrize("reason", ["fan noisy — swap on Monday 🔧", "می‌خواهم (ZWNJ)", "family 👨\u200d👩\u200d👧 (ZWJ)", "x" * 500])
+def test_reason_keeps_visible_text_of_any_script(server, reason):
+    status, _, body = http(server.path, "POST", "/v1/scaling/pause", json.dumps({"reason": reason}).encode())
+    assert status == 200, body
+    assert server.state.bus.history()[-1].data["actor"].endswith(f": {reason}")
 
 
 def raw_exchange(path: str, payload: bytes, timeout: float = 5) -> bytes:
@@ -217,7 +266,8 @@ def test_idle_connection_is_closed(server):
 
 
 def test_connections_beyond_the_limit_are_refused_politely(server):
-    # Hold 64 (the limit) idle connections, then ask on a 65th: 503 JSON, Retry-After.
+    # Hold 64 (the limit) idle connections, then ask on a 65th: 503 JSON, Retry-After. (Beyond
+    # four pending refusals of one uid, further ones are closed unanswered: test_api_slots.py.)
     held = []
     try:
         for _ in range(64):
@@ -247,7 +297,9 @@ def test_500_parallel_connections(server):
     with ThreadPoolExecutor(100) as pool:
         results = list(pool.map(one, range(500)))
     codes = {r for r in results}
-    assert codes <= {200, 503, "ConnectionRefusedError", "BlockingIOError", "ConnectionResetError"}, codes
+    # Refusals beyond the few answered politely are closed unanswered (RemoteDisconnected,
+    # BrokenPipeError): they must not hold descriptors either.
+    assert codes <= {200, 503, "ConnectionRefusedError", "BlockingIOError", "ConnectionResetError", "RemoteDisconnected", "BrokenPipeError"}, codes
     assert results.count(200) >= 64
     assert http(server.path, "GET", "/v1/status")[0] == 200
 
@@ -256,36 +308,80 @@ def test_500_parallel_connections(server):
 
 _SCHEMA = schemathesis.openapi.from_dict(DOC)
 # Valid pause/resume/reload bodies would legitimately change state; they are covered above.
-_FUZZ_OPS = [r.ok() for r in _SCHEMA.get_all_operations() if r.ok().path not in ("/v1/scaling/pause", "/v1/scaling/resume", "/v1/config/reload", "/v1/events")]
+_FUZZ_OPS = [r.ok() for r in _SCHEMA.get_all_operations() if r.ok().path not in ("/v1/scaling/pause", "/v1/scaling/resume", "/v1/config/reload")]
 _ROUTE_BY_KEY = {(r.method, r.path): r for r in ROUTES}
+# What a parameter that names a number may be sent instead of one: digits of other scripts that
+# str.isdigit() accepts ('²' which int() refuses, '١٢' which it reads), numbers past any integer
+# type, float spellings, and any text at all.
+_NUMBERS = "0123456789²³¹¼⅓١٢٣۴५৬൭๘໙༠၁႒០᠑᥈߀０１２ⅫⅣ𝟘𝟙"
+_HOSTILE_VALUES = st.one_of(
+    st.text(alphabet=st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=20),
+    st.text(alphabet=_NUMBERS, min_size=1, max_size=20),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.sampled_from(["nan", "NaN", "inf", "-Infinity", "1e3", "0x10", " 1", "1 ", "+1", "1_000", "-0", "1.0", ""]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+)
 
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    srv = ServerThread(make_state(), api_config(socket_dir(), max_connections=64)).start()
+    srv = ServerThread(make_state(), api_config(socket_dir(), max_connections=64), heartbeat=1.0).start()
     yield srv
     srv.stop()
 
 
+def _hostile(case, data) -> None:
+    """Replace some of the case's query and path parameters (every one the document declares for
+    its operation) with hostile values."""
+    for param in case.operation.query:
+        if data.draw(st.booleans(), label=f"replace {param.name}"):
+            case.query = {**(case.query or {}), param.name: data.draw(_HOSTILE_VALUES, label=param.name)}
+    for param in case.operation.path_parameters:
+        if data.draw(st.booleans(), label=f"replace {param.name}"):
+            case.path_parameters = {**case.path_parameters, param.name: quote(data.draw(_HOSTILE_VALUES, label=param.name), safe="")}
+
+
+def _exchange(path: str, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """Like http(), but an event stream's answer is its status and headers only (it never ends)."""
+    conn = http_client.HTTPConnection("autogit", timeout=10)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.settimeout(10)
+    conn.sock.connect(path)
+    try:
+        conn.request(method, url, body=body, headers=headers)
+        resp = conn.getresponse()
+        head = {k.lower(): v for k, v in resp.getheaders()}
+        streaming = resp.status == 200 and head.get("content-type", "").startswith("application/x-ndjson")
+        return resp.status, head, b"" if streaming else resp.read()
+    finally:
+        conn.close()
+
+
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(case=st.one_of(*[op.as_strategy() for op in _FUZZ_OPS]))
-def test_random_requests_from_the_openapi_document(fuzz_server, case):
+@given(case=st.one_of(*[op.as_strategy() for op in _FUZZ_OPS]), data=st.data())
+def test_random_requests_from_the_openapi_document(fuzz_server, case, data, caplog):
+    _hostile(case, data)
     url = case.formatted_path + (("?" + urlencode(case.query, doseq=True)) if case.query else "")
     body = None if type(case.body).__name__ == "NotSet" else json.dumps(case.body).encode()
     headers = {k: v for k, v in (case.headers or {}).items() if isinstance(v, str)}
     if body is not None:
         headers["Content-Type"] = "application/json"
     before = fingerprint(fuzz_server.state)
-    status, resp_headers, raw = http(fuzz_server.path, case.method, url, body, headers)
+    status, resp_headers, raw = _exchange(fuzz_server.path, case.method, url, body, headers)
     route = _ROUTE_BY_KEY[(case.method, case.operation.path)]
     if status == 200:
-        if route.response and route.content_type == "application/json":
+        if route.path == "/v1/events":
+            since = (case.query or {}).get("since")
+            assert since is None or re.fullmatch(r"[0-9]{1,18}", str(since)), f"since={since!r} was taken"
+        elif route.response and route.content_type == "application/json":
             validator(route.response).validate(json.loads(raw))
     else:
         assert status in {400, 404, 405, 413}, (status, raw)
+        assert raw.count(b"\n") == 0, "errors are one line"
         validator("ErrorResponse").validate(json.loads(raw))
     # Generated ids never name a real GPU or runner, so no request may change anything.
     assert fingerprint(fuzz_server.state) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no request may log an error"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-OLD_TOKEN = "sim-" + "admin-token"  # the fixed admin token the double knew until ADR-060
+OLD_TOKEN = "sim-" + "admin-token"  # the fixed admin token the double knew until ADR-018
 STARTS_THE_DOUBLE = re.compile(r"gitlab_double\b.*(--host[ =]0\.0\.0\.0|--token[ =])|--host[ =]0\.0\.0\.0.*gitlab_double")
 
 
