@@ -52,6 +52,15 @@ async def start_probe(harness: Harness) -> int:
     return job
 
 
+async def probe_succeeded(harness: Harness, job: int) -> None:
+    """The probe finished green: it found no Docker socket."""
+    await harness.until(lambda: finished(harness.sim, [job]), timeout=60, what="the probe job to finish")
+    done = harness.sim.job(job)
+    trace = done.trace.decode(errors="replace")
+    assert done.status == "success", trace[-1500:]
+    assert re.search(r"^no docker socket; uid=\d+\r?$", trace, re.M) and "DOCKER SOCKET REACHABLE" not in trace, trace[-1500:]
+
+
 async def test_shell_executor_runner_gets_no_docker_socket_and_its_job_finds_none(harness: Harness):
     use_executor(harness, "shell")
     job = await start_probe(harness)
@@ -65,11 +74,7 @@ async def test_shell_executor_runner_gets_no_docker_socket_and_its_job_finds_non
         assert list(found) == ["/etc/gitlab-runner"] and found["/etc/gitlab-runner"]["RW"] is False
     finally:
         client.close()
-    await harness.until(lambda: finished(harness.sim, [job]), timeout=60, what="the probe job to finish")
-    done = harness.sim.job(job)
-    trace = done.trace.decode(errors="replace")
-    assert done.status == "success", trace[-1500:]
-    assert re.search(r"^no docker socket; uid=\d+\r?$", trace, re.M) and "DOCKER SOCKET REACHABLE" not in trace, trace[-1500:]
+    await probe_succeeded(harness, job)
 
 
 async def test_docker_executor_manager_holds_the_socket_and_the_job_container_does_not(harness: Harness):
@@ -92,8 +97,4 @@ async def test_docker_executor_manager_holds_the_socket_and_the_job_container_do
             assert not container.attrs["HostConfig"].get("Privileged"), f"job container {container.name} is privileged"
     finally:
         client.close()
-    await harness.until(lambda: finished(harness.sim, [job]), timeout=60, what="the probe job to finish")
-    done = harness.sim.job(job)
-    trace = done.trace.decode(errors="replace")
-    assert done.status == "success", trace[-1500:]
-    assert re.search(r"^no docker socket; uid=\d+\r?$", trace, re.M) and "DOCKER SOCKET REACHABLE" not in trace, trace[-1500:]
+    await probe_succeeded(harness, job)
