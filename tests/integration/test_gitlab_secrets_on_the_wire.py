@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -103,6 +103,16 @@ async def test_no_token_is_ever_in_a_url(relayed):
     assert runner_token.encode() in wire[delete:], "the runner token was not sent at all"
 
 
+async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> tuple[web.AppRunner, int]:
+    """`handler` for every method and path, on a loopback port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
 @pytest.fixture
 async def redirecting() -> AsyncIterator[tuple[str, list[str]]]:
     """`old` answers every request with a redirect (307, which keeps method, body and headers)
@@ -114,24 +124,13 @@ async def redirecting() -> AsyncIterator[tuple[str, list[str]]]:
         reached.append(f"{request.method} {request.path_qs} {dict(request.headers)} {body!r}")
         return web.json_response({}, status=204 if request.method == "DELETE" else 200)
 
-    other = web.Application()
-    other.router.add_route("*", "/{tail:.*}", record)
-    other_runner = web.AppRunner(other)
-    await other_runner.setup()
-    other_site = web.TCPSite(other_runner, "127.0.0.1", 0)
-    await other_site.start()
-    other_port = other_runner.addresses[0][1]
+    other_runner, other_port = await serve(record)
 
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{other_port}{request.path_qs}")
 
-    old = web.Application()
-    old.router.add_route("*", "/{tail:.*}", redirect)
-    old_runner = web.AppRunner(old)
-    await old_runner.setup()
-    old_site = web.TCPSite(old_runner, "127.0.0.1", 0)
-    await old_site.start()
-    yield f"http://127.0.0.1:{old_runner.addresses[0][1]}", reached
+    old_runner, old_port = await serve(redirect)
+    yield f"http://127.0.0.1:{old_port}", reached
     await old_runner.cleanup()
     await other_runner.cleanup()
 
