@@ -165,3 +165,10 @@ def test_runtime_keys_moved_to_runner_docker_and_old_ones_are_read_with_one_line
 def test_the_fleet_is_on_by_default_and_can_be_turned_off():
     assert parse_config("").fleet.enabled is True
     assert parse_config("fleet:\n  enabled: false\n").fleet.enabled is False
+
+
+def test_the_units_default_credential_reads_as_none_and_the_env_is_used(tmp_path, monkeypatch):
+    (tmp_path / "gitlab-token").write_text("\n")  # the unit's SetCredential=gitlab-token:\n, no file given
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"}).gitlab_token.get_secret_value() == "from-env"
+    assert load_secrets({}).gitlab_token is None
