@@ -92,10 +92,19 @@ class GitLabScope(Frozen):
         return self
 
 
+def _url_without_secrets(url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+    """A URL is printed in status lines, events and runners' config: credentials or a query in it
+    would travel with it (secrets come from credentials or the environment only)."""
+    if url is not None and (url.username or url.password or url.query):
+        raise ValueError("must not carry a user, password or query (a token goes in the gitlab-token credential, never in a URL)")
+    return url
+
+
 class GitLabConfig(Frozen):
     url: AnyHttpUrl | None = Field(
         None, description="GitLab base URL, e.g. https://gitlab.example.com. Unset: detect-only mode."
     )
+    _url_secrets = field_validator("url")(_url_without_secrets)
     scope: GitLabScope = Field(default_factory=GitLabScope)
     poll_interval: PositiveFloat = Field(10.0, description="Seconds between queue polls (the safety net for webhooks).")
     request_timeout: PositiveFloat = Field(10.0, description="Seconds before one GitLab API call gives up.")
@@ -252,6 +261,7 @@ class RunnerConfig(Frozen):
     gitlab_url: AnyHttpUrl | None = Field(
         None, description="GitLab URL as runner containers reach it; default: gitlab.url."
     )
+    _gitlab_url_secrets = field_validator("gitlab_url")(_url_without_secrets)
     check_interval: PositiveInt = Field(3, description="gitlab-runner's check_interval (seconds between job requests).")
     privileged_jobs: bool = Field(False, description="Run job containers privileged (needed for docker-in-docker).")
     executor: Literal["docker", "shell"] = Field(

@@ -172,3 +172,14 @@ def test_the_units_default_credential_reads_as_none_and_the_env_is_used(tmp_path
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"}).gitlab_token.get_secret_value() == "from-env"
     assert load_secrets({}).gitlab_token is None
+
+
+@pytest.mark.parametrize("key, url", [("gitlab.url", "https://oauth2:glpat-SECRET@gitlab.example.com"),
+                                      ("gitlab.url", "https://gitlab.example.com/?private_token=glpat-SECRET"),
+                                      ("runner.gitlab_url", "http://user:glpat-SECRET@gitlab:8080")])  # fmt: skip
+def test_a_url_carrying_credentials_is_refused_without_echoing_them(key, url):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"{section}:\n  {name}: '{url}'\n")
+    (line,) = err.value.lines
+    assert line.startswith(f"{key}: ") and "never in a URL" in line and "glpat-SECRET" not in line
