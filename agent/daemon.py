@@ -368,7 +368,7 @@ class Agent:
         waiting = len(s.plan.waiting) if s.plan else 0
         line = f"{s.phase.value}: {runners}; {len(s.jobs)} pending, {waiting} waiting"
         if s.phase is AgentPhase.DETECT_ONLY:
-            line = "detect-only: set gitlab.url in /etc/autogit/agent.yaml and AUTOGIT_GITLAB_TOKEN in /etc/autogit/agent.env"
+            line = "detect-only: set gitlab.url in /etc/autogit/agent.yaml and the token in /etc/autogit/gitlab-token (or agent.env)"
         elif s.phase is AgentPhase.DEGRADED:
             fault = s.gitlab.error if s.gitlab.ok is False else s.docker.error
             line = f"degraded: {fault}; {runners} kept"
