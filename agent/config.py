@@ -461,7 +461,10 @@ def _credential(name: str) -> str | None:
         return None
     try:
         return (Path(directory) / name).read_text().strip() or None
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # there but unreadable: said, not taken for absent
+        log.warning("credential %s in $CREDENTIALS_DIRECTORY cannot be read (%s): falling back to the environment", name, exc.strerror)
         return None
 
 

@@ -183,3 +183,12 @@ def test_a_url_carrying_credentials_is_refused_without_echoing_them(key, url):
         parse_config(f"{section}:\n  {name}: '{url}'\n")
     (line,) = err.value.lines
     assert line.startswith(f"{key}: ") and "never in a URL" in line and "glpat-SECRET" not in line
+
+
+def test_an_unreadable_credential_is_said_not_taken_for_absent(tmp_path, monkeypatch, caplog):
+    (tmp_path / "gitlab-token").mkdir()  # reading it fails (EISDIR), as an unreadable file would
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"}).gitlab_token.get_secret_value() == "from-env"
+    assert ["credential gitlab-token in $CREDENTIALS_DIRECTORY cannot be read (Is a directory): falling back to the environment"] == [
+        r.getMessage() for r in caplog.records if "credential" in r.getMessage()
+    ]
