@@ -1,9 +1,9 @@
 """The agent's configuration: /etc/autogit/agent.yaml, validated by pydantic models.
 
 Unknown keys are errors, so a typo never silently falls back to a default. Secrets never come
-from the YAML: the GitLab token and the webhook secret come from the environment
-(AUTOGIT_GITLAB_TOKEN, AUTOGIT_WEBHOOK_SECRET) or from systemd credentials
-($CREDENTIALS_DIRECTORY/gitlab-token, .../webhook-secret). docs/configuration/ is generated
+from the YAML: the GitLab token and the webhook secret come from systemd credentials
+($CREDENTIALS_DIRECTORY/gitlab-token, .../webhook-secret) or else from the environment
+(AUTOGIT_GITLAB_TOKEN, AUTOGIT_WEBHOOK_SECRET), which loses them once read. docs/configuration/ is generated
 from these models (`autogit-agent config-docs`), so it cannot drift from them.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableMapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import secret_env
 from .model import Frozen, Policy
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "load_config",
     "load_secrets",
     "parse_config",
+    "weak_webhook_secret",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/autogit/agent.yaml")
@@ -90,10 +93,19 @@ class GitLabScope(Frozen):
         return self
 
 
+def _url_without_secrets(url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+    """A URL is printed in status lines, events and runners' config: credentials or a query in it
+    would travel with it (secrets come from credentials or the environment only)."""
+    if url is not None and (url.username or url.password or url.query):
+        raise ValueError("must not carry a user, password or query (a token goes in the gitlab-token credential, never in a URL)")
+    return url
+
+
 class GitLabConfig(Frozen):
     url: AnyHttpUrl | None = Field(
         None, description="GitLab base URL, e.g. https://gitlab.example.com. Unset: detect-only mode."
     )
+    _url_secrets = field_validator("url")(_url_without_secrets)
     scope: GitLabScope = Field(default_factory=GitLabScope)
     poll_interval: PositiveFloat = Field(10.0, description="Seconds between queue polls (the safety net for webhooks).")
     request_timeout: PositiveFloat = Field(10.0, description="Seconds before one GitLab API call gives up.")
@@ -250,6 +262,7 @@ class RunnerConfig(Frozen):
     gitlab_url: AnyHttpUrl | None = Field(
         None, description="GitLab URL as runner containers reach it; default: gitlab.url."
     )
+    _gitlab_url_secrets = field_validator("gitlab_url")(_url_without_secrets)
     check_interval: PositiveInt = Field(3, description="gitlab-runner's check_interval (seconds between job requests).")
     privileged_jobs: bool = Field(False, description="Run job containers privileged (needed for docker-in-docker).")
     executor: Literal["docker", "shell"] = Field(
@@ -386,6 +399,9 @@ class AgentConfig(Frozen):
 class Secrets(Frozen):
     gitlab_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    from_environment: frozenset[str] = Field(
+        frozenset(), description="Fields read from the environment, which load_secrets removed from it: a reload keeps them."
+    )
 
 
 _SECRET_KEYS = {"token", "private_token", "gitlab_token", "webhook_secret", "secret", "password"}
@@ -456,16 +472,46 @@ def _credential(name: str) -> str | None:
         return None
     try:
         return (Path(directory) / name).read_text().strip() or None
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # there but unreadable: said, not taken for absent
+        log.warning("credential %s in $CREDENTIALS_DIRECTORY cannot be read (%s): falling back to the environment", name, exc.strerror)
         return None
 
 
-def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
-    """Secrets from the environment first, then systemd credentials (LoadCredential=)."""
-    env = os.environ if environ is None else environ
-    token = env.get("AUTOGIT_GITLAB_TOKEN") or _credential("gitlab-token")
-    secret = env.get("AUTOGIT_WEBHOOK_SECRET") or _credential("webhook-secret")
-    return Secrets(
-        gitlab_token=SecretStr(token) if token else None,
-        webhook_secret=SecretStr(secret) if secret else None,
-    )
+# Each secret: its field, its systemd credential, its environment variable.
+_SECRET_SOURCES = (("gitlab_token", "gitlab-token", "AUTOGIT_GITLAB_TOKEN"), ("webhook_secret", "webhook-secret", "AUTOGIT_WEBHOOK_SECRET"))
+# Shorter webhook secrets draw one warning at start (docs/security/: use 32 random bytes).
+MIN_WEBHOOK_SECRET_CHARS = 16
+
+
+def load_secrets(environ: MutableMapping[str, str] | None = None, previous: Secrets | None = None) -> Secrets:
+    """Secrets from systemd credentials first ($CREDENTIALS_DIRECTORY/gitlab-token, webhook-secret:
+    LoadCredential= in the shipped unit), then the environment (AUTOGIT_GITLAB_TOKEN,
+    AUTOGIT_WEBHOOK_SECRET, the env-file fallback). Each variable is taken out of the environment
+    once read, used or not (agent/secret_env.py), so that /proc/<pid>/environ and the agent's
+    children never carry it; on a reload, `previous`'s values that came from the environment
+    stand in for the variables no longer there."""
+    values: dict[str, SecretStr | None] = {}
+    from_env: set[str] = set()
+    for field, credential, variable in _SECRET_SOURCES:
+        in_env = secret_env.take(variable, environ)
+        value = _credential(credential)
+        if value is None and in_env is not None:
+            value = in_env
+            from_env.add(field)
+        elif value is None and previous is not None and field in previous.from_environment:
+            kept = getattr(previous, field)
+            value = kept.get_secret_value() if kept is not None else None
+            from_env.add(field)
+        values[field] = SecretStr(value) if value else None
+    return Secrets(gitlab_token=values["gitlab_token"], webhook_secret=values["webhook_secret"], from_environment=frozenset(from_env))
+
+
+def weak_webhook_secret(secrets: Secrets) -> str | None:
+    """One warning line when the webhook secret is short enough to guess, else None."""
+    secret = secrets.webhook_secret
+    if secret is None or len(secret.get_secret_value()) >= MIN_WEBHOOK_SECRET_CHARS:
+        return None
+    return (f"the webhook secret is shorter than {MIN_WEBHOOK_SECRET_CHARS} characters: anyone who guesses it can make the agent "
+            "look jobs up; use 32 random bytes (openssl rand -hex 32) in GitLab's webhook and in the agent")  # fmt: skip

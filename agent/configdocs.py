@@ -24,12 +24,14 @@ Every key is optional; unknown keys are errors. Validate a file with
 `autogit-agent check-config PATH`: it prints one `field.path: message` line per problem and
 exits 78.
 
-Secrets are never read from this file. Put them in the environment or in systemd credentials:
+Secrets are never read from this file. Put them in systemd credentials (the shipped unit loads
+`/etc/autogit/gitlab-token` and `/etc/autogit/webhook-secret`), or else in the environment (the
+agent removes the variables once read); a credential wins over the variable:
 
-| secret | environment | systemd credential |
+| secret | systemd credential | environment |
 |---|---|---|
-| GitLab token (`create_runner`, `manage_runner`, `read_api` scopes) | `AUTOGIT_GITLAB_TOKEN` | `gitlab-token` |
-| webhook secret (GitLab's `X-Gitlab-Token`) | `AUTOGIT_WEBHOOK_SECRET` | `webhook-secret` |
+| GitLab token (`create_runner`, `manage_runner`, `read_api` scopes) | `gitlab-token` | `AUTOGIT_GITLAB_TOKEN` |
+| webhook secret (GitLab's `X-Gitlab-Token`; 32 random bytes, `openssl rand -hex 32`) | `webhook-secret` | `AUTOGIT_WEBHOOK_SECRET` |
 
 """
 

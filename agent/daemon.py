@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api.server import ApiServer
-from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets
+from .config import AgentConfig, ConfigError, Secrets, load_config, load_secrets, weak_webhook_secret
 from .election import Election
 from .errors import AdapterError
 from .events import Event, EventBus
@@ -137,6 +137,8 @@ class Agent:
         self._host: Host = self._observe_host()
         secrets = load_secrets()
         self._secrets = secrets
+        if (weak := weak_webhook_secret(secrets)) is not None:
+            log.warning("%s", weak)
         self._started = config  # what only a restart changes is compared with this one
         self.gitlab = self._adapter(config, secrets)
         self.metrics.watch_gitlab(self.gitlab)
@@ -302,7 +304,7 @@ class Agent:
     def _reload(self) -> str | None:
         try:
             new = load_config(self.config_path)
-            secrets = load_secrets()
+            secrets = load_secrets(previous=self._secrets)  # the environment lost its secrets at start
         except ConfigError as exc:
             log.error("reload refused, old config kept: %s", "; ".join(exc.lines))
             return exc.lines[0]
@@ -366,7 +368,7 @@ class Agent:
         waiting = len(s.plan.waiting) if s.plan else 0
         line = f"{s.phase.value}: {runners}; {len(s.jobs)} pending, {waiting} waiting"
         if s.phase is AgentPhase.DETECT_ONLY:
-            line = "detect-only: set gitlab.url in /etc/autogit/agent.yaml and AUTOGIT_GITLAB_TOKEN in /etc/autogit/agent.env"
+            line = "detect-only: set gitlab.url in /etc/autogit/agent.yaml and the token in /etc/autogit/gitlab-token (or agent.env)"
         elif s.phase is AgentPhase.DEGRADED:
             fault = s.gitlab.error if s.gitlab.ok is False else s.docker.error
             line = f"degraded: {fault}; {runners} kept"

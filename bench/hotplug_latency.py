@@ -184,6 +184,7 @@ async def main() -> int:
         sim.add_job(project_id=1, tags=JOB_TAGS)
         os.environ["AUTOGIT_GITLAB_TOKEN"] = sim.private_token
         await through_agent(tb, 5, sim.url, Path(tmp) / "warm")  # warm-up: first uevents pay for imports and set-up
+        os.environ["AUTOGIT_GITLAB_TOKEN"] = sim.private_token  # each Agent takes it out of the environment once read
         r = await through_agent(tb, args.rounds, sim.url, Path(tmp) / "run")
     print(f"hotplug latency under umockdev, {args.rounds} add/remove rounds (perf_counter, one process)")
     print("baseline: a bare pyudev monitor on the same loop, same uevents")

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import gitlab
 import gitlab.exceptions as glexc
@@ -81,6 +82,22 @@ def _refusal(exc: glexc.GitlabError, what: str, needs: str) -> GitLabError:
     if code == 403:
         return GitLabError(f"GitLab refused {what} ({detail}): the token's user needs {needs}", code, permission=True)
     return GitLabError(f"GitLab answered {code or 'an error'} to {what}: {detail}", code)
+
+
+def _redirected(exc: requests.TooManyRedirects, what: str) -> GitLabError:
+    """A redirect the adapter refused to follow, in one line: where it pointed (scheme, host and
+    port only: a path or query could carry anything) and the setting to fix."""
+    response = exc.response
+    status = response.status_code if response is not None else None
+    try:
+        target = urlsplit((response.headers.get("Location") or "") if response is not None else "")
+        where = f"{target.scheme}://{target.hostname}" + (f":{target.port}" if target.port else "") if target.hostname else "another path"
+    except ValueError:  # a Location with a bad port
+        where = "an address that is not a URL"
+    return GitLabError(
+        f"GitLab redirected {what} ({status or 'a redirect'}) to {where}: set gitlab.url to the address GitLab's API answers on "
+        "(the agent follows no redirect: it would carry the token there)", status,
+    )  # fmt: skip
 
 
 class Registration(Frozen):
@@ -223,6 +240,11 @@ class GitLabAdapter:
         self._fallback_project: int | None = None
         self._not_owned: set[int] = set()
         self._gl.session.hooks["response"].append(self._note_rate_limit)
+        # No redirect is followed: requests would resend the PRIVATE-TOKEN header and the body
+        # (a runner token) to wherever Location points (it strips only Authorization on a host
+        # change), and python-gitlab's RedirectError quotes the redirected URL. GitLab's API
+        # answers where gitlab.url says; a redirect means that setting is wrong (_call says so).
+        self._gl.session.max_redirects = 0
 
     # --- plumbing -----------------------------------------------------------------------------
     def on_answer(self, hook: Callable[[requests.Response], object]) -> None:
@@ -258,6 +280,8 @@ class GitLabAdapter:
             return await asyncio.to_thread(counted)
         except glexc.GitlabError as exc:
             raise _refusal(exc, what, needs) from None
+        except requests.TooManyRedirects as exc:
+            raise _redirected(exc, what) from None
         except requests.RequestException as exc:
             raise GitLabError(f"GitLab unreachable: {type(exc).__name__}") from None
 
@@ -515,7 +539,9 @@ class GitLabAdapter:
         assigned to several projects is unassigned first, as non-admins must."""
         if token is not None:
             try:
-                await self._call(lambda: self._gl.http_delete("/runners", query_data={"token": token.get_secret_value()}, **self._retry),
+                # In the JSON body, as gitlab-runner sends it (network/gitlab.go UnregisterRunner,
+                # doJSON), never in the query string: a URL lands in proxy and access logs.
+                await self._call(lambda: self._gl.http_delete("/runners", post_data={"token": token.get_secret_value()}, **self._retry),
                                  "DELETE /runners (runner token)", "nothing")  # fmt: skip
                 return
             except GitLabError as exc:

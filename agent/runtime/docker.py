@@ -50,6 +50,8 @@ MANAGED_BY = "autogit-agent"
 # form depends on the runner's version (runner_config.short_tokens).
 GITLAB_RUNNER_LABEL = "com.gitlab.gitlab-runner"
 _CONFIG_MOUNT = "/etc/gitlab-runner"
+# The host's Docker socket, mounted into docker-executor runners only (_volumes).
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def nvidia_cdi_specs(spec_dirs: list[str]) -> bool:
@@ -241,6 +243,16 @@ class DockerRuntime:
             (certs / f"{host}.crt").write_text(spec.ca_pem)
         return path
 
+    def _volumes(self, name: str) -> dict[str, dict[str, str]]:
+        """The runner container's mounts: its config directory, read-only; and the Docker socket
+        only where the executor needs it. The docker executor's manager starts each job's
+        sibling containers through it; the shell executor runs the job inside this very
+        container, so a socket there would hand every job root on the host (docs/security/)."""
+        volumes = {str(self._dir(name)): {"bind": _CONFIG_MOUNT, "mode": "ro"}}
+        if self.config.executor == "docker":
+            volumes[DOCKER_SOCKET] = {"bind": DOCKER_SOCKET, "mode": "rw"}
+        return volumes
+
     def _command(self, name: str) -> list[str]:
         config = f"{_CONFIG_MOUNT}/config.toml"
         if self.config.mode is RunnerMode.ONE_JOB:
@@ -271,10 +283,7 @@ class DockerRuntime:
                 name=spec.name,
                 detach=True,
                 labels=labels,
-                volumes={
-                    str(self._dir(spec.name)): {"bind": _CONFIG_MOUNT, "mode": "ro"},
-                    "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
-                },
+                volumes=self._volumes(spec.name),
                 # The runner manager itself is light; the budget reserved per runner is for its
                 # job container and is enforced there through config.toml.
                 nano_cpus=int(min(spec.cpus, 1.0) * 1e9) if spec.cpus else None,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ci_policy import needs
 
+from autogit.agent.config import ApiConfig
+
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SERVICE = UNITS / "autogit-agent.service"
 # Measured 1.5 ("OK"); the threshold leaves a little room, but any real loosening fails.
@@ -73,6 +75,27 @@ def test_unit_keeps_what_the_agent_needs():
     lines = text.splitlines()
     assert "PrivateDevices=yes" not in lines  # would hide the GPUs
     assert "PrivateUsers=yes" not in lines  # would unmap the docker group
+
+
+def test_unit_caps_descriptors_tasks_and_memory():
+    """Issue 24: ~1,100 idle webhook connections ran the agent out of descriptors under systemd's
+    default soft limit (1,024). The limit sits above what the agent's own connection caps sum to,
+    so those caps refuse first; tasks and memory are bounded too. `verify` above accepts them,
+    tests/e2e/test_unit_on_systemd.py checks that systemd applies them."""
+    lines = SERVICE.read_text().splitlines()
+    values = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in lines if line.startswith(("Limit", "TasksMax", "Memory"))}
+    assert values == {"LimitNOFILE": "8192", "TasksMax": "256", "MemoryHigh": "768M", "MemoryMax": "1G"}
+    socket_cap = ApiConfig().max_connections
+    assert socket_cap + 2 * 512 + 256 < int(values["LimitNOFILE"])  # the socket, two TCP listeners, everything else
+
+
+def test_unit_loads_credentials_with_a_default_and_keeps_the_env_file_fallback():
+    lines = SERVICE.read_text().splitlines()
+    for name in ("gitlab-token", "webhook-secret"):
+        assert f"LoadCredential={name}:/etc/autogit/{name}" in lines
+        # without the default, a missing file fails the start (systemd.exec, SetCredential=)
+        assert f"SetCredential={name}:\\n" in lines
+    assert "EnvironmentFile=-/etc/autogit/agent.env" in lines
 
 
 @needs(shutil.which("systemd-sysusers") is not None, "needs systemd-sysusers")

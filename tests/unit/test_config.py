@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from autogit.agent.config import AgentConfig, ConfigError, load_config, load_secrets, parse_config
+from autogit.agent.config import AgentConfig, ConfigError, load_config, load_secrets, parse_config, weak_webhook_secret
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,13 +58,59 @@ def test_yaml_syntax_error_names_the_line():
     assert err.value.lines[0].startswith("line ")
 
 
-def test_secrets_come_from_env_then_credentials(tmp_path, monkeypatch):
+def test_secrets_come_from_credentials_then_env_and_leave_the_env(tmp_path, monkeypatch):
     (tmp_path / "gitlab-token").write_text("from-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_secrets({}).gitlab_token.get_secret_value() == "from-credential"
-    secrets = load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"})
-    assert secrets.gitlab_token.get_secret_value() == "from-env"
-    assert "from-env" not in repr(secrets) and "from-env" not in secrets.model_dump_json()
+    env = {"AUTOGIT_GITLAB_TOKEN": "from-env", "AUTOGIT_WEBHOOK_SECRET": "hook-from-env", "PATH": "/bin"}
+    secrets = load_secrets(env)
+    # The credential (the shipped unit's LoadCredential=) wins; the variable is taken out anyway.
+    assert secrets.gitlab_token.get_secret_value() == "from-credential"
+    assert secrets.webhook_secret.get_secret_value() == "hook-from-env" and secrets.from_environment == {"webhook_secret"}
+    assert env == {"PATH": "/bin"}
+    assert "from-credential" not in repr(secrets) and "hook-from-env" not in secrets.model_dump_json()
+
+
+def test_a_reload_keeps_what_the_environment_gave_at_start(monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    env = {"AUTOGIT_GITLAB_TOKEN": "from-env"}
+    first = load_secrets(env)
+    assert env == {} and first.gitlab_token.get_secret_value() == "from-env"
+    again = load_secrets(env, previous=first)  # the variable is gone: the value read at start stands
+    assert again.gitlab_token == first.gitlab_token and again.from_environment == {"gitlab_token"}
+    assert load_secrets({}).gitlab_token is None  # without `previous`, nothing is invented
+
+
+def test_a_short_webhook_secret_draws_one_line():
+    assert weak_webhook_secret(load_secrets({"AUTOGIT_WEBHOOK_SECRET": "x" * 15})).count("\n") == 0
+    assert "openssl rand -hex 32" in weak_webhook_secret(load_secrets({"AUTOGIT_WEBHOOK_SECRET": "short"}))
+    assert weak_webhook_secret(load_secrets({"AUTOGIT_WEBHOOK_SECRET": "x" * 16})) is None
+    assert weak_webhook_secret(load_secrets({})) is None
+
+
+# A real process given the secrets at exec, as systemd's EnvironmentFile= gives them.
+_PROBE = r"""
+import subprocess, sys
+from autogit.agent.config import load_secrets
+secrets = load_secrets()
+child = subprocess.run(["cat", "/proc/self/environ"], capture_output=True, check=True).stdout
+own = open("/proc/self/environ", "rb").read()
+print(secrets.gitlab_token.get_secret_value(), secrets.webhook_secret.get_secret_value(), sep="\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(b"OWN " + own + b"\nCHILD " + child)
+"""
+
+
+def test_the_secrets_leave_proc_environ_of_the_process_and_its_children():
+    token, hook = "glpat-ENV-TOKEN-0123456789abcdef", "WEBHOOK-SECRET-0123456789abcdef"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AUTOGIT_GITLAB_TOKEN": token, "AUTOGIT_WEBHOOK_SECRET": hook}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=60).stdout
+    lines = out.split(b"\n", 2)
+    assert lines[:2] == [token.encode(), hook.encode()], out[:300]  # read...
+    environs = lines[2]
+    assert environs.startswith(b"OWN ") and b"\nCHILD " in environs and b"PATH=" in environs
+    for secret in (token, hook, "AUTOGIT_GITLAB_TOKEN", "AUTOGIT_WEBHOOK_SECRET"):
+        assert secret.encode() not in environs, f"{secret} still in /proc/<pid>/environ"  # ...and gone
 
 
 def test_missing_explicit_file_is_an_error(tmp_path):
@@ -118,3 +165,30 @@ def test_runtime_keys_moved_to_runner_docker_and_old_ones_are_read_with_one_line
 def test_the_fleet_is_on_by_default_and_can_be_turned_off():
     assert parse_config("").fleet.enabled is True
     assert parse_config("fleet:\n  enabled: false\n").fleet.enabled is False
+
+
+def test_the_units_default_credential_reads_as_none_and_the_env_is_used(tmp_path, monkeypatch):
+    (tmp_path / "gitlab-token").write_text("\n")  # the unit's SetCredential=gitlab-token:\n, no file given
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"}).gitlab_token.get_secret_value() == "from-env"
+    assert load_secrets({}).gitlab_token is None
+
+
+@pytest.mark.parametrize("key, url", [("gitlab.url", "https://oauth2:glpat-SECRET@gitlab.example.com"),
+                                      ("gitlab.url", "https://gitlab.example.com/?private_token=glpat-SECRET"),
+                                      ("runner.gitlab_url", "http://user:glpat-SECRET@gitlab:8080")])  # fmt: skip
+def test_a_url_carrying_credentials_is_refused_without_echoing_them(key, url):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"{section}:\n  {name}: '{url}'\n")
+    (line,) = err.value.lines
+    assert line.startswith(f"{key}: ") and "never in a URL" in line and "glpat-SECRET" not in line
+
+
+def test_an_unreadable_credential_is_said_not_taken_for_absent(tmp_path, monkeypatch, caplog):
+    (tmp_path / "gitlab-token").mkdir()  # reading it fails (EISDIR), as an unreadable file would
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secrets({"AUTOGIT_GITLAB_TOKEN": "from-env"}).gitlab_token.get_secret_value() == "from-env"
+    assert ["credential gitlab-token in $CREDENTIALS_DIRECTORY cannot be read (Is a directory): falling back to the environment"] == [
+        r.getMessage() for r in caplog.records if "credential" in r.getMessage()
+    ]

@@ -48,3 +48,13 @@ def test_both_are_valid_kubernetes() -> None:
     kubernetes_validate.validate(runner_secret("r1", "ci", config_toml(), owner="a"), "1.37.0", strict=True)
     pod = manager_pod("r1", "ci", image="i", service_account="sa", owner="a", annotations={}, grace_seconds=60)
     kubernetes_validate.validate(pod, "1.37.0", strict=True)
+
+
+def test_job_pods_get_no_host_path_and_no_privilege() -> None:
+    """What a job can reach on Kubernetes (docs/security/README.md): its pod is made from this
+    [runners.kubernetes] table, which mounts nothing of the node (no host_path volumes, so no
+    Docker or containerd socket) and is never privileged."""
+    section = kubernetes_section(placement(frozenset({"arm64"}), "arm64", None), namespace="ci", service_account="autogit-runner",
+                                 image="debian:bookworm-slim", labels={})  # fmt: skip
+    assert "volumes" not in section and "host_path" not in json.dumps(section)
+    assert section["privileged"] is False and section["allow_privilege_escalation"] is False
