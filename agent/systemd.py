@@ -20,6 +20,8 @@ import socket
 import time
 from collections.abc import Mapping
 
+from .digits import parse_uint
+
 __all__ = ["NotifyError", "Notifier", "listen_fds", "LISTEN_FDS_START"]
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         # WATCHDOG_PID, when set, names the process the watchdog is meant for (not a child of ours).
-        mine = not pid or (pid.isdigit() and int(pid) == os.getpid())
-        self._watchdog_usec = int(usec) if usec.isdigit() and int(usec) > 0 and mine else None
+        mine = not pid or parse_uint(pid) == os.getpid()
+        watchdog_usec = parse_uint(usec)
+        self._watchdog_usec = watchdog_usec if watchdog_usec and mine else None
 
     @property
     def enabled(self) -> bool:
@@ -125,10 +128,11 @@ def listen_fds(environ: Mapping[str, str] | None = None, unset: bool = True) -> 
     its own (sd_listen_fds' unset_environment)."""
     env = os.environ if environ is None else environ
     pid, count = env.get("LISTEN_PID", ""), env.get("LISTEN_FDS", "")
-    if not (pid.isdigit() and int(pid) == os.getpid() and count.isdigit()):
+    fds = parse_uint(count, max_digits=6)
+    if parse_uint(pid) != os.getpid() or fds is None:
         return []
     sockets = []
-    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):
+    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + fds):
         os.set_inheritable(fd, False)
         sockets.append(socket.socket(fileno=fd))
     if unset and environ is None:

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from .digits import parse_uint
 from .model import Gpu, GpuVendor, Host, Policy, RunnerKind
 
 __all__ = [
@@ -124,10 +125,11 @@ def memory_tags(memory_mb: int) -> frozenset[str]:
 
 def compute_capability_tags(compute_capability: str) -> frozenset[str]:
     """'9.0' → cc-9.0 and every floor cc-ge-X.Y at or below it; an unparsable value: none."""
-    major, sep, minor = compute_capability.partition(".")
-    if not (sep and major.isdigit() and minor.isdigit()):
+    major_text, sep, minor_text = compute_capability.partition(".")
+    major, minor = parse_uint(major_text, 4), parse_uint(minor_text, 4)
+    if not sep or major is None or minor is None:
         return frozenset()
-    level = (int(major), int(minor))
+    level = (major, minor)
     return frozenset({f"cc-{level[0]}.{level[1]}", *(f"cc-ge-{a}.{b}" for a, b in CC_FLOORS if (a, b) <= level)})
 
 

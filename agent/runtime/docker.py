@@ -33,6 +33,7 @@ import tomli_w
 from pydantic import SecretStr
 
 from ..config import AgentConfig, RunnerConfig, RunnerMode
+from ..digits import parse_uint
 from ..errors import AdapterError, Conflict, InvalidConfiguration, NotFound, Transient
 from ..model import Gpu, GpuVendor, Host, RunnerKind
 from .base import RunnerInstance, RunnerSpec, RunnerStatus
@@ -350,7 +351,7 @@ class DockerRuntime:
         owned = jobs.get(container.name, 0) if self.config.executor == "docker" else None
         return RunnerInstance(
             name=container.name,
-            gitlab_id=int(runner_id) if runner_id and runner_id.isdigit() else None,
+            gitlab_id=parse_uint(runner_id),
             host=labels.get(_label("host"), ""),
             tags=[t for t in labels.get(_label("tags"), "").split(",") if t],
             run_untagged=labels.get(_label("run-untagged")) == "true",

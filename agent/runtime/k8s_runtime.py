@@ -32,6 +32,7 @@ from kubernetes_asyncio.stream import WsApiClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..config import AgentConfig, RunnerConfig
+from ..digits import parse_uint
 from ..dra import GPU_CLASS, NoDevice, Undecided, claim_for, claim_template, gpu_path
 from ..errors import AdapterError, InvalidConfiguration, NotFound, Transient
 from ..inventory.kubernetes import GpuProfile, unit_resource
@@ -407,7 +408,7 @@ class KubernetesRuntime:
         status, since, started = pod_status(pod)
         gitlab_id = notes.get(f"{_A}gitlab-id", "")
         return RunnerInstance(
-            name=meta.name, gitlab_id=int(gitlab_id) if gitlab_id.isdigit() else None, host=meta.labels.get(OWNER_LABEL, ""),
+            name=meta.name, gitlab_id=parse_uint(gitlab_id), host=meta.labels.get(OWNER_LABEL, ""),
             tags=[t for t in notes.get(f"{_A}tags", "").split(",") if t], run_untagged=notes.get(f"{_A}run-untagged") == "true",
             kind=RunnerKind(notes.get(f"{_A}kind", "native")), platform=notes.get(f"{_A}platform", ""), reach=notes.get(f"{_A}reach") or None,
             status=status, status_since=since, created_at=meta.creation_timestamp, started_at=started,
