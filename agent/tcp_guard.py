@@ -162,6 +162,23 @@ class _GuardedHandler(RequestHandler):
         if self._guard_address is not None:
             super().data_received(data)
 
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        """aiohttp logs every malformed request (bad bytes, over-long lines) with a traceback at
+        ERROR: anyone could fill the journal. A client's error is a debug line; a 5xx (the
+        application's middlewares catch the handlers' bugs first) one line without traceback."""
+        name = self._manager.guard.name if self._manager is not None else "tcp"  # type: ignore[attr-defined]
+        what = " ".join(str(exc or message or status).split())[:200]
+        if status >= 500:
+            log.error("%s listener: error handling a request: %s", name, what)
+        else:
+            log.debug("%s listener: malformed request from %s: %s", name, getattr(request, "remote", "?"), what)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        text = "internal error (see the agent's log)" if status >= 500 else f"malformed or oversized HTTP request ({type(exc).__name__ if exc else status})"
+        resp = web.json_response({"message": text}, status=status)
+        resp.force_close()
+        return resp
+
 
 class _GuardedServer(web.Server):
     guard: ConnectionGuard
