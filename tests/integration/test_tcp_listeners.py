@@ -127,7 +127,7 @@ class ListeningAgent:
 @pytest.fixture
 def agent(gitlab_sim, tmp_path):
     a = ListeningAgent(tmp_path, gitlab_sim.url, gitlab_sim.private_token)
-    until(lambda: a.lines("webhook listener on"), 30, "the webhook listener", a.log)
+    until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.log)
     yield a
     a.stop()
 
@@ -138,6 +138,14 @@ def _metric(values: dict, name: str, **labels: str) -> float:
 
 def _job_lookups(sim) -> int:
     return sum(n for route, n in sim.calls.items() if route.startswith("GET ") and route.endswith("/jobs/{jid}"))
+
+
+def _listening(port: int) -> bool:
+    try:
+        _connect(port).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 def _connect(port: int, source: str = "127.0.0.1", timeout: float = 10) -> socket.socket:
@@ -188,7 +196,7 @@ def test_accept_errors_are_one_line_with_a_count(tmp_path):
                            webhook={"max_connections": 5000, "max_connections_per_address": 5000})  # fmt: skip
         held: list[socket.socket] = []
         try:
-            until(lambda: a.lines("webhook listener on"), 30, "the webhook listener", a.log)
+            until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.log)
             for _ in range(250):  # the kernel queues what the agent cannot accept (listen backlog)
                 try:
                     held.append(_connect(a.webhook_port, timeout=2))
