@@ -43,7 +43,7 @@ from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
 from .inventory.gpu import GpuInventory, GpuSnapshot, mig_instance_changes
 from .inventory.host import build_host
-from .metrics import AgentMetrics, start_metrics_listener
+from .metrics import METRICS_LIMITS, AgentMetrics, start_metrics_listener
 from .model import Gpu, GpuVendor, Host
 from .reconciler import Reconciler
 from .runtime import build_runtime
@@ -51,7 +51,7 @@ from .runtime.k8s_runtime import KubernetesRuntime
 from .state import AgentPhase, AgentState, ConfigReport, Intents
 from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
-from .tcp_guard import install_accept_error_log
+from .tcp_guard import descriptor_shortfall, install_accept_error_log
 
 if TYPE_CHECKING:
     from .inventory.cluster import ClusterInventory
@@ -425,6 +425,14 @@ class Agent:
         # Out of descriptors, asyncio reports every failed accept() with a traceback (up to 100 a
         # loop turn): one line with a count instead (agent/tcp_guard.py).
         install_accept_error_log(loop, on_error=self.metrics.accept_errors.inc)
+        caps = {"api.max_connections": self.config.api.max_connections}
+        if self.webhook is not None:
+            caps["webhook.max_connections"] = self.config.webhook.max_connections
+        if self.config.api.metrics_listen:
+            caps["metrics"] = METRICS_LIMITS.max_connections
+        shortfall = descriptor_shortfall(caps)
+        if shortfall is not None:
+            log.warning("%s", shortfall)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)

@@ -42,7 +42,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from .model import Frozen
 
-__all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedRunner", "client_address", "install_accept_error_log"]
+__all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedRunner", "client_address", "descriptor_shortfall", "install_accept_error_log"]
 
 log = logging.getLogger("autogit.tcp")
 
@@ -204,6 +204,28 @@ class GuardedRunner(web.AppRunner):
         assert isinstance(server, _GuardedServer)
         server.guard = self.guard
         return server
+
+
+# Descriptors the agent needs besides its listeners' connections: Docker, GitLab, the GPU
+# libraries, udev, journald, the event loop, Python itself.
+OWN_DESCRIPTORS = 128
+
+
+def descriptor_shortfall(caps: dict[str, int], soft_limit: int | None = None) -> str | None:
+    """One line when the listeners' connection caps (`caps`: name → most connections) and the
+    agent's own descriptors exceed the open-file soft limit (RLIMIT_NOFILE), else None."""
+    import resource
+
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY:
+        return None
+    needed = sum(caps.values()) + OWN_DESCRIPTORS
+    if needed <= soft_limit:
+        return None
+    said = ", ".join(f"{name} {n}" for name, n in caps.items())
+    return (f"the connection caps ({said}) plus about {OWN_DESCRIPTORS} descriptors of the agent's own exceed the open-file limit "
+            f"{soft_limit}: a flood could run the agent out of descriptors; lower the caps or raise LimitNOFILE")
 
 
 def install_accept_error_log(loop: asyncio.AbstractEventLoop, interval: float = 10.0,

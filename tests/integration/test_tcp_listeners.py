@@ -203,6 +203,7 @@ def test_accept_errors_are_one_line_with_a_count(tmp_path):
                 except OSError:
                     break
             until(lambda: a.lines("accept() failed for want of resources"), 30, "the accept failure line", a.log)
+            assert len(a.lines("exceed the open-file limit 160")) == 1  # said at start
             time.sleep(2)  # two more seconds of failing accept() retries (one a second per listener)
             assert a.lines("out of system resource") == []  # asyncio's own report, once per failed accept()
             assert 1 <= len(a.lines("accept() failed for want of resources")) <= 2  # one line per 10 s
