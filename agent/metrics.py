@@ -444,7 +444,7 @@ async def start_metrics_listener(metrics: AgentMetrics, listen: str, limits: Con
         try:
             body = metrics.render()
         except Exception as exc:  # noqa: BLE001 - a collector's bug: one line, and the listener keeps serving
-            log.error("rendering /metrics failed: %s: %s", type(exc).__name__, str(exc)[:200])
+            log.error("rendering /metrics failed: %s: %s", type(exc).__name__, " ".join(str(exc).split())[:200])
             return web.Response(status=500, text="metrics could not be rendered (see the agent's log)\n")
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
