@@ -165,6 +165,7 @@ def test_idle_connection_flood_leaves_the_socket_api_and_metrics_answering(agent
     the rest at once, and its socket API and /metrics keep answering."""
     _raise_own_fd_limit(4096)
     before = agent.fds()
+    began = time.monotonic()
     held: list[socket.socket] = []
     try:
         for i in range(1100):
@@ -179,7 +180,8 @@ def test_idle_connection_flood_leaves_the_socket_api_and_metrics_answering(agent
         assert agent.status() is not None  # the socket API answers
         assert _metric(metrics, "autogit_tcp_refused_connections_total", listener="webhook", reason="connections") >= 1100 - 128
         assert agent.lines("out of system resource") == [] and agent.lines("Traceback") == []
-        assert 1 <= len(agent.lines("webhook listener: refused")) <= 2  # one line per 10 s, with the count
+        # one line per 10 s, with the count
+        assert 1 <= len(agent.lines("webhook listener: refused")) <= 1 + (time.monotonic() - began) // 10
     finally:
         for s in held:
             s.close()
@@ -360,6 +362,7 @@ async def test_a_thousand_wrong_token_calls_are_counted_not_logged(agent):
     event (and journal line) per client address per 10 s, and the event history keeps the rest."""
     url = f"http://127.0.0.1:{agent.webhook_port}/hooks/gitlab"
     headers = {"X-Gitlab-Event": "Job Hook", "X-Gitlab-Token": "wrong"}
+    began = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
 
         async def call() -> int:
@@ -370,7 +373,7 @@ async def test_a_thousand_wrong_token_calls_are_counted_not_logged(agent):
     assert set(statuses) == {401}
     metrics = await asyncio.to_thread(agent.metrics)
     assert _metric(metrics, "autogit_webhook_refusals_total", reason="token") == 1000
-    assert 1 <= len(agent.lines("webhook.refused")) <= 2
+    assert 1 <= len(agent.lines("webhook.refused")) <= 1 + (time.monotonic() - began) // 10  # one per 10 s
     first = None
     async with AgentClient(agent.socket) as client:
         async for event in client.events(since=0):
