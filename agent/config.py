@@ -122,6 +122,15 @@ class WebhookConfig(Frozen):
     listen: str = Field("127.0.0.1:9181", description="host:port of the webhook listener.")
     path: str = Field("/hooks/gitlab", description="URL path GitLab posts to.")
     max_body_bytes: PositiveInt = Field(1 << 20, description="Largest accepted webhook body.")
+    max_connections: PositiveInt = Field(
+        128, description="Most connections the listener holds at once; more get a 503 and are closed at once (docs/security/)."
+    )
+    max_connections_per_address: PositiveInt = Field(
+        32, description="Most connections at once from one client address (behind a proxy: the proxy's address)."
+    )
+    idle_timeout: PositiveFloat = Field(
+        5.0, description="Seconds a connection may take to send its request headers, or stay idle between requests."
+    )
 
 
 class RunnerMode(StrEnum):

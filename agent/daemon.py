@@ -38,11 +38,12 @@ from .election import Election
 from .errors import AdapterError
 from .events import Event, EventBus
 from .gitlab.adapter import GitLabAdapter, GitLabError
+from .gitlab.hook_lookups import budget_low
 from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
 from .inventory.gpu import GpuInventory, GpuSnapshot, mig_instance_changes
 from .inventory.host import build_host
-from .metrics import AgentMetrics, start_metrics_listener
+from .metrics import METRICS_LIMITS, AgentMetrics, start_metrics_listener
 from .model import Gpu, GpuVendor, Host
 from .reconciler import Reconciler
 from .runtime import build_runtime
@@ -50,6 +51,7 @@ from .runtime.k8s_runtime import KubernetesRuntime
 from .state import AgentPhase, AgentState, ConfigReport, Intents
 from .statefile import StateFile, describe, state_file_path
 from .systemd import Notifier
+from .tcp_guard import descriptor_shortfall, install_accept_error_log
 
 if TYPE_CHECKING:
     from .inventory.cluster import ClusterInventory
@@ -155,8 +157,12 @@ class Agent:
         if config.webhook.enabled:
             if secrets.webhook_secret is None:
                 log.warning("webhook.enabled but no AUTOGIT_WEBHOOK_SECRET: the listener would refuse everything; not started")
+            elif self.gitlab is None:
+                # Detect-only: no job could be looked up or planned, so no port is opened for it.
+                log.warning("webhook.enabled in detect-only mode (no gitlab.url or token): the listener is not started")
             else:
-                self.webhook = WebhookListener(config.webhook, secrets.webhook_secret, self.state.bus, self._on_job_hook)
+                self.webhook = WebhookListener(config.webhook, secrets.webhook_secret, self.state.bus, self._on_job_hook, self.metrics,
+                                               in_scope=self._hook_in_scope, budget_low=self._hook_budget_low)  # fmt: skip
         self.state.reload_handler = self._reload
         self.state.bus.add_listener(self._on_event)
         # What operators asked for before this start (an upgrade never undoes a drain or a pause).
@@ -286,10 +292,20 @@ class Agent:
             await self._read_cluster_gpus()
 
     # --- inputs -------------------------------------------------------------------------------
+    def _hook_in_scope(self, project_id: int) -> bool:
+        return self.gitlab is not None and self.gitlab.in_scope(project_id)
+
+    def _hook_budget_low(self) -> bool:
+        return self.gitlab is None or budget_low(self.gitlab.rate_limit)
+
     async def _on_job_hook(self, project_id: int, job_id: int, status: str) -> None:
-        assert self.gitlab is not None
+        """One job lookup for an accepted hook (HookLookups decides whether and when), through
+        the adapter: its retries, its timeouts and its RateLimit bookkeeping."""
+        gitlab = self.gitlab  # a reload may replace the adapter meanwhile
+        if gitlab is None:
+            return
         try:
-            status, job = await self.gitlab.get_job(project_id, job_id)
+            status, job = await gitlab.get_job(project_id, job_id)
         except GitLabError as exc:
             self.state.bus.publish("webhook.fetch-failed", f"job {job_id} of project {project_id}: {exc}")
             return
@@ -408,6 +424,17 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # Out of descriptors, asyncio reports every failed accept() with a traceback (up to 100 a
+        # loop turn): one line with a count instead (agent/tcp_guard.py).
+        install_accept_error_log(loop, on_error=self.metrics.accept_errors.inc)
+        caps = {"api.max_connections": self.config.api.max_connections}
+        if self.webhook is not None:
+            caps["webhook.max_connections"] = self.config.webhook.max_connections
+        if self.config.api.metrics_listen:
+            caps["metrics"] = METRICS_LIMITS.max_connections
+        shortfall = descriptor_shortfall(caps)
+        if shortfall is not None:
+            log.warning("%s", shortfall)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)

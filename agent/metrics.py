@@ -35,12 +35,13 @@ from .events import Event
 from .model import Job, RunnerKind, WaitReason
 from .queuetimes import OTHER, QueueTimes, TagSetLabels, largest_tag_sets, tag_set
 from .state import AgentPhase, AgentState, LeaderRole
+from .tcp_guard import ConnectionGuard, ConnectionLimits, GuardedRunner
 
 if TYPE_CHECKING:
     from .gitlab.adapter import GitLabAdapter, QueueSnapshot
 
 __all__ = [
-    "CONTENT_TYPE", "START_FAILURE_CAUSES", "AgentMetrics", "StateCollector", "endpoint_class", "parse_listen", "start_failure_cause",
+    "CONTENT_TYPE", "METRICS_LIMITS", "START_FAILURE_CAUSES", "WEBHOOK_OUTCOMES", "WEBHOOK_REFUSALS", "AgentMetrics", "StateCollector", "endpoint_class", "parse_listen", "start_failure_cause",
     "start_metrics_listener",
 ]  # fmt: skip
 
@@ -85,6 +86,13 @@ _ENDPOINTS = (
 
 ENDPOINT_CLASSES = tuple(name for _, name in _ENDPOINTS) + ("other",)
 REFUSAL_CODES = ("401", "403", "404", "429")
+WEBHOOK_REFUSALS = ("token", "bad-request", "timeout")
+# looked-up: a GitLab call made; merged: into a lookup queued, in flight or just made for the
+# same job and status; out-of-scope: a project outside gitlab.scope (no call); budget: GitLab's
+# rate-limit budget was low (no call); overflow: too many lookups queued; ignored: not a Job Hook.
+WEBHOOK_OUTCOMES = ("looked-up", "merged", "out-of-scope", "budget", "overflow", "ignored")
+# The /metrics listener's caps: Prometheus scrapes with one connection per target and scraper.
+METRICS_LIMITS = ConnectionLimits(max_connections=32, max_per_address=8, idle_timeout=10.0, max_lifetime=60.0)
 
 
 def endpoint_class(path: str) -> str:
@@ -288,6 +296,22 @@ class AgentMetrics:
             "autogit_gitlab_ratelimit_remaining", "Requests left in GitLab's rate-limit window (RateLimit-Remaining), by limit.", ["limit"], registry=r
         )
         self.gitlab_ratelimit_limit = Gauge("autogit_gitlab_ratelimit_limit", "GitLab's rate limit per window (RateLimit-Limit), by limit.", ["limit"], registry=r)
+        # The TCP listeners (agent/tcp_guard.py) and the webhook (agent/gitlab/webhook.py): every
+        # refusal counted here, while events and log lines about them are rate-limited.
+        self.tcp_refused = Counter(
+            "autogit_tcp_refused_connections", "Connections a TCP listener closed at once, over its cap in all or per client address.",
+            ["listener", "reason"], registry=r,
+        )  # fmt: skip
+        self.accept_errors = Counter("autogit_accept_errors", "accept() calls that failed for want of descriptors or memory.", registry=r)
+        self.webhook_refusals = Counter("autogit_webhook_refusals", "Webhook requests refused, by reason.", ["reason"], registry=r)
+        self.webhook_hooks = Counter("autogit_webhook_hooks", "Accepted webhook calls, by what became of them.", ["outcome"], registry=r)
+        for listener in ("webhook", "metrics"):
+            for reason in ("connections", "per-address"):
+                self.tcp_refused.labels(listener=listener, reason=reason)
+        for reason in WEBHOOK_REFUSALS:
+            self.webhook_refusals.labels(reason=reason)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_hooks.labels(outcome=outcome)
         self.fleet_claims = Counter("autogit_fleet_claimed_jobs", "Jobs this host claimed in a fleet: as owner or taken over from a slower host.", ["claim"], registry=r)
         for claim in ("owner", "takeover"):
             self.fleet_claims.labels(claim=claim)
@@ -405,17 +429,30 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def start_metrics_listener(metrics: AgentMetrics, listen: str):
+async def start_metrics_listener(metrics: AgentMetrics, listen: str, limits: ConnectionLimits = METRICS_LIMITS):
     """An optional TCP listener that serves GET /metrics and nothing else (no auth: it exposes
-    only counts and ids). Returns the aiohttp AppRunner; `await runner.cleanup()` stops it."""
+    only counts and ids), behind a ConnectionGuard (`limits`). Every error is one line of text,
+    never a traceback: a collector that fails is one log line and a 500 naming no detail.
+    Returns the aiohttp AppRunner; `await runner.cleanup()` stops it."""
+    import logging
+
     from aiohttp import web
 
+    log = logging.getLogger("autogit.metrics")
+
     async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        try:
+            body = metrics.render()
+        except Exception as exc:  # noqa: BLE001 - a collector's bug: one line, and the listener keeps serving
+            log.error("rendering /metrics failed: %s: %s", type(exc).__name__, " ".join(str(exc).split())[:200])
+            return web.Response(status=500, text="metrics could not be rendered (see the agent's log)\n")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(client_max_size=1024)
     app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=15, max_line_size=4096, max_field_size=4096)
+    guard = ConnectionGuard("metrics", limits, lambda reason: metrics.tcp_refused.labels(listener="metrics", reason=reason).inc())
+    runner = GuardedRunner(app, guard, access_log=None, max_line_size=4096, max_field_size=4096, max_headers=32, handle_signals=False,
+                           shutdown_timeout=2.0)  # fmt: skip
     await runner.setup()
     host, port = parse_listen(listen)
     await web.TCPSite(runner, host, port).start()

@@ -348,6 +348,17 @@ class GitLabAdapter:
                 log.warning("group %s: the token's user is not its Owner, and only Owners create group runners; "
                             "its %d project(s) where the user is a Maintainer are served with project runners", group, len(maintained))  # fmt: skip
 
+    def in_scope(self, project_id: int) -> bool:
+        """Whether `project_id` is in the configured scope as last read: any project of an
+        `instance` scope, a listed one of a `projects` scope, a discovered one of a `groups`
+        scope (none before the first discovery: a webhook's lookup then waits for the poll)."""
+        kind = self.config.scope.kind
+        if kind == "instance":
+            return True
+        if kind == "projects":
+            return project_id in self.config.scope.projects
+        return project_id in self._projects
+
     def reach_of(self, project_id: int) -> str | None:
         """Where a runner that serves this project's jobs is registered: `project:<id>` of the
         scope's first project (the others are assigned), `group:<id>` of the configured group the
