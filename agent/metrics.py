@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .digits import parse_uint
 from .events import Event
 from .model import Job, RunnerKind, WaitReason
 from .queuetimes import OTHER, QueueTimes, TagSetLabels, largest_tag_sets, tag_set
@@ -343,9 +344,9 @@ class AgentMetrics:
         self.gitlab_requests.labels(endpoint=endpoint_class(urlsplit(resp.url).path), code=str(resp.status_code)).inc()
         name = resp.headers.get("RateLimit-Name") or "unnamed"
         for header, gauge in (("RateLimit-Remaining", self.gitlab_ratelimit_remaining), ("RateLimit-Limit", self.gitlab_ratelimit_limit)):
-            value = resp.headers.get(header)
-            if value is not None and value.isdigit():
-                gauge.labels(limit=name).set(int(value))
+            value = parse_uint(resp.headers.get(header))
+            if value is not None:
+                gauge.labels(limit=name).set(value)
 
     def _on_event(self, event: Event) -> None:
         self.events.labels(type=event.type).inc()
@@ -423,10 +424,11 @@ class AgentMetrics:
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """'127.0.0.1:9464' or '[::1]:9464' -> (host, port); ValueError otherwise."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, sep, port_text = listen.rpartition(":")
+    port = parse_uint(port_text, max_digits=5)
+    if not sep or not host or port is None or not 0 < port < 65536:
         raise ValueError(f"metrics_listen must be host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), port
 
 
 async def start_metrics_listener(metrics: AgentMetrics, listen: str, limits: ConnectionLimits = METRICS_LIMITS):

@@ -916,7 +916,7 @@ class GitLabSimulator:
         return web.json_response(list(body), headers=headers)
 
     def _project_or_none(self, ref: str) -> SimProject | None:
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             return self._projects.get(int(ref))
         return next((p for p in self._projects.values() if p.path_with_namespace == ref), None)
 
@@ -935,7 +935,7 @@ class GitLabSimulator:
 
     async def _get_group(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
-        gid_int = int(gid) if gid.isdigit() else next((k for k, v in self._groups.items() if v == gid), -1)
+        gid_int = int(gid) if gid.isascii() and gid.isdigit() else next((k for k, v in self._groups.items() if v == gid), -1)
         if gid_int not in self._groups:
             return _error(404, "404 Group Not Found")
         return web.json_response(self._group_obj(gid_int))
@@ -964,7 +964,7 @@ class GitLabSimulator:
 
     async def _list_group_projects(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
-        if not gid.isdigit() or int(gid) not in self._groups:
+        if not (gid.isascii() and gid.isdigit()) or int(gid) not in self._groups:
             return _error(404, "404 Group Not Found")
         if not (self._admin(request) or self.access.group_role(request[_USER], int(gid)) >= 10):
             return _error(404, "404 Group Not Found")
@@ -1148,7 +1148,7 @@ class GitLabSimulator:
     async def _list_group_runners(self, request: web.Request) -> web.Response:
         """Ci::Runner.group_or_instance_wide(group) (authorize! :read_group_runners: owner)."""
         gid = request.match_info["gid"]
-        if not gid.isdigit() or int(gid) not in self._groups:
+        if not (gid.isascii() and gid.isdigit()) or int(gid) not in self._groups:
             return _error(404, "404 Group Not Found")
         if not (self._admin(request) or self.access.group_role(request[_USER], int(gid)) >= OWNER):
             return _error(403, "403 Forbidden")

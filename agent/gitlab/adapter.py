@@ -34,6 +34,7 @@ import requests
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from ..config import GitLabConfig
+from ..digits import parse_uint
 from ..errors import AdapterError
 from ..model import Frozen, Job, UnreadProject, UtcDatetime
 
@@ -253,9 +254,9 @@ class GitLabAdapter:
 
     def _note_rate_limit(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
-            value = resp.headers.get(header)
-            if value is not None and value.isdigit():
-                self.rate_limit[header.split("-", 1)[1].lower()] = int(value)
+            value = parse_uint(resp.headers.get(header))
+            if value is not None:
+                self.rate_limit[header.split("-", 1)[1].lower()] = value
 
     def min_poll_interval(self, now: float | None = None) -> float:
         """Seconds between full polls that keep the jobs listing within GitLab's per-user limit

@@ -306,7 +306,7 @@ def _apply(doc: Any, kind: str, path: str, value: Any) -> Any:
         return copy.deepcopy(value)
     node, last = _parent(doc, parts, path)
     if isinstance(node, list):
-        index = len(node) if last == "-" and kind == "add" else int(last) if last.isdigit() else -1
+        index = len(node) if last == "-" and kind == "add" else int(last) if last.isascii() and last.isdigit() else -1
         if not 0 <= index <= len(node) - (0 if kind == "add" else 1):
             raise ExecutorProblem(f"pod_spec json patch: {path}: index out of range")
         if kind == "add":

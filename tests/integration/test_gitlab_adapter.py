@@ -140,3 +140,36 @@ async def test_a_pending_job_our_models_refuse_is_skipped_with_one_line_and_the_
     with pytest.raises(GitLabError) as err:  # a webhook's lookup of it: one line, not a traceback
         await adapter(sim, scope={"kind": "projects", "projects": [1]}).get_job(1, bad)
     assert f"job {bad}" in str(err.value) and "\n" not in str(err.value)
+
+
+async def test_rate_limit_headers_that_are_not_ascii_numbers_are_ignored() -> None:
+    """GitLab's RateLimit-* headers are read as numbers only when they are ASCII digits: a byte
+    0xB2 arrives as '²' (requests decodes headers as latin-1), which str.isdigit() accepted and
+    int() refused inside the response hook, failing the call itself."""
+    import asyncio
+
+    from autogit.agent.metrics import AgentMetrics
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"id": 7, "description": "r", "active": true, "paused": false, "tag_list": []}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRateLimit-Name: throttle_authenticated_api\r\n"
+                     b"RateLimit-Limit: \xb2\xb3\r\nRateLimit-Remaining: \xb2\r\nRateLimit-Reset: 1\xb9\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        config = GitLabConfig.model_validate({"url": f"http://127.0.0.1:{port}", "request_timeout": 3, "max_retries": 0,
+                                              "scope": {"kind": "projects", "projects": [1]}})  # fmt: skip
+        gl = GitLabAdapter(config, SecretStr("glpat-" + "x" * 20))
+        metrics = AgentMetrics()
+        metrics.watch_gitlab(gl)
+        assert await gl.runner_exists(7) is True
+        assert gl.rate_limit == {}, "no number was read from the odd headers"
+        assert b'autogit_gitlab_requests_total{code="200"' in metrics.render()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -59,6 +59,15 @@ def test_user_api_needs_a_token(gitlab_sim: GitLabSimulator) -> None:
 
 
 # ------------------------------------------------------------------------------------ pagination
+def test_ids_in_other_scripts_digits_are_not_found_not_a_500(gitlab_sim: GitLabSimulator) -> None:
+    """GitLab matches `:id` as a number or a path (lib/api/api.rb NO_SLASH_URL_PART_REGEX) and
+    answers 404 for anything it cannot find; '²' passed str.isdigit() and int() raised."""
+    headers = gitlab_sim.admin_headers
+    for path in ("/projects/%C2%B2/jobs", "/groups/%C2%B2", "/groups/%C2%B2/projects"):
+        got = requests.get(f"{gitlab_sim.url}{API}{path}", headers=headers, timeout=10)
+        assert got.status_code == 404, (path, got.status_code, got.text)
+
+
 def test_250_pending_jobs_page_like_gitlab(gitlab_sim: GitLabSimulator) -> None:
     for i in range(250):
         gitlab_sim.add_job(project_id=1, tags=["gpu"] if i % 5 == 0 else [], name=f"job{i}")
