@@ -67,7 +67,9 @@ def container_views(client: docker.DockerClient, hostname: str) -> dict[str, byt
     views = {}
     for c in client.containers.list(all=True, filters={"label": f"io.autogit.host={hostname}"}):
         config = c.attrs["Config"]
-        views[c.name] = repr([config.get("Env"), config.get("Cmd"), config.get("Entrypoint"), c.attrs.get("Args"), config.get("Labels")]).encode()
+        views[c.name] = repr(
+            [config.get("Env"), config.get("Cmd"), config.get("Entrypoint"), c.attrs.get("Args"), config.get("Labels")]
+        ).encode()
     return views
 
 
