@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from . import secret_env
+from .listen import parse_listen
 from .model import Frozen, Policy
 
 __all__ = [
@@ -131,6 +132,12 @@ class WebhookConfig(Frozen):
     idle_timeout: PositiveFloat = Field(
         5.0, description="Seconds a connection may take to send its request headers, or stay idle between requests."
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        parse_listen(value, default_host="127.0.0.1", any_port=True)  # pydantic names the field
+        return value
 
 
 class RunnerMode(StrEnum):
@@ -308,6 +315,11 @@ class ApiConfig(Frozen):
     group: str = Field("autogit", description="Members may read the socket.")
     admin_group: str = Field("autogit-admin", description="Members (and root) may act through the socket.")
     metrics_listen: str | None = Field(None, description="host:port of an optional TCP listener serving /metrics only.")
+    health_listen: str | None = Field(
+        None,
+        description="host:port of an optional TCP listener serving GET /healthz only, for probes: apart from /metrics, so "
+        "scrapes and floods of that port cannot fail a liveness probe. 200 while reconcile passes complete, as systemd's watchdog.",
+    )
     max_body_bytes: PositiveInt = Field(64 * 1024, description="Largest accepted request body.")
     max_connections: PositiveInt = Field(
         256, description="Most concurrent socket connections of readers and admins together (refused peers never hold one)."
@@ -321,6 +333,13 @@ class ApiConfig(Frozen):
         "open, so readers holding every general slot cannot lock them out.",
     )
     event_history: PositiveInt = Field(1000, description="Events kept for ?since= replay.")
+
+    @field_validator("metrics_listen", "health_listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)  # pydantic names the field
+        return value
 
 
 class FleetConfig(Frozen):

@@ -43,6 +43,7 @@ from .gitlab.webhook import WebhookListener
 from .inventory.cpu import observe_cpu
 from .inventory.gpu import GpuInventory, GpuSnapshot, mig_instance_changes
 from .inventory.host import build_host
+from .health import HEALTH_LIMITS, start_health_listener
 from .metrics import METRICS_LIMITS, AgentMetrics, start_metrics_listener
 from .model import Gpu, GpuVendor, Host
 from .reconciler import Reconciler
@@ -396,11 +397,19 @@ class Agent:
         if interval is None:
             return
         while not self._stop.is_set():
-            healthy_within = max(3 * self.config.gitlab.poll_interval, 60)  # a reload may change it
             # Ping only while the loop makes progress: a wedged loop gets restarted by systemd.
-            if time.monotonic() - self._last_pass < healthy_within:
+            if self.progress_problem() is None:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    def progress_problem(self) -> str | None:
+        """None while reconcile passes complete; else why not, in one line. systemd's watchdog
+        and the probes' /healthz (agent/health.py) both follow it."""
+        healthy_within = max(3 * self.config.gitlab.poll_interval, 60)  # a reload may change it
+        since = time.monotonic() - self._last_pass
+        if since < healthy_within:
+            return None
+        return f"no reconcile pass completed for {since:.0f} s (the limit is {healthy_within:.0f} s)"
 
     def _mark_pass(self, seconds: float) -> None:
         self._last_pass = time.monotonic()
@@ -432,6 +441,8 @@ class Agent:
             caps["webhook.max_connections"] = self.config.webhook.max_connections
         if self.config.api.metrics_listen:
             caps["metrics"] = METRICS_LIMITS.max_connections
+        if self.config.api.health_listen:
+            caps["health"] = HEALTH_LIMITS.max_connections
         shortfall = descriptor_shortfall(caps)
         if shortfall is not None:
             log.warning("%s", shortfall)
@@ -452,6 +463,10 @@ class Agent:
         if self.webhook is not None:
             await self.webhook.start()
         metrics_site = await start_metrics_listener(self.metrics, self.config.api.metrics_listen) if self.config.api.metrics_listen else None
+        health_site = await start_health_listener(
+            self.config.api.health_listen, self.progress_problem,
+            on_refused=lambda reason: self.metrics.tcp_refused.labels(listener="health", reason=reason).inc(),
+        ) if self.config.api.health_listen else None  # fmt: skip
         await self._read_cluster_gpus()
         await self.reconciler.reconcile_once(full_poll=True)
         self._last_pass = time.monotonic()
@@ -482,8 +497,9 @@ class Agent:
             self._hotplug.stop()
         if self.webhook is not None:
             await self.webhook.stop()
-        if metrics_site is not None:
-            await metrics_site.cleanup()
+        for site in (metrics_site, health_site):
+            if site is not None:
+                await site.cleanup()
         await self.api.stop()
         if self.cluster is not None:
             await self.cluster.close()

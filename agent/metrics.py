@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .digits import parse_uint
+from .listen import parse_listen
 from .events import Event
 from .model import Job, RunnerKind, WaitReason
 from .queuetimes import OTHER, QueueTimes, TagSetLabels, largest_tag_sets, tag_set
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .gitlab.adapter import GitLabAdapter, QueueSnapshot
 
 __all__ = [
-    "CONTENT_TYPE", "METRICS_LIMITS", "START_FAILURE_CAUSES", "WEBHOOK_OUTCOMES", "WEBHOOK_REFUSALS", "AgentMetrics", "StateCollector", "endpoint_class", "parse_listen", "start_failure_cause",
+    "CONTENT_TYPE", "METRICS_LIMITS", "START_FAILURE_CAUSES", "WEBHOOK_OUTCOMES", "WEBHOOK_REFUSALS", "AgentMetrics", "StateCollector", "endpoint_class", "start_failure_cause",
     "start_metrics_listener",
 ]  # fmt: skip
 
@@ -306,7 +307,7 @@ class AgentMetrics:
         self.accept_errors = Counter("autogit_accept_errors", "accept() calls that failed for want of descriptors or memory.", registry=r)
         self.webhook_refusals = Counter("autogit_webhook_refusals", "Webhook requests refused, by reason.", ["reason"], registry=r)
         self.webhook_hooks = Counter("autogit_webhook_hooks", "Accepted webhook calls, by what became of them.", ["outcome"], registry=r)
-        for listener in ("webhook", "metrics"):
+        for listener in ("webhook", "metrics", "health"):
             for reason in ("connections", "per-address"):
                 self.tcp_refused.labels(listener=listener, reason=reason)
         for reason in WEBHOOK_REFUSALS:
@@ -422,15 +423,6 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:9464' or '[::1]:9464' -> (host, port); ValueError otherwise."""
-    host, sep, port_text = listen.rpartition(":")
-    port = parse_uint(port_text, max_digits=5)
-    if not sep or not host or port is None or not 0 < port < 65536:
-        raise ValueError(f"metrics_listen must be host:port, got {listen!r}")
-    return host.strip("[]"), port
-
-
 async def start_metrics_listener(metrics: AgentMetrics, listen: str, limits: ConnectionLimits = METRICS_LIMITS):
     """An optional TCP listener that serves GET /metrics and nothing else (no auth: it exposes
     only counts and ids), behind a ConnectionGuard (`limits`). Every error is one line of text,
@@ -456,6 +448,6 @@ async def start_metrics_listener(metrics: AgentMetrics, listen: str, limits: Con
     runner = GuardedRunner(app, guard, access_log=None, max_line_size=4096, max_field_size=4096, max_headers=32, handle_signals=False,
                            shutdown_timeout=2.0)  # fmt: skip
     await runner.setup()
-    host, port = parse_listen(listen)
+    host, port = parse_listen(listen, "api.metrics_listen")
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictS
 
 from ..config import WebhookConfig
 from ..events import EventBus
+from ..listen import parse_listen
 from ..tcp_guard import ConnectionGuard, ConnectionLimits, GuardedRunner
 from .hook_lookups import HookLookups, JobHint
 
@@ -188,17 +189,17 @@ class WebhookListener:
             return web.json_response({"message": "internal error (see the agent's log)"}, status=500)
 
     async def start(self) -> None:
-        host, _, port = self.config.listen.rpartition(":")
+        host, port = parse_listen(self.config.listen, "webhook.listen", default_host="127.0.0.1", any_port=True)
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors])
         app.router.add_post(self.config.path, self.handle)
         self._runner = GuardedRunner(app, self.guard, access_log=None, handle_signals=False, max_line_size=4096, max_field_size=4096,
                                      max_headers=64, lingering_time=0.5, shutdown_timeout=2.0)  # fmt: skip
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         addresses = self._runner.addresses  # the real port when 0 was asked
-        self.port = addresses[0][1] if addresses else int(port)
-        log.info("webhook listener on %s:%s%s", host.strip("[]") or "127.0.0.1", self.port, self.config.path)
+        self.port = addresses[0][1] if addresses else port
+        log.info("webhook listener on %s:%s%s", host, self.port, self.config.path)
 
     async def stop(self) -> None:
         await self.lookups.stop()

@@ -30,6 +30,7 @@ from autogit.agent.events import EventBus
 from autogit.agent.gitlab.adapter import GitLabAdapter
 from autogit.agent.gitlab.hook_lookups import budget_low
 from autogit.agent.gitlab.webhook import WebhookListener
+from autogit.agent.health import start_health_listener
 from autogit.agent.metrics import AgentMetrics, start_metrics_listener
 from autogit.agent.tcp_guard import ConnectionLimits, install_accept_error_log
 from autogit.gitlab_double import GitLabSimulator
@@ -70,14 +71,15 @@ class ListeningAgent:
         self.dir = tmp
         self.socket = tmp / "agent.sock"
         self.log = tmp / "agent.log"
-        self.webhook_port, self.metrics_port = free_port(), free_port()
+        self.webhook_port, self.metrics_port, self.health_port = free_port(), free_port(), free_port()
         config: dict = {
             "hostname": f"tcp{uuid.uuid4().hex[:6]}",
             "fleet": {"enabled": False},
             "gpu": {"vendors": []},
             "runner": {"docker": {"config_dir": str(tmp / "runners")}},
             "state_file": str(tmp / "state.json"),
-            "api": {"socket": str(self.socket), "group": "nonexistent-group", "metrics_listen": f"127.0.0.1:{self.metrics_port}"},
+            "api": {"socket": str(self.socket), "group": "nonexistent-group", "metrics_listen": f"127.0.0.1:{self.metrics_port}",
+                    "health_listen": f"127.0.0.1:{self.health_port}"},
             "webhook": {"enabled": True, "listen": f"127.0.0.1:{self.webhook_port}"},
         }
         if gitlab_url is not None:
@@ -350,6 +352,45 @@ async def test_metrics_listener_caps_connections_and_never_answers_500_to_bad_in
                 assert resp.status == 500 and (await resp.text()).count("\n") == 1
         errors = [r for r in caplog.records if r.levelname == "ERROR"]
         assert len(errors) == 1 and not errors[0].exc_info and "\n" not in errors[0].getMessage()
+    finally:
+        await runner.cleanup()
+
+
+def test_the_health_probe_answers_while_the_metrics_port_is_full(agent):
+    """A kubelet probing /metrics fails once anyone fills that port's 32 slots, and the pod is
+    restarted; /healthz on its own port (api.health_listen) still answers 200, from the rule
+    systemd's watchdog applies (reconcile passes complete)."""
+    held = [_connect(agent.metrics_port, f"127.0.1.{1 + i // 8}") for i in range(32)]  # 8 per address: the cap in all
+    try:
+        extra = _connect(agent.metrics_port, "127.0.1.99")
+        assert extra.recv(64).startswith(b"HTTP/1.1 503"), "the metrics port is full"
+        extra.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.health_port}/healthz", timeout=10) as resp:
+            assert (resp.status, resp.read()) == (200, b"ok\n")
+    finally:
+        for s in held:
+            s.close()
+
+
+async def test_the_health_listener_says_why_in_one_line_and_has_its_own_cap():
+    port = free_port()
+    problem: list[str | None] = [None]
+    runner = await start_health_listener(f"127.0.0.1:{port}", lambda: problem[0], ConnectionLimits(max_connections=2, max_per_address=2, idle_timeout=5))
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert (resp.status, await resp.text()) == (200, "ok\n")
+            problem[0] = "no reconcile pass completed for 95 s\n(the limit is 60 s)"
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 503 and await resp.text() == "no reconcile pass completed for 95 s (the limit is 60 s)\n"
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 404, "the probe port serves /healthz only"
+        held = [await loop.run_in_executor(None, _connect, port) for _ in range(3)]
+        held[2].settimeout(5)
+        assert (await loop.run_in_executor(None, held[2].recv, 64)).startswith(b"HTTP/1.1 503")
+        for s in held:
+            s.close()
     finally:
         await runner.cleanup()
 

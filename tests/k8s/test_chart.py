@@ -173,6 +173,22 @@ def test_ingress_routes_only_the_webhook_with_cert_manager_tls(helm_binary: Path
     assert out.returncode != 0 and "set webhook.enabled too" in out.stderr
 
 
+def test_the_probes_ask_healthz_on_a_port_no_service_or_policy_opens(helm_binary: Path) -> None:
+    """Probes on /metrics failed once anyone filled that port's connection cap (issue 24): they
+    ask the agent's /healthz (api.health_listen) on a port of its own instead."""
+    docs = render(helm_binary, *FULL)
+    [deployment] = by_kind(docs, "Deployment")
+    [agent] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "agent"]
+    ports = {p["name"]: p["containerPort"] for p in agent["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert agent[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    [cm] = [d for d in by_kind(docs, "ConfigMap") if "agent.yaml" in d["data"]]
+    config = parse_config(cm["data"]["agent.yaml"], "chart")
+    assert config.api.health_listen == f"0.0.0.0:{ports['health']}" and ports["health"] != ports["metrics"]
+    service_ports = {p.get("targetPort", p["port"]) for s in by_kind(docs, "Service") for p in s["spec"]["ports"]}
+    assert "health" not in service_ports and ports["health"] not in service_ports
+
+
 def test_network_policy_admits_only_metrics_and_webhook(helm_binary: Path) -> None:
     [policy] = by_kind(render(helm_binary, *FULL, "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring"), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]

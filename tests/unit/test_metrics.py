@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from api_harness import GPU_BIG, GPU_SMALL, make_state  # noqa: E402
 
-from autogit.agent.metrics import AgentMetrics, parse_listen, start_metrics_listener  # noqa: E402
+from autogit.agent.listen import parse_listen  # noqa: E402
+from autogit.agent.metrics import AgentMetrics, start_metrics_listener  # noqa: E402
 
 
 def samples(metrics: AgentMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -76,9 +77,10 @@ def test_own_registry_is_not_the_global_one():
 def test_parse_listen():
     assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert parse_listen("[::1]:9464") == ("::1", 9464)
-    for bad in ("9464", "host:", "host:0", "host:99999", ":80"):
-        with pytest.raises(ValueError):
-            parse_listen(bad)
+    for bad in ("9464", "host:", "host:0", "host:99999", ":80", "host:²", "host:+80", "host: 80"):
+        with pytest.raises(ValueError, match="api.metrics_listen must be host:port"):
+            parse_listen(bad, "api.metrics_listen")
+    assert parse_listen(":0", "webhook.listen", default_host="127.0.0.1", any_port=True) == ("127.0.0.1", 0)
 
 
 async def test_tcp_listener_serves_metrics_only():

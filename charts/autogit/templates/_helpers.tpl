@@ -76,7 +76,8 @@ presence registration is off: the cluster is one logical agent (its replicas sha
 presence outlives `helm uninstall`; config.fleet.enabled=true joins a fleet of hosts (ADR-009). */}}
 {{- define "autogit.agentConfig" -}}
 {{- $chart := dict
-  "api" (dict "socket" "/run/autogit/agent.sock" "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port)))
+  "api" (dict "socket" "/run/autogit/agent.sock" "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port))
+              "health_listen" (printf "0.0.0.0:%d" (int .Values.health.port)))
   "webhook" (dict "enabled" .Values.webhook.enabled "listen" (printf "0.0.0.0:%d" (int .Values.webhook.port)) "path" .Values.webhook.path)
   "runner" (include "autogit.runnerConfig" . | fromYaml)
   "fleet" (dict "enabled" false)
