@@ -21,8 +21,7 @@ most once per `log_interval` seconds per listener, with the count since the last
 (EMFILE, ENFILE, ENOBUFS, ENOMEM) into one line per interval with a count: CPython 3.11's accept
 loop reports every failed accept(), up to 100 a loop turn, each with a traceback.
 
-The unix-socket API (agent/api/server.py) caps its connections with the same class swap of
-aiohttp's Server (see `GuardedRunner._make_server`).
+The handler is plugged into aiohttp through agent/connection_server.py, as the socket API's is.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from .connection_server import HandlerRunner, context_of
 from .model import Frozen
 
 __all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedRunner", "client_address", "descriptor_shortfall", "install_accept_error_log"]
@@ -135,8 +135,7 @@ class _GuardedHandler(RequestHandler):
     _lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._manager
-        guard: ConnectionGuard = server.guard  # type: ignore[union-attr]
+        guard: ConnectionGuard = context_of(self)
         address = client_address(transport.get_extra_info("peername"))
         if guard.admit(address) is not None:
             assert isinstance(transport, asyncio.Transport)
@@ -152,9 +151,9 @@ class _GuardedHandler(RequestHandler):
             return  # refused in connection_made: aiohttp never knew it
         if self._lifetime is not None:
             self._lifetime.cancel()
-        server = self._manager
-        if server is not None:
-            server.guard.release(self._guard_address)  # type: ignore[attr-defined]
+        guard: ConnectionGuard | None = context_of(self)
+        if guard is not None:
+            guard.release(self._guard_address)
         self._guard_address = None
         super().connection_lost(exc)
 
@@ -166,7 +165,8 @@ class _GuardedHandler(RequestHandler):
         """aiohttp logs every malformed request (bad bytes, over-long lines) with a traceback at
         ERROR: anyone could fill the journal. A client's error is a debug line; a 5xx (the
         application's middlewares catch the handlers' bugs first) one line without traceback."""
-        name = self._manager.guard.name if self._manager is not None else "tcp"  # type: ignore[attr-defined]
+        guard: ConnectionGuard | None = context_of(self)
+        name = guard.name if guard is not None else "tcp"
         what = " ".join(str(exc or message or status).split())[:200]
         if status >= 500:
             log.error("%s listener: error handling a request: %s", name, what)
@@ -180,30 +180,13 @@ class _GuardedHandler(RequestHandler):
         return resp
 
 
-class _GuardedServer(web.Server):
-    guard: ConnectionGuard
-
-    def __call__(self) -> RequestHandler:
-        return _GuardedHandler(self, loop=self._loop, **self._kwargs)
-
-
-class GuardedRunner(web.AppRunner):
+class GuardedRunner(HandlerRunner):
     """An AppRunner whose connections pass a ConnectionGuard; `keepalive_timeout` is the guard's
     idle_timeout (aiohttp arms it at connect: the header timeout too)."""
 
     def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(app, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
+        super().__init__(app, _GuardedHandler, guard, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
         self.guard = guard
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # aiohttp builds its Server inside Application; swapping in our subclass (no new slots,
-        # only __call__ differs) is the one place this reaches past aiohttp's public surface, as
-        # agent/api/server.py does. tests/integration/test_tcp_listeners.py guards it on upgrades.
-        server.__class__ = _GuardedServer
-        assert isinstance(server, _GuardedServer)
-        server.guard = self.guard
-        return server
 
 
 # Descriptors the agent needs besides its listeners' connections: Docker, GitLab, the GPU

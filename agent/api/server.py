@@ -41,6 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 from pydantic import ValidationError
 
 from ..config import ApiConfig
+from ..connection_server import HandlerRunner, context_of
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import AgentMetrics
 from ..state import AgentState, reload_summary
@@ -99,24 +100,24 @@ class _AgentHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        server = self._manager
-        if not isinstance(server, _AgentServer) or server.gate is None:
+        gate: ApiServer | None = context_of(self)
+        if gate is None:
             return  # no gate: the _guard middleware refuses every request
-        self.peer, self.access, self.admission = server.gate.admit_connection(transport)
+        self.peer, self.access, self.admission = gate.admit_connection(transport)
         if self.admission.verdict is Verdict.ADMITTED:
             return
         if not self.admission.polite:
             self.force_close()  # too many refusals pending: no answer, no file descriptor held
             return
         # Refused politely: the answer goes out with the first request, which must come soon.
-        self._refusal_deadline = self._loop.call_later(server.gate.refusal_timeout, self.force_close)
+        self._refusal_deadline = self._loop.call_later(gate.refusal_timeout, self.force_close)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        server = self._manager
         if self._refusal_deadline is not None:
             self._refusal_deadline.cancel()
-        if self.admission is not None and isinstance(server, _AgentServer) and server.gate is not None:
-            server.gate.release_connection(self.admission)
+        gate: ApiServer | None = context_of(self)
+        if self.admission is not None and gate is not None:
+            gate.release_connection(self.admission)
             self.admission = None
         super().connection_lost(exc)
 
@@ -135,29 +136,6 @@ class _AgentHandler(RequestHandler):
         resp = error_response(status, text)
         resp.force_close()
         return resp
-
-
-class _AgentServer(web.Server):
-    gate: ApiServer | None = None
-
-    def __call__(self) -> RequestHandler:
-        return _AgentHandler(self, loop=self._loop, **self._kwargs)
-
-
-class _Runner(web.AppRunner):
-    def __init__(self, app: web.Application, gate: ApiServer, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._gate = gate
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # aiohttp builds its Server inside Application; swapping in our subclass (no new slots,
-        # only __call__ differs) is the one place we reach past aiohttp's public surface. The
-        # integration tests for the slots and JSON protocol errors guard it on upgrades.
-        server.__class__ = _AgentServer
-        assert isinstance(server, _AgentServer)
-        server.gate = self._gate
-        return server
 
 
 # --- the socket file -----------------------------------------------------------------------
@@ -250,7 +228,7 @@ class ApiServer:
         self.refusal_timeout = refusal_timeout  # seconds a refused connection has to send its request
         self.slots = ConnectionSlots(config.max_connections, config.max_connections_per_uid, config.admin_reserved_connections)
         self.socket_path: Path | None = None
-        self._runner: _Runner | None = None
+        self._runner: HandlerRunner | None = None
         self._bound_inode: int | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -277,9 +255,10 @@ class ApiServer:
             self.socket_path = self.config.socket
             sock = bind_unix_socket(self.config.socket, self.config.group)
             self._bound_inode = os.stat(self.config.socket).st_ino
-        self._runner = _Runner(
+        self._runner = HandlerRunner(
             self.build_app(),
-            self,
+            _AgentHandler,
+            self,  # the gate each connection passes when it opens
             access_log=None,  # request lines go to metrics, not to the journal
             keepalive_timeout=self.keepalive_timeout,
             max_line_size=8190,
@@ -327,7 +306,7 @@ class ApiServer:
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         protocol = request.protocol
         if not isinstance(protocol, _AgentHandler) or protocol.admission is None:
-            # Not opened through the gate (cannot happen with _Runner): nobody is let in unjudged.
+            # Not opened through the gate (cannot happen with HandlerRunner): nobody is let in unjudged.
             return self._forbid(request, Admission(Verdict.FORBIDDEN, -1, polite=True), "cannot identify the peer")
         admission = protocol.admission
         peer = protocol.peer
