@@ -93,6 +93,9 @@ WEBHOOK_REFUSALS = ("token", "bad-request", "timeout")
 # same job and status; out-of-scope: a project outside gitlab.scope (no call); budget: GitLab's
 # rate-limit budget was low (no call); overflow: too many lookups queued; ignored: not a Job Hook.
 WEBHOOK_OUTCOMES = ("looked-up", "merged", "out-of-scope", "budget", "overflow", "ignored")
+# GitLab's rate limits are a dozen named throttles (lib/gitlab/rack_attack.rb); room for a few more.
+MAX_RATELIMIT_NAMES = 16
+_RATELIMIT_NAME = re.compile(r"[a-z0-9_]{1,64}")
 # The /metrics listener's caps: Prometheus scrapes with one connection per target and scraper.
 METRICS_LIMITS = ConnectionLimits(max_connections=32, max_per_address=8, idle_timeout=10.0, max_lifetime=60.0)
 
@@ -307,6 +310,7 @@ class AgentMetrics:
         self.accept_errors = Counter("autogit_accept_errors", "accept() calls that failed for want of descriptors or memory.", registry=r)
         self.webhook_refusals = Counter("autogit_webhook_refusals", "Webhook requests refused, by reason.", ["reason"], registry=r)
         self.webhook_hooks = Counter("autogit_webhook_hooks", "Accepted webhook calls, by what became of them.", ["outcome"], registry=r)
+        self._ratelimit_names: set[str] = set()  # RateLimit-Name values taken as labels (bounded)
         for listener in ("webhook", "metrics", "health"):
             for reason in ("connections", "per-address"):
                 self.tcp_refused.labels(listener=listener, reason=reason)
@@ -343,11 +347,24 @@ class AgentMetrics:
         from urllib.parse import urlsplit
 
         self.gitlab_requests.labels(endpoint=endpoint_class(urlsplit(resp.url).path), code=str(resp.status_code)).inc()
-        name = resp.headers.get("RateLimit-Name") or "unnamed"
+        name = self._ratelimit_label(resp.headers.get("RateLimit-Name"))
         for header, gauge in (("RateLimit-Remaining", self.gitlab_ratelimit_remaining), ("RateLimit-Limit", self.gitlab_ratelimit_limit)):
             value = parse_uint(resp.headers.get(header))
             if value is not None:
                 gauge.labels(limit=name).set(value)
+
+    def _ratelimit_label(self, name: str | None) -> str:
+        """GitLab's throttle names (`throttle_authenticated_api`, lib/gitlab/rack_attack.rb) as a
+        label value; anything else, or more names than a GitLab has, is `other`: a label value
+        taken from a server's header must not grow the series without bound."""
+        if not name:
+            return "unnamed"
+        if name in self._ratelimit_names:
+            return name
+        if _RATELIMIT_NAME.fullmatch(name) is None or len(self._ratelimit_names) >= MAX_RATELIMIT_NAMES:
+            return "other"
+        self._ratelimit_names.add(name)
+        return name
 
     def _on_event(self, event: Event) -> None:
         self.events.labels(type=event.type).inc()

@@ -59,14 +59,17 @@ class ConnectionLimits(Frozen):
 
 def client_address(peername: Any) -> str:
     """The client's address as a cap counts it: an IPv4-mapped IPv6 address is its IPv4
-    address (one client, one count, whichever socket family accepted it)."""
+    address (one client, one count, whichever socket family accepted it), and an IPv6 address
+    its /64, the least a site is given (RFC 6177): one holder of a /64 has 2^64 addresses."""
     host = peername[0] if isinstance(peername, tuple) and peername else str(peername or "?")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return str(host)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
 

@@ -173,3 +173,45 @@ async def test_rate_limit_headers_that_are_not_ascii_numbers_are_ignored() -> No
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_rate_limit_names_from_gitlab_are_bounded_label_values() -> None:
+    """RateLimit-Name becomes a metric label: GitLab's own throttle names are kept, but a server
+    sending a new name with every answer, or one that is not a throttle name, must not grow the
+    series without bound (the names beyond MAX_RATELIMIT_NAMES, and odd ones, are `other`)."""
+    import asyncio
+    import itertools
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from autogit.agent.metrics import MAX_RATELIMIT_NAMES, AgentMetrics
+
+    names = itertools.count()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        i = next(names)
+        name = b"Not A Name \xb2" if i % 10 == 9 else b"throttle_%d" % i
+        body = b'{"id": 7, "description": "r", "active": true, "paused": false, "tag_list": []}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRateLimit-Name: " + name + b"\r\nRateLimit-Remaining: 5\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        config = GitLabConfig.model_validate({"url": f"http://127.0.0.1:{port}", "request_timeout": 3, "max_retries": 0,
+                                              "scope": {"kind": "projects", "projects": [1]}})  # fmt: skip
+        gl = GitLabAdapter(config, SecretStr("glpat-" + "x" * 20))
+        metrics = AgentMetrics()
+        metrics.watch_gitlab(gl)
+        for _ in range(60):
+            assert await gl.runner_exists(7) is True
+    finally:
+        server.close()
+        await server.wait_closed()
+    limits = {s.labels["limit"] for fam in text_string_to_metric_families(metrics.render().decode())
+              for s in fam.samples if s.name == "autogit_gitlab_ratelimit_remaining"}  # fmt: skip
+    assert "throttle_0" in limits and "other" in limits
+    assert len(limits - {"other"}) == MAX_RATELIMIT_NAMES and not any(" " in n for n in limits)

@@ -95,9 +95,11 @@ def test_guard_counts_per_address_and_logs_refusals_once_per_interval(caplog):
     assert guard.open == 1 and dict(guard.per_address) == {"a": 1}
 
 
-def test_client_address_counts_an_ipv4_mapped_address_as_ipv4():
+def test_client_address_counts_ipv4_mapped_as_ipv4_and_ipv6_by_its_64():
     assert client_address(("::ffff:127.0.0.1", 5, 0, 0)) == "127.0.0.1"
-    assert client_address(("2001:db8::1", 5, 0, 0)) == "2001:db8::1"
+    assert client_address(("2001:db8::1", 5, 0, 0)) == "2001:db8::/64"
+    assert client_address(("2001:db8::ffff:1234", 5, 0, 0)) == client_address(("2001:db8::1", 5, 0, 0)), "one /64, one client"
+    assert client_address(("2001:db8:0:1::1", 5, 0, 0)) == "2001:db8:0:1::/64"
     assert client_address(None) == "?"
 
 
