@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from autogit.agent.config import GitLabConfig
 from autogit.agent.gitlab.adapter import GitLabAdapter, GitLabError
+from autogit.agent.metrics import MAX_RATELIMIT_NAMES, AgentMetrics
 from autogit.gitlab_double.gitlab_sim import GitLabSimulator
 
 
@@ -142,19 +149,17 @@ async def test_a_pending_job_our_models_refuse_is_skipped_with_one_line_and_the_
     assert f"job {bad}" in str(err.value) and "\n" not in str(err.value)
 
 
-async def test_rate_limit_headers_that_are_not_ascii_numbers_are_ignored() -> None:
-    """GitLab's RateLimit-* headers are read as numbers only when they are ASCII digits: a byte
-    0xB2 arrives as '²' (requests decodes headers as latin-1), which str.isdigit() accepted and
-    int() refused inside the response hook, failing the call itself."""
-    import asyncio
-
-    from autogit.agent.metrics import AgentMetrics
+@contextlib.asynccontextmanager
+async def gitlab_with_headers(headers: Callable[[int], bytes]) -> AsyncIterator[tuple[GitLabAdapter, AgentMetrics]]:
+    """An adapter (and the metrics watching it) talking to a raw HTTP server that answers every
+    request as GET /runners/:id would, with the header lines `headers(n)` gives for the n-th
+    request: bytes no GitLab double would send."""
+    count = itertools.count()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         body = b'{"id": 7, "description": "r", "active": true, "paused": false, "tag_list": []}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRateLimit-Name: throttle_authenticated_api\r\n"
-                     b"RateLimit-Limit: \xb2\xb3\r\nRateLimit-Remaining: \xb2\r\nRateLimit-Reset: 1\xb9\r\n"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + headers(next(count)) +
                      b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
         await writer.drain()
         writer.close()
@@ -167,50 +172,35 @@ async def test_rate_limit_headers_that_are_not_ascii_numbers_are_ignored() -> No
         gl = GitLabAdapter(config, SecretStr("glpat-" + "x" * 20))
         metrics = AgentMetrics()
         metrics.watch_gitlab(gl)
-        assert await gl.runner_exists(7) is True
-        assert gl.rate_limit == {}, "no number was read from the odd headers"
-        assert b'autogit_gitlab_requests_total{code="200"' in metrics.render()
+        yield gl, metrics
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_rate_limit_headers_that_are_not_ascii_numbers_are_ignored() -> None:
+    """GitLab's RateLimit-* headers are read as numbers only when they are ASCII digits: a byte
+    0xB2 arrives as '²' (requests decodes headers as latin-1), which str.isdigit() accepted and
+    int() refused inside the response hook, failing the call itself."""
+    odd = b"RateLimit-Name: throttle_authenticated_api\r\nRateLimit-Limit: \xb2\xb3\r\nRateLimit-Remaining: \xb2\r\nRateLimit-Reset: 1\xb9\r\n"
+    async with gitlab_with_headers(lambda _n: odd) as (gl, metrics):
+        assert await gl.runner_exists(7) is True
+    assert gl.rate_limit == {}, "no number was read from the odd headers"
+    assert b'autogit_gitlab_requests_total{code="200"' in metrics.render()
 
 
 async def test_rate_limit_names_from_gitlab_are_bounded_label_values() -> None:
     """RateLimit-Name becomes a metric label: GitLab's own throttle names are kept, but a server
     sending a new name with every answer, or one that is not a throttle name, must not grow the
     series without bound (the names beyond MAX_RATELIMIT_NAMES, and odd ones, are `other`)."""
-    import asyncio
-    import itertools
 
-    from prometheus_client.parser import text_string_to_metric_families
+    def headers(n: int) -> bytes:
+        name = b"Not A Name \xb2" if n % 10 == 9 else b"throttle_%d" % n
+        return b"RateLimit-Name: " + name + b"\r\nRateLimit-Remaining: 5\r\n"
 
-    from autogit.agent.metrics import MAX_RATELIMIT_NAMES, AgentMetrics
-
-    names = itertools.count()
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        i = next(names)
-        name = b"Not A Name \xb2" if i % 10 == 9 else b"throttle_%d" % i
-        body = b'{"id": 7, "description": "r", "active": true, "paused": false, "tag_list": []}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRateLimit-Name: " + name + b"\r\nRateLimit-Remaining: 5\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        config = GitLabConfig.model_validate({"url": f"http://127.0.0.1:{port}", "request_timeout": 3, "max_retries": 0,
-                                              "scope": {"kind": "projects", "projects": [1]}})  # fmt: skip
-        gl = GitLabAdapter(config, SecretStr("glpat-" + "x" * 20))
-        metrics = AgentMetrics()
-        metrics.watch_gitlab(gl)
+    async with gitlab_with_headers(headers) as (gl, metrics):
         for _ in range(60):
             assert await gl.runner_exists(7) is True
-    finally:
-        server.close()
-        await server.wait_closed()
     limits = {s.labels["limit"] for fam in text_string_to_metric_families(metrics.render().decode())
               for s in fam.samples if s.name == "autogit_gitlab_ratelimit_remaining"}  # fmt: skip
     assert "throttle_0" in limits and "other" in limits
