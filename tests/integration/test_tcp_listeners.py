@@ -169,14 +169,20 @@ def test_idle_connection_flood_leaves_the_socket_api_and_metrics_answering(agent
     before = agent.fds()
     began = time.monotonic()
     held: list[socket.socket] = []
-    try:
-        for i in range(1100):
-            held.append(_connect(agent.webhook_port, f"127.0.0.{2 + i % 40}"))
-        def refused() -> float:
-            m = agent.metrics()
-            return sum(_metric(m, "autogit_tcp_refused_connections_total", listener="webhook", reason=r) for r in ("connections", "per-address"))
 
-        until(lambda: refused() >= 1100 - 128, 60, "the refusals to be counted", agent.log)
+    def refused() -> float:
+        m = agent.metrics()
+        return sum(_metric(m, "autogit_tcp_refused_connections_total", listener="webhook", reason=r) for r in ("connections", "per-address"))
+
+    try:
+        for i in range(1, 1101):
+            held.append(_connect(agent.webhook_port, f"127.0.0.{2 + i % 40}"))
+            if i % 50 == 0 and i > 128:
+                # In steps the agent keeps up with: connections the kernel completed faster than
+                # the agent accepts wait in the listen backlog, and past it in SYN-RECV, where a
+                # loaded machine can drop them before the agent ever sees (and counts) them.
+                until(lambda i=i: refused() >= i - 128, 30, f"the refusals of {i} connections to be counted", agent.log)
+        until(lambda: refused() >= 1100 - 128, 30, "the refusals to be counted", agent.log)
         metrics = agent.metrics()
         assert agent.fds() <= before + 128 + 32  # the held connections, a few of the agent's own (GitLab, Docker)
         assert agent.status() is not None  # the socket API answers
