@@ -41,6 +41,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from .connection_server import HandlerRunner, context_of
 from .model import Frozen
+from .throttle import Throttle
 
 __all__ = ["ConnectionGuard", "ConnectionLimits", "GuardedRunner", "client_address", "descriptor_shortfall", "install_accept_error_log"]
 
@@ -84,10 +85,7 @@ class ConnectionGuard:
         self.per_address: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()  # by reason, since start
         self._on_refused = on_refused
-        self._log_interval = log_interval
-        self._clock = clock
-        self._logged_at: float | None = None
-        self._unlogged = 0
+        self._log_lines = Throttle(log_interval, clock)  # one line per log_interval, with the count
 
     def admit(self, address: str) -> str | None:
         """Take a slot for a new connection from `address`: None, or why it is refused."""
@@ -112,15 +110,13 @@ class ConnectionGuard:
             del self.per_address[address]
 
     def _log_refusal(self, address: str, reason: str) -> None:
-        now = self._clock()
-        self._unlogged += 1
-        if self._logged_at is not None and now - self._logged_at < self._log_interval:
+        said = self._log_lines.due(self.name)
+        if said is None:
             return
         cap = (f"{self.limits.max_connections} in all" if reason == "connections"
                else f"{self.limits.max_per_address} per address")  # fmt: skip
         log.warning("%s listener: refused %d connection(s) over its cap (%s) since the last line; latest from %s",
-                    self.name, self._unlogged, cap, address[:64])  # fmt: skip
-        self._logged_at, self._unlogged = now, 0
+                    self.name, said.held_back + 1, cap, address[:64])  # fmt: skip
 
 
 _REFUSED_BODY = b'{"error":{"type":"unavailable","message":"too many connections; retry shortly"}}'

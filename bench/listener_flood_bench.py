@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from test_tcp_listeners import ListeningAgent, _connect, _listening, _metric, until  # noqa: E402
+from test_tcp_listeners import ListeningAgent, _connect, _listening, _metric  # noqa: E402
+from waiting import until  # noqa: E402
 
 from autogit.gitlab_double import GitLabSimulator  # noqa: E402
 
@@ -88,7 +89,7 @@ def main() -> None:
     with GitLabSimulator().running_in_thread() as sim, tempfile.TemporaryDirectory() as tmp:
         agent = ListeningAgent(Path(tmp), sim.url, sim.private_token)
         try:
-            until(lambda: _listening(agent.webhook_port), 30, "the webhook listener", agent.log)
+            until(lambda: _listening(agent.webhook_port), 30, "the webhook listener", agent.tail)
             status = lambda: UnixHTTPConnection(agent.socket)  # noqa: E731
             health = lambda: http.client.HTTPConnection("127.0.0.1", agent.health_port, timeout=10)  # noqa: E731
             timed_gets(status, "/v1/status", 10)  # warm up
@@ -101,7 +102,7 @@ def main() -> None:
             fds_flood = agent.fds()
             for s in held:
                 s.close()
-            until(lambda: agent.fds() <= fds_before + 16, 30, "the held connections to be released", agent.log)
+            until(lambda: agent.fds() <= fds_before + 16, 30, "the held connections to be released", agent.tail)
             refused_conn = sum(_metric(agent.metrics(), "autogit_tcp_refused_connections_total", listener="webhook", reason=r)
                                for r in ("connections", "per-address"))  # fmt: skip
 

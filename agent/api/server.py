@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import socket
 import stat
 import time
@@ -42,10 +41,12 @@ from pydantic import ValidationError
 
 from ..config import ApiConfig
 from ..connection_server import HandlerRunner, context_of
+from ..digits import parse_uint
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import AgentMetrics
 from ..state import AgentState, reload_summary
 from ..systemd import listen_fds
+from ..throttle import Throttle
 from . import views
 from .admission import Admission, ConnectionSlots, Verdict
 from .auth import Access, Peer, access_for, peer_of
@@ -71,7 +72,6 @@ _STATUS_TYPES = {
 }
 _PEER = web.RequestKey("peer", Peer)
 _ACCESS = web.RequestKey("access", Access)
-_SEQ = re.compile(r"[0-9]{1,18}")  # an event sequence number in a query (never \d: it is Unicode)
 _REFUSAL_EVENT_INTERVAL = 10.0  # seconds between 'api.refused' events per uid (bounded history)
 
 
@@ -233,7 +233,7 @@ class ApiServer:
         self._streams: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._encoded: dict[int, tuple[Any, bytes]] = {}
-        self._refusal_times: dict[int, float] = {}
+        self._refusal_events = Throttle(_REFUSAL_EVENT_INTERVAL, overflow_key=-2)  # 'api.refused' events per uid
         self._openapi_body = _json_bytes(openapi_document())
 
     # --- lifecycle ---
@@ -357,11 +357,9 @@ class ApiServer:
         self.slots.release(admission)
 
     def _refusal_event(self, uid: int, reason: Verdict, message: str, request: web.Request | None = None) -> None:
-        now = time.monotonic()
         # Rate-limited per uid so a refused client cannot flush real events out of the history.
-        if now - self._refusal_times.get(uid, -1e9) < _REFUSAL_EVENT_INTERVAL:
+        if self._refusal_events.due(uid) is None:
             return
-        self._refusal_times[uid] = now
         method, path = (request.method, request.path[:200]) if request is not None else ("", "")
         what = f"{method} {path[:100]}" if request is not None else "a connection"
         self.state.bus.publish("api.refused", f"refused {what}: {message}", uid=uid, path=path, method=method, reason=reason.value)
@@ -409,10 +407,9 @@ class ApiServer:
         raw = request.query.get("since")
         since: int | None = None
         if raw is not None:
-            # ASCII digits only: str.isdigit() also takes '²' or '١', which int() refuses or reads.
-            if _SEQ.fullmatch(raw) is None:
+            since = parse_uint(raw)  # ASCII digits only (agent/digits.py)
+            if since is None:
                 return error_response(400, f"since must be a non-negative integer of at most 18 ASCII digits, got {raw[:40]!r}")
-            since = int(raw)
         sub = self.state.bus.subscribe(since=since)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
         me = asyncio.current_task()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..events import EventBus
+from ..throttle import Throttle
 
 if TYPE_CHECKING:
     from ..metrics import AgentMetrics
@@ -72,13 +73,12 @@ class HookLookups:
         self._concurrency = concurrency
         self._max_pending = max_pending
         self._recent_s = recent_s
-        self._event_interval = event_interval
         self._clock = clock
         self._pending: OrderedDict[int, tuple[int, str]] = OrderedDict()  # job → (project, status), oldest first
         self._inflight: dict[int, str] = {}  # job → status being looked up
         self._recent: OrderedDict[int, tuple[str, float]] = OrderedDict()  # job → (status, when) of lookups made
         self._workers: set[asyncio.Task[None]] = set()
-        self._said: dict[str, tuple[float, int]] = {}  # outcome → (last event, drops since)
+        self._said = Throttle(event_interval, clock)  # 'webhook.dropped' events per outcome
         self.outcomes: dict[str, int] = {}
 
     def submit(self, project_id: int, job_id: int, status: str) -> str:
@@ -141,14 +141,10 @@ class HookLookups:
     def _drop(self, outcome: str, message: str) -> str:
         """Count a dropped hook; one `webhook.dropped` event per outcome per event_interval."""
         self._count(outcome)
-        now = self._clock()
-        last, since = self._said.get(outcome, (-1e18, 0))
-        if now - last < self._event_interval:
-            self._said[outcome] = (last, since + 1)
-            return outcome
-        more = f" (and {since} more since the last such line)" if since else ""
-        self._bus.publish("webhook.dropped", message + more, outcome=outcome)
-        self._said[outcome] = (now, 0)
+        said = self._said.due(outcome)
+        if said is not None:
+            more = f" (and {said.held_back} more since the last such line)" if said.held_back else ""
+            self._bus.publish("webhook.dropped", message + more, outcome=outcome)
         return outcome
 
     async def stop(self) -> None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictS
 from ..config import WebhookConfig
 from ..events import EventBus
 from ..listen import parse_listen
+from ..throttle import Throttle
 from ..tcp_guard import ConnectionGuard, ConnectionLimits, GuardedRunner
 from .hook_lookups import HookLookups, JobHint
 
@@ -107,8 +108,8 @@ class WebhookListener:
         self.lookups = HookLookups(on_job, bus, metrics, in_scope=in_scope, budget_low=budget_low, clock=clock)
         self.refused = 0
         self.accepted = 0
-        self._clock = clock
-        self._refusal_events: dict[str, tuple[float, int]] = {}  # address → (last event, refusals since)
+        # One event per client address per interval; many addresses at once share one.
+        self._refusal_events = Throttle(REFUSAL_EVENT_INTERVAL, clock, _ADDRESSES_KEPT, "(other addresses)")
         limits = ConnectionLimits(max_connections=config.max_connections, max_per_address=config.max_connections_per_address,
                                   idle_timeout=config.idle_timeout)  # fmt: skip
         self.guard = ConnectionGuard("webhook", limits, self._count_refused_connection)
@@ -125,21 +126,11 @@ class WebhookListener:
         self.refused += 1
         if self.metrics is not None:
             self.metrics.webhook_refusals.labels(reason=reason).inc()
-        address = str(request.remote or "?")[:64]
-        now = self._clock()
-        events = self._refusal_events
-        if address not in events and len(events) >= _ADDRESSES_KEPT:
-            for old in [a for a, (t, _) in events.items() if now - t >= REFUSAL_EVENT_INTERVAL]:
-                del events[old]
-            if len(events) >= _ADDRESSES_KEPT:
-                address = "(other addresses)"  # many addresses at once: they share one event
-        last, since = events.get(address, (-1e18, 0))
-        if now - last < REFUSAL_EVENT_INTERVAL:
-            events[address] = (last, since + 1)
-        else:
+        said = self._refusal_events.due(str(request.remote or "?")[:64])
+        if said is not None:
+            since = said.held_back
             more = f" (and {since} more refused from it since the last such event)" if since else ""
-            self.bus.publish("webhook.refused", f"webhook refused from {address}: {why}{more}", status=status, reason=why, refused_since=since)
-            events[address] = (now, 0)
+            self.bus.publish("webhook.refused", f"webhook refused from {said.key}: {why}{more}", status=status, reason=why, refused_since=since)
         resp = web.json_response({"message": why}, status=status)
         if status != 401:
             resp.force_close()  # the rest of a bad request is not worth reading

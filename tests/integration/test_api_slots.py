@@ -16,6 +16,7 @@ import pytest
 from api_harness import ServerThread, api_config, http, make_state, socket_dir
 from ci_policy import needs
 from peer_process import As, Connections, request_as, request_line
+from waiting import until
 
 pytestmark = needs(os.geteuid() == 0, "needs root: the clients run as other uids")
 
@@ -58,16 +59,6 @@ def slots(srv: ServerThread) -> tuple[int, int]:
     return srv.in_loop(lambda: (srv.server.slots.held, srv.server.slots.refusing))
 
 
-def wait_for(check, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def refusals(srv: ServerThread, reason: str) -> float:
     for line in srv.metrics.render().decode().splitlines():
         if line.startswith(f'autogit_api_refusals_total{{reason="{reason}"}}'):
@@ -78,39 +69,39 @@ def refusals(srv: ServerThread, reason: str) -> float:
 def test_a_reader_holding_idle_connections_cannot_lock_out_root(server, read_group):
     # The review's attack: one reader opens far more idle connections than the socket has slots.
     with Connections(server.path, 40, reader(read_group, 61001)) as hog:
-        wait_for(lambda: slots(server)[0] == 8, "the reader's quota of 8 slots")
+        until(lambda: slots(server)[0] == 8, 10, "the reader's quota of 8 slots", poll=0.05)
         status, _, body = http(server.path, "GET", "/v1/status")
         assert status == 200, body
         # The 32 beyond its quota: at most 4 wait for an answer, the rest are closed at once, and
         # the 4 are closed when their answer deadline passes (they never sent a request).
-        wait_for(lambda: hog.check()["closed"] == 32, "the refused connections to be closed", timeout=REFUSAL_TIMEOUT + 5)
-        wait_for(lambda: slots(server) == (8, 0), "only the reader's quota held (root's request is over)")
+        until(lambda: hog.check()["closed"] == 32, REFUSAL_TIMEOUT + 5, "the refused connections to be closed", poll=0.05)
+        until(lambda: slots(server) == (8, 0), 10, "only the reader's quota held (root's request is over)", poll=0.05)
         assert refusals(server, "uid-connections") == 32
         # Its next connection is told why, in one line.
         status, body = request_as(server.path, reader(read_group, 61001))
         assert status == 503
         err = json.loads(body)["error"]
         assert err["type"] == "unavailable" and "uid 61001 has 8 connections open (api.max_connections_per_uid)" in err["message"]
-    wait_for(lambda: slots(server) == (0, 0), "the slots to be given back")
+    until(lambda: slots(server) == (0, 0), 10, "the slots to be given back", poll=0.05)
 
 
 def test_readers_filling_every_general_slot_leave_the_admin_reserve(server, read_group):
     with Connections(server.path, 8, reader(read_group, 61002)), Connections(server.path, 8, reader(read_group, 61003)):
-        wait_for(lambda: slots(server)[0] == 16, "16 readers' connections (max_connections)")
+        until(lambda: slots(server)[0] == 16, 10, "16 readers' connections (max_connections)", poll=0.05)
         status, body = request_as(server.path, reader(read_group, 61004))
         assert status == 503 and "too many connections (limit 16)" in json.loads(body)["error"]["message"]
         assert http(server.path, "GET", "/v1/status")[0] == 200  # root uses the reserve
-        wait_for(lambda: slots(server)[0] == 16, "root's connection to be given back")
+        until(lambda: slots(server)[0] == 16, 10, "root's connection to be given back", poll=0.05)
         held = []
         try:
             for _ in range(4):  # the whole reserve (4)
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(server.path)
                 held.append(sock)
-            wait_for(lambda: slots(server)[0] == 20, "root's 4 reserved connections")
+            until(lambda: slots(server)[0] == 20, 10, "root's 4 reserved connections", poll=0.05)
             assert http(server.path, "GET", "/v1/status")[0] == 503  # the reserve is bounded too
             held.pop().close()
-            wait_for(lambda: slots(server)[0] == 19, "a reserved slot to be given back")
+            until(lambda: slots(server)[0] == 19, 10, "a reserved slot to be given back", poll=0.05)
             assert http(server.path, "GET", "/v1/status")[0] == 200
         finally:
             for sock in held:
@@ -133,7 +124,7 @@ def test_connections_without_access_hold_no_slot(read_group):
     try:
         os.chmod(srv.path, 0o666)  # past the file mode, as if it were mis-set: the agent's own gate
         with Connections(srv.path, 50, As(uid=61006, gid=NOBODY_GID)) as stranger:
-            wait_for(lambda: stranger.check()["closed"] >= 46, "connections without access to be closed at once")
+            until(lambda: stranger.check()["closed"] >= 46, 10, "connections without access to be closed at once", poll=0.05)
             time.sleep(0.2)
             assert stranger.check()["closed"] == 46  # the other 4 wait for an answer, holding no slot
             assert slots(srv) == (0, 4)

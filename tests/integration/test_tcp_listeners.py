@@ -34,6 +34,7 @@ from autogit.agent.health import start_health_listener
 from autogit.agent.metrics import AgentMetrics, start_metrics_listener
 from autogit.agent.tcp_guard import ConnectionLimits, install_accept_error_log
 from autogit.gitlab_double import GitLabSimulator
+from waiting import until
 
 EXE = Path(sys.executable).parent / "autogit-agent"
 SECRET = "a-webhook-secret-of-thirty-two-chars"
@@ -51,17 +52,6 @@ def _raise_own_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
-def until(check, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
 
 
 class ListeningAgent:
@@ -99,11 +89,14 @@ class ListeningAgent:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([str(EXE), "run", "--config", str(tmp / "agent.yaml")], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, preexec_fn=limit_fds)  # fmt: skip
-        until(lambda: self.status() is not None, 60, "the agent's socket API", self.log)
+        until(lambda: self.status() is not None, 60, "the agent's socket API", self.tail)
 
     def status(self) -> dict | None:
         out = subprocess.run([str(EXE), "status", "--json", "--socket", str(self.socket)], capture_output=True, text=True, timeout=20)
         return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
@@ -129,7 +122,7 @@ class ListeningAgent:
 @pytest.fixture
 def agent(gitlab_sim, tmp_path):
     a = ListeningAgent(tmp_path, gitlab_sim.url, gitlab_sim.private_token)
-    until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.log)
+    until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.tail)
     yield a
     a.stop()
 
@@ -181,8 +174,8 @@ def test_idle_connection_flood_leaves_the_socket_api_and_metrics_answering(agent
                 # In steps the agent keeps up with: connections the kernel completed faster than
                 # the agent accepts wait in the listen backlog, and past it in SYN-RECV, where a
                 # loaded machine can drop them before the agent ever sees (and counts) them.
-                until(lambda i=i: refused() >= i - 128, 30, f"the refusals of {i} connections to be counted", agent.log)
-        until(lambda: refused() >= 1100 - 128, 30, "the refusals to be counted", agent.log)
+                until(lambda i=i: refused() >= i - 128, 30, f"the refusals of {i} connections to be counted", agent.tail)
+        until(lambda: refused() >= 1100 - 128, 30, "the refusals to be counted", agent.tail)
         metrics = agent.metrics()
         assert agent.fds() <= before + 128 + 32  # the held connections, a few of the agent's own (GitLab, Docker)
         assert agent.status() is not None  # the socket API answers
@@ -193,7 +186,7 @@ def test_idle_connection_flood_leaves_the_socket_api_and_metrics_answering(agent
     finally:
         for s in held:
             s.close()
-    until(lambda: agent.fds() <= before + 16, 30, "the held connections to be released", agent.log)
+    until(lambda: agent.fds() <= before + 16, 30, "the held connections to be released", agent.tail)
 
 
 def test_accept_errors_are_one_line_with_a_count(tmp_path):
@@ -206,13 +199,13 @@ def test_accept_errors_are_one_line_with_a_count(tmp_path):
                            webhook={"max_connections": 5000, "max_connections_per_address": 5000})  # fmt: skip
         held: list[socket.socket] = []
         try:
-            until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.log)
+            until(lambda: _listening(a.webhook_port), 30, "the webhook listener", a.tail)
             for _ in range(250):  # the kernel queues what the agent cannot accept (listen backlog)
                 try:
                     held.append(_connect(a.webhook_port, timeout=2))
                 except OSError:
                     break
-            until(lambda: a.lines("accept() failed for want of resources"), 30, "the accept failure line", a.log)
+            until(lambda: a.lines("accept() failed for want of resources"), 30, "the accept failure line", a.tail)
             assert len(a.lines("exceed the open-file limit 160")) == 1  # said at start
             time.sleep(2)  # two more seconds of failing accept() retries (one a second per listener)
             assert a.lines("out of system resource") == []  # asyncio's own report, once per failed accept()
@@ -223,7 +216,7 @@ def test_accept_errors_are_one_line_with_a_count(tmp_path):
             for s in held:
                 s.close()
         try:
-            until(lambda: a.status() is not None, 30, "the socket API after the flood", a.log)
+            until(lambda: a.status() is not None, 30, "the socket API after the flood", a.tail)
             assert _metric(a.metrics(), "autogit_accept_errors_total") >= 1
         finally:
             a.stop()
@@ -447,13 +440,13 @@ async def test_repeated_hooks_for_one_job_make_one_lookup(agent, gitlab_sim):
     answers = await _post_hooks(agent.webhook_port, [hook] * 50)
     assert {status for status, _ in answers} == {202}
     await asyncio.to_thread(until, lambda: _metric(agent.metrics(), "autogit_webhook_hooks_total", outcome="merged") == 49
-                            and _job_lookups(gitlab_sim) >= 1, 30, "49 hooks merged, one looked up", agent.log)  # fmt: skip
+                            and _job_lookups(gitlab_sim) >= 1, 30, "49 hooks merged, one looked up", agent.tail)  # fmt: skip
     assert _job_lookups(gitlab_sim) == 1
     metrics = await asyncio.to_thread(agent.metrics)
     assert _metric(metrics, "autogit_webhook_hooks_total", outcome="looked-up") == 1
     # a new status is news: one more lookup
     await _post_hooks(agent.webhook_port, [hook | {"build_status": "running"}] * 5)
-    await asyncio.to_thread(until, lambda: _job_lookups(gitlab_sim) == 2, 30, "the lookup of the new status", agent.log)
+    await asyncio.to_thread(until, lambda: _job_lookups(gitlab_sim) == 2, 30, "the lookup of the new status", agent.tail)
 
 
 async def test_a_hook_for_a_project_outside_the_scope_costs_no_gitlab_call(agent, gitlab_sim):
