@@ -99,7 +99,8 @@ class Access:
 
     # --- authentication (lib/gitlab/auth/auth_finders.rb) ----------------------------------------
     def authenticate(self, value: str, today: date) -> tuple[SimUser, SimToken]:
-        # A header that is not UTF-8 arrives surrogate-escaped; it matches no token (401, not a 500).
+        # A header that is not UTF-8 arrives surrogate-escaped; it matches no token, and a token
+        # GitLab cannot find is a 401 (lib/gitlab/auth/auth_finders.rb), never a 500.
         presented = value.encode("utf-8", "surrogateescape")
         token = next((t for t in self.tokens if secrets.compare_digest(t.value.encode(), presented)), None)
         if token is None:

@@ -916,6 +916,8 @@ class GitLabSimulator:
         return web.json_response(list(body), headers=headers)
 
     def _project_or_none(self, ref: str) -> SimProject | None:
+        # An id when it matches INTEGER_ID_REGEX /^-?\d+$/ (Ruby's \d is ASCII only), else a full
+        # path; neither found: 404 (lib/api/helpers.rb find_project).
         if ref.isascii() and ref.isdigit():
             return self._projects.get(int(ref))
         return next((p for p in self._projects.values() if p.path_with_namespace == ref), None)
